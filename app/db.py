@@ -1,0 +1,96 @@
+"""Engine, sessions and dialect-neutral upserts (Postgres in production, SQLite embedded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Base
+
+
+def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL (and ``synchronous=OFF`` when ``fast_sqlite``)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=" + ("OFF" if fast_sqlite else "NORMAL"))
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    url = url.replace("postgres://", "postgresql+psycopg://", 1)
+    if url.startswith("postgresql://"):
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Bring the schema to the newest migration (Alembic), creating it on an empty database."""
+    from app.migrate import upgrade
+
+    upgrade(engine)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back and re-raise on error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def insert_ignore(
+    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], *, returning: Any = None
+) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` for either dialect; returns the result."""
+    if not rows:
+        return None
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    stmt = ins.values(list(rows)).on_conflict_do_nothing()
+    if returning is not None:
+        stmt = stmt.returning(returning)
+    return session.execute(stmt)
+
+
+def upsert(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    *,
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    stmt = ins.values(list(rows))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in update}
+    )
+    session.execute(stmt)
+
+
+__all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",
+           "insert_ignore", "upsert"]

@@ -1,0 +1,57 @@
+"""Process settings from the environment (code defaults → environment). Read only when asked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class MissingSetting(RuntimeError):
+    """A required environment variable is not set; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str  # "" = the embedded SQLite file
+    redis_url: str  # "" = the in-process queue
+    config_path: str  # AMOSCORE_CONFIG: one account YAML or a folder of them
+    var_dir: Path = Path("var")
+    spool_dir: Path = Path("var/spool")
+    max_content_length: int = 1024 * 1024
+    amocrm_base_url: str | None = None  # AMOSCORE_AMOCRM_BASE_URL
+    job_batch_size: int = 200
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'amoscore.sqlite3'}"
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    var_dir = Path(env.get("AMOSCORE_VAR_DIR", "var"))
+    return Settings(
+        database_url=env.get("DATABASE_URL", ""),
+        redis_url=env.get("REDIS_URL", ""),
+        config_path=env.get("AMOSCORE_CONFIG", "config/account.example.yaml"),
+        var_dir=var_dir,
+        spool_dir=Path(env.get("AMOSCORE_SPOOL_DIR", str(var_dir / "spool"))),
+        max_content_length=int(env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))),
+        amocrm_base_url=env.get("AMOSCORE_AMOCRM_BASE_URL") or None,
+        job_batch_size=int(env.get("AMOSCORE_JOB_BATCH", "200")),
+    )
+
+
+def require_env(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The value of a secret's variable, or MissingSetting naming it."""
+    env = os.environ if env is None else env
+    value = env.get(name)
+    if not value:
+        raise MissingSetting(f"environment variable {name} is not set (amoscore needs it)")
+    return value
