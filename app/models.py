@@ -182,6 +182,19 @@ class Talk(Base):
     updated_at: Mapped[datetime | None]
 
 
+class TalkRate(Base):
+    """amoCRM's own chat rating (talk ``rate``, 1–10) as it was set on a talk."""
+
+    __tablename__ = "talk_rates"
+    __table_args__ = (UniqueConstraint("account_id", "talk_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    talk_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    rate: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+
+
 class NoteSeen(Base):
     __tablename__ = "notes_seen"
 

@@ -98,3 +98,64 @@ def redis_conn(redis_url: str):  # type: ignore[no-untyped-def]
     yield conn
     conn.flushdb()
     conn.close()
+
+
+# --- the receiver and a worker on the real services -----------------------------------------
+
+SECRET = "s3cr3t-hook"
+TEST_ENV = {"AMOSCORE_WEBHOOK_SECRET": SECRET, "AMOCRM_LONG_LIVED_TOKEN": "test-token",
+            "AMOSCORE_FERNET_KEY": "x" * 43 + "="}
+
+
+@pytest.fixture(scope="session")
+def example_account():  # type: ignore[no-untyped-def]
+    from config.loader import load_account
+
+    return load_account(Path(__file__).parent.parent / "config" / "account.example.yaml")
+
+
+@pytest.fixture()
+def runtime(pg_engine, redis_conn, redis_url, example_account, tmp_path):  # type: ignore[no-untyped-def]
+    """A Runtime on the run's Postgres database and Redis db, with RQ as the queue."""
+    from app.db import make_session_factory
+    from config.settings import Settings
+    from jobs.queues import RQJobQueue, receiver_redis
+    from jobs.runtime import Runtime, set_runtime
+
+    settings = Settings(database_url=str(pg_engine.url.render_as_string(hide_password=False)),
+                        redis_url=redis_url, config_path="", var_dir=tmp_path,
+                        spool_dir=tmp_path / "spool")
+    rt = Runtime(settings=settings, accounts={example_account.account_id: example_account},
+                 engine=pg_engine, sessions=make_session_factory(pg_engine),
+                 queue=RQJobQueue(receiver_redis(redis_url)), redis=redis_conn)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+
+
+@pytest.fixture()
+def client(runtime):  # type: ignore[no-untyped-def]
+    from app.web import create_app
+
+    app = create_app({"RUNTIME": runtime, "ENV": TEST_ENV})
+    return app.test_client()
+
+
+def run_worker(runtime) -> int:  # type: ignore[no-untyped-def]
+    """Run a real RQ worker (no fork) until the queues are empty; returns jobs failed."""
+    import redis
+    from rq import Queue, SimpleWorker
+
+    from jobs.queues import QUEUE_NAMES
+
+    conn = redis.Redis.from_url(runtime.settings.redis_url)
+    queues = [Queue(n, connection=conn) for n in QUEUE_NAMES]
+    worker = SimpleWorker(queues, connection=conn)
+    worker.work(burst=True)
+    return sum(q.failed_job_registry.count for q in queues)
+
+
+def post_fixture(client, name: str, secret: str = SECRET):  # type: ignore[no-untyped-def]
+    body = (FIXTURES / "webhooks" / f"{name}.txt").read_bytes().strip()
+    return client.post(f"/webhooks/amocrm/{secret}", data=body,
+                       content_type="application/x-www-form-urlencoded")

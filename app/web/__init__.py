@@ -1,0 +1,70 @@
+"""The Flask app factory: settings from the environment, nothing done at import time."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from flask import Flask
+
+from config.account import AccountConfig
+from config.settings import Settings, from_env
+
+
+class AccountRouter:
+    """Maps the secret in a webhook URL to its account (constant-time comparison)."""
+
+    def __init__(self, by_secret: Mapping[str, AccountConfig]) -> None:
+        self._pairs = [(s.encode("utf-8"), a) for s, a in by_secret.items()]
+
+    def route(self, secret: str) -> AccountConfig | None:
+        given = secret.encode("utf-8")
+        found = None
+        for known, account in self._pairs:
+            if hmac.compare_digest(known, given):
+                found = account
+        return found
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the receiver. ``overrides`` may set Settings fields, ``ENV`` (a mapping used instead
+    of os.environ), ``ACCOUNTS`` (loaded configs) or ``RUNTIME`` (a ready jobs.runtime.Runtime)."""
+    import os
+
+    from config.loader import load_accounts, resolve_webhook_secrets
+    from jobs.runtime import build_runtime
+
+    overrides = dict(overrides or {})
+    env = overrides.pop("ENV", None) or os.environ
+    runtime = overrides.pop("RUNTIME", None)
+    accounts = overrides.pop("ACCOUNTS", None)
+    settings: Settings = runtime.settings if runtime else from_env(env)
+    fields = {k: v for k, v in overrides.items() if k in Settings.__dataclass_fields__}
+    if fields:
+        settings = replace(settings, **fields)
+    if runtime is None:
+        if accounts is None:
+            accounts = load_accounts(settings.config_path)
+        runtime = build_runtime(settings, for_web=True, accounts=tuple(accounts))
+    # A missing secret fails here, naming the variable (MissingSetting).
+    by_secret = resolve_webhook_secrets(tuple(runtime.accounts.values()), env)
+
+    app = Flask("amoscore")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.extensions["amoscore.runtime"] = runtime
+    app.extensions["amoscore.router"] = AccountRouter(by_secret)
+
+    from app.web.health import health_bp
+    from app.web.webhooks import webhooks_bp
+
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(health_bp)
+    try:
+        from app.web.oauth import oauth_bp
+    except ImportError:  # the OAuth callback lands with the API client
+        oauth_bp = None
+    if oauth_bp is not None:
+        app.register_blueprint(oauth_bp)
+    return app

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:07:34.701495
+Create Date: 2026-11-23 11:15:47.673669
 """
 
 from alembic import op
@@ -240,6 +240,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "name"),
     )
     op.create_table(
+        "talk_rates",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("talk_id", sa.BigInteger(), nullable=False),
+        sa.Column("rate", sa.Integer(), nullable=False),
+        sa.Column("at", app.models.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "talk_id", "at"),
+    )
+    with op.batch_alter_table("talk_rates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_talk_rates_talk_id"), ["talk_id"], unique=False)
+
+    op.create_table(
         "talks",
         sa.Column("account_id", sa.BigInteger(), nullable=False),
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -350,6 +368,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_talks_deal_id"))
 
     op.drop_table("talks")
+    with op.batch_alter_table("talk_rates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_talk_rates_talk_id"))
+
+    op.drop_table("talk_rates")
     op.drop_table("sync_checkpoints")
     with op.batch_alter_table("stage_changes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_stage_changes_deal_id"))

@@ -1,0 +1,79 @@
+"""POST /webhooks/amocrm/<secret>: check, store, commit, enqueue, answer — nothing else.
+
+amoCRM disables a hook after 100 failed answers in 2 hours, so anything we cannot use is still
+stored (as rejected/unsupported, with the reason) and answered without a 5xx; only a body we
+could neither store nor spool gets a 503, so that amoCRM sends it again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, abort, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from integrations.amocrm.webhooks import account_of
+from jobs import spool
+from jobs.intake import mark_queued, store_delivery
+from jobs.queues import EnqueueFailed, schedule_drain
+
+log = logging.getLogger("amoscore.webhook")
+webhooks_bp = Blueprint("webhooks", __name__)
+
+
+@webhooks_bp.post("/webhooks/amocrm/<secret>")
+def receive(secret: str):  # type: ignore[no-untyped-def]
+    account = current_app.extensions["amoscore.router"].route(secret)
+    if account is None:
+        abort(404)
+    runtime = current_app.extensions["amoscore.runtime"]
+    body = request.get_data(cache=False)
+    now = runtime.clock()
+    status, reason, code = _classify(body, account)
+    try:
+        with runtime.sessions() as session:
+            delivery_id = store_delivery(session, account_id=account.account_id, body=body,
+                                         received_at=now, status=status, reason=reason)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.error("webhook.db_down account=%s error=%s", account.account_id, exc.__class__.__name__)
+        try:
+            spool.write(runtime.settings.spool_dir, account_id=account.account_id,
+                        body=body.decode("utf-8", errors="replace"), received_at=now,
+                        status=status, reason=reason)
+        except OSError:
+            log.exception("webhook.spool_failed account=%s", account.account_id)
+            return "", 503
+        return "", code
+    if status == "rejected":
+        log.warning("webhook.rejected account=%s reason=%s", account.account_id, reason)
+    if delivery_id is not None and status == "stored":
+        try:
+            schedule_drain(runtime.queue, account.account_id)
+            with runtime.sessions() as session:
+                mark_queued(session, delivery_id, now)
+                session.commit()
+        except (EnqueueFailed, SQLAlchemyError) as exc:
+            # The row stays "stored"; the sweeper enqueues it once the queue is back.
+            log.warning("webhook.enqueue_failed account=%s delivery=%s error=%s",
+                        account.account_id, delivery_id, exc.__class__.__name__)
+    return "", code
+
+
+def _classify(body: bytes, account) -> tuple[str, str | None, int]:  # type: ignore[no-untyped-def]
+    """(status, reason, HTTP code) from the account the body claims."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unsupported", "body is not UTF-8", 200
+    claimed_id, subdomain = account_of(body)
+    if claimed_id is not None:
+        if claimed_id != account.account_id:
+            return "rejected", f"account[id] {claimed_id} is not this hook's account", 403
+        return "stored", None, 200
+    # Older accounts send only account[subdomain].
+    if subdomain is not None:
+        if subdomain != account.account.subdomain:
+            return "rejected", f"account[subdomain] {subdomain!r} is not this hook's account", 403
+        return "stored", None, 200
+    return "unsupported", "no account[id] or account[subdomain] in body", 200

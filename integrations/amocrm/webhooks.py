@@ -1,0 +1,304 @@
+"""amoCRM account webhooks: form body → nested structure → typed events.
+
+amoCRM POSTs ``application/x-www-form-urlencoded`` bodies built by PHP's ``http_build_query``:
+``leads[status][0][status_id]=142``. Every value arrives as a string, one delivery can carry
+several entities and several actions, companies arrive under ``contacts`` with
+``type=company``, and Digital Pipeline status deliveries carry ids only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+_KEY_PARTS = re.compile(r"[^\[\]]+")
+
+# Handled (root, action) pairs; anything in IGNORED is understood and deliberately skipped.
+HANDLED_EVENTS = frozenset({
+    "leads.add", "leads.update", "leads.status", "leads.responsible", "leads.restore",
+    "leads.delete", "leads.note",
+    "message.add",
+    "talk.add", "talk.update",
+    "task.add", "task.update", "task.delete",
+})
+IGNORED_ROOTS = frozenset({"contacts", "companies", "customers", "unsorted", "catalogs"})
+IGNORED_EVENTS = frozenset({"task.responsible", "leads.link", "leads.unlink"})
+
+
+class WebhookParseError(ValueError):
+    """The body is not a webhook we can read; the message says why."""
+
+
+def parse_form(body: bytes | str) -> dict[str, Any]:
+    """PHP-style bracket keys → nested dicts (list indexes stay string keys "0", "1", …)."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    out: dict[str, Any] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True, strict_parsing=False):
+        parts = _KEY_PARTS.findall(key)
+        if not parts:
+            continue
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def account_of(body: bytes) -> tuple[int | None, str | None]:
+    """The (account id, subdomain) a delivery claims, read without parsing the rest."""
+    account_id: int | None = None
+    subdomain: str | None = None
+    for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
+        if key == "account[id]":
+            account_id = int(value) if value.strip().isdigit() else None
+        elif key == "account[subdomain]":
+            subdomain = value.strip() or None
+    return account_id, subdomain
+
+
+# --- typed fields ---------------------------------------------------------------------------
+
+
+class AmoInt(fields.Integer):
+    """An integer sent as a string; amoCRM sends "" for an empty value."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class AmoBool(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        return str(value).strip().lower() in ("1", "true", "y", "yes")
+
+
+class UnixTime(fields.Field):
+    """Unix seconds (as a string) → aware UTC datetime."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
+        if value is None or str(value).strip() in ("", "0"):
+            return None
+        try:
+            return datetime.fromtimestamp(int(str(value).strip()), UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ValidationError("not a unix time") from exc
+
+
+def _values_list(raw: Any) -> list[Any]:
+    """amoCRM indexed sub-arrays arrive as {"0": …, "1": …}; a lone object is one value."""
+    if isinstance(raw, dict):
+        if raw and all(k.isdigit() for k in raw):
+            return [raw[k] for k in sorted(raw, key=int)]
+        return [raw]
+    if isinstance(raw, list):
+        return raw
+    return [] if raw is None else [raw]
+
+
+def normalise_custom_fields(raw: Any) -> dict[int, list[dict[str, Any]]]:
+    """custom_fields → {field_id: [{"value": str|None, "enum_id": int|None}, …]}.
+
+    Values come as a bare scalar (dates), as ``{value, enum}`` (selects) or as an object.
+    """
+    out: dict[int, list[dict[str, Any]]] = {}
+    for cf in _values_list(raw):
+        if not isinstance(cf, dict) or not str(cf.get("id", "")).strip().isdigit():
+            continue
+        values = []
+        for v in _values_list(cf.get("values")):
+            if isinstance(v, dict):
+                enum = str(v.get("enum", v.get("enum_id", ""))).strip()
+                value = v.get("value")
+                values.append({"value": value if isinstance(value, str) else None,
+                               "enum_id": int(enum) if enum.isdigit() else None})
+            else:
+                values.append({"value": str(v), "enum_id": None})
+        out[int(cf["id"])] = values
+    return out
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+class _Base(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class LeadSchema(_Base):
+    id = AmoInt(required=True)
+    name = fields.String(load_default=None)
+    status_id = AmoInt(load_default=None)
+    old_status_id = AmoInt(load_default=None)
+    pipeline_id = AmoInt(load_default=None)
+    old_pipeline_id = AmoInt(load_default=None)
+    responsible_user_id = AmoInt(load_default=None)
+    old_responsible_user_id = AmoInt(load_default=None)
+    modified_user_id = AmoInt(load_default=None)
+    price = AmoInt(load_default=None)
+    created_at = UnixTime(load_default=None)
+    updated_at = UnixTime(load_default=None)
+    date_create = UnixTime(load_default=None)
+    last_modified = UnixTime(load_default=None)
+    custom_fields = fields.Raw(load_default=None)
+
+
+class NoteSchema(_Base):
+    id = AmoInt(required=True)
+    text = fields.String(load_default=None)
+    note_type = AmoInt(load_default=None)
+    element_type = AmoInt(load_default=None)
+    element_id = AmoInt(load_default=None)
+    created_by = AmoInt(load_default=None)
+    created_at = UnixTime(load_default=None)
+    updated_at = UnixTime(load_default=None)
+
+
+class MessageSchema(_Base):
+    id = fields.String(required=True)
+    chat_id = fields.String(load_default=None)
+    talk_id = AmoInt(load_default=None)
+    contact_id = AmoInt(load_default=None)
+    text = fields.String(load_default=None)
+    created_at = UnixTime(required=True)
+    entity_type = fields.String(load_default=None)
+    entity_id = AmoInt(load_default=None)
+    element_id = AmoInt(load_default=None)
+    type = fields.String(load_default="incoming")
+    origin = fields.String(load_default=None)
+
+
+class TalkSchema(_Base):
+    talk_id = AmoInt(required=True)
+    contact_id = AmoInt(load_default=None)
+    chat_id = fields.String(load_default=None)
+    entity_id = AmoInt(load_default=None)
+    entity_type = fields.String(load_default=None)
+    rate = AmoInt(load_default=0)
+    is_read = AmoBool(load_default=False)
+    is_in_work = AmoBool(load_default=True)
+    created_at = UnixTime(load_default=None)
+    updated_at = UnixTime(load_default=None)
+
+
+class TaskSchema(_Base):
+    id = AmoInt(required=True)
+    element_id = AmoInt(load_default=None)
+    element_type = AmoInt(load_default=None)
+    task_type = AmoInt(load_default=None)
+    text = fields.String(load_default=None)
+    status = AmoInt(load_default=0)
+    action_close = AmoInt(load_default=None)
+    responsible_user_id = AmoInt(load_default=None)
+    complete_before = UnixTime(load_default=None)
+    created_at = UnixTime(load_default=None)
+    updated_at = UnixTime(load_default=None)
+
+
+_SCHEMAS: dict[str, Schema] = {
+    "leads": LeadSchema(),
+    "message": MessageSchema(),
+    "talk": TalkSchema(),
+    "task": TaskSchema(),
+}
+_NOTE_SCHEMA = NoteSchema()
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One entity of one action in a delivery, e.g. kind "leads.status" and its typed fields."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass
+class ParsedDelivery:
+    account_id: int | None
+    subdomain: str | None
+    events: list[WebhookEvent] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # kinds understood and skipped
+    unknown: list[str] = field(default_factory=list)  # kinds we do not know
+
+
+def parse_delivery(body: bytes | str) -> ParsedDelivery:
+    """Parse a whole delivery; raises WebhookParseError when nothing in it is readable."""
+    try:
+        tree = parse_form(body)
+    except UnicodeDecodeError as exc:
+        raise WebhookParseError("body is not UTF-8") from exc
+    account = tree.pop("account", {})
+    if not isinstance(account, dict):
+        account = {}
+    acc_id = str(account.get("id", "")).strip()
+    parsed = ParsedDelivery(
+        account_id=int(acc_id) if acc_id.isdigit() else None,
+        subdomain=(str(account.get("subdomain", "")).strip() or None),
+    )
+    if not tree:
+        raise WebhookParseError("no entities in body")
+    errors: list[str] = []
+    for root, actions in tree.items():
+        if not isinstance(actions, dict):
+            parsed.unknown.append(root)
+            continue
+        for action, items in actions.items():
+            kind = f"{root}.{action}"
+            if root in IGNORED_ROOTS or kind in IGNORED_EVENTS:
+                parsed.ignored.append(kind)
+                continue
+            if kind not in HANDLED_EVENTS:
+                parsed.unknown.append(kind)
+                continue
+            for index, item in enumerate(_values_list(items)):
+                where = f"{root}[{action}][{index}]"
+                try:
+                    parsed.events.append(WebhookEvent(kind, _load(root, action, item)))
+                except ValidationError as exc:
+                    errors.extend(_messages(where, exc.messages))
+    if errors and not parsed.events:
+        raise WebhookParseError("; ".join(errors))
+    return parsed
+
+
+def _load(root: str, action: str, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValidationError("not an object")
+    if root == "leads" and action == "note":
+        note = item.get("note", item)
+        return _NOTE_SCHEMA.load(note if isinstance(note, dict) else {})
+    data = _SCHEMAS[root].load(item)
+    if root == "leads":
+        # A status delivery may carry no custom fields: absent is not "cleared".
+        data["custom_fields_present"] = item.get("custom_fields") is not None
+        data["custom_fields"] = normalise_custom_fields(data.get("custom_fields"))
+    return data
+
+
+def _messages(where: str, messages: Any) -> list[str]:
+    if isinstance(messages, dict):
+        out = []
+        for key, value in messages.items():
+            out.extend(_messages(f"{where}[{key}]", value))
+        return out
+    if isinstance(messages, list):
+        return [f"{where}: {m}" for m in messages if isinstance(m, str)] or [f"{where}: invalid"]
+    return [f"{where}: {messages}"]
+
+
+def event_instant(data: dict[str, Any], received_at: datetime) -> datetime:
+    """When a lead change happened: updated_at, else last_modified, else the receipt time."""
+    return data.get("updated_at") or data.get("last_modified") or received_at

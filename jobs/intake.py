@@ -1,0 +1,159 @@
+"""Store deliveries, drain them into the domain ledger in batches, and sweep what was missed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.db import insert_ignore
+from app.models import WebhookDelivery
+from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
+from jobs import spool
+from jobs.ingest import apply_webhook_events
+from jobs.queues import JOB_TIMEOUT, EnqueueFailed, schedule_drain
+from jobs.runtime import Runtime, get_runtime
+
+log = logging.getLogger("amoscore.intake")
+
+DRAIN_BATCH = 200
+STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
+
+
+def dedupe_key(body: bytes) -> str:
+    """Deliveries are deduplicated by their exact body (amoCRM retries resend it unchanged)."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def store_delivery(session: Session, *, account_id: int | None, body: bytes | str,
+                   received_at: datetime, status: str = "stored",
+                   reason: str | None = None) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING; the new row's id, or None for a duplicate."""
+    raw = body if isinstance(body, bytes) else body.encode("utf-8")
+    text = raw.decode("utf-8", errors="replace")
+    result = insert_ignore(session, WebhookDelivery, [{
+        "account_id": account_id, "dedupe_key": dedupe_key(raw), "body": text,
+        "received_at": received_at, "status": status, "reason": reason, "attempts": 0,
+    }], returning=WebhookDelivery.id)
+    return result.scalar_one_or_none() if result is not None else None
+
+
+def mark_queued(session: Session, delivery_id: int, at: datetime) -> None:
+    session.execute(update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "stored")
+                    .values(status="queued", queued_at=at))
+
+
+def process_delivery(session: Session, row: WebhookDelivery, now: datetime) -> set[int]:
+    """Normalise one stored delivery; returns the deal ids it touched."""
+    row.attempts += 1
+    try:
+        parsed = parse_delivery(row.body)
+    except WebhookParseError as exc:
+        row.status, row.reason, row.processed_at = "unsupported", str(exc), now
+        log.warning("webhook.unsupported delivery=%s reason=%s", row.id, exc)
+        return set()
+    if not parsed.events and parsed.unknown:
+        row.status = "unsupported"
+        row.reason = "unknown event(s): " + ", ".join(sorted(set(parsed.unknown)))
+        row.processed_at = now
+        log.warning("webhook.unsupported delivery=%s reason=%s", row.id, row.reason)
+        return set()
+    touched = apply_webhook_events(session, row.account_id or 0, parsed.events, row.received_at)
+    notes = []
+    if parsed.ignored:
+        notes.append("ignored: " + ", ".join(sorted(set(parsed.ignored))))
+    if parsed.unknown:
+        notes.append("unknown: " + ", ".join(sorted(set(parsed.unknown))))
+    row.status, row.reason, row.processed_at = "processed", "; ".join(notes) or None, now
+    return touched
+
+
+def drain_deliveries(account_id: int, limit: int | None = None) -> int:
+    """RQ job: process the account's stored/queued deliveries in batches; returns how many."""
+    rt = get_runtime()
+    rt.queue.release_drain(account_id)
+    return drain_with(rt, account_id, limit=limit)
+
+
+def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int:
+    account = rt.accounts.get(account_id)
+    done = 0
+    while limit is None or done < limit:
+        size = DRAIN_BATCH if limit is None else min(DRAIN_BATCH, limit - done)
+        with rt.sessions() as session:
+            stmt = (select(WebhookDelivery)
+                    .where(WebhookDelivery.account_id == account_id,
+                           WebhookDelivery.status.in_(("stored", "queued")))
+                    .order_by(WebhookDelivery.id).limit(size))
+            if session.get_bind().dialect.name == "postgresql":
+                # Two workers draining at once take disjoint batches.
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = list(session.execute(stmt).scalars())
+            if not rows:
+                break
+            now = rt.clock()
+            touched: set[int] = set()
+            for row in rows:
+                touched |= process_delivery(session, row, now)
+            if touched and account is not None:
+                from jobs.planner import plan_deals
+
+                plan_deals(session, rt, account, touched, now)
+            session.commit()
+        done += len(rows)
+        if len(rows) < size:
+            break
+    return done
+
+
+def sweep(account_id: int | None = None) -> dict[str, int]:
+    """Periodic job: load the spool, enqueue stored rows, re-enqueue stale queued ones."""
+    return sweep_with(get_runtime())
+
+
+def sweep_with(rt: Runtime) -> dict[str, int]:
+    now = rt.clock()
+    loaded = load_spool(rt)
+    enqueued = 0
+    with rt.sessions() as session:
+        stale = now - timedelta(seconds=JOB_TIMEOUT)
+        # A killed worker's batch: its rows stay "queued" with no job to finish them.
+        session.execute(update(WebhookDelivery)
+                        .where(WebhookDelivery.status == "queued", WebhookDelivery.queued_at < stale)
+                        .values(status="stored"))
+        accounts = set(session.execute(
+            select(WebhookDelivery.account_id)
+            .where(WebhookDelivery.status == "stored",
+                   WebhookDelivery.received_at < now - STORED_GRACE)
+            .distinct()).scalars())
+        session.commit()
+    for account_id in sorted(a for a in accounts if a is not None):
+        try:
+            schedule_drain(rt.queue, account_id)
+            enqueued += 1
+        except EnqueueFailed as exc:
+            log.warning("sweeper.enqueue_failed account=%s error=%s", account_id, exc)
+    return {"spool_loaded": loaded, "drains_enqueued": enqueued}
+
+
+def load_spool(rt: Runtime) -> int:
+    """Move spooled deliveries into the database, deleting each file once committed."""
+    loaded = 0
+    for path, record in spool.pending(rt.settings.spool_dir):
+        try:
+            with rt.sessions() as session:
+                store_delivery(session, account_id=record["account_id"], body=record["body"],
+                               received_at=record["received_at"], status=record["status"],
+                               reason=record["reason"])
+                session.commit()
+        except OperationalError as exc:
+            log.warning("sweeper.spool_db_down error=%s", exc.__class__.__name__)
+            break
+        path.unlink()
+        loaded += 1
+    return loaded

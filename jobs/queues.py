@@ -1,0 +1,138 @@
+"""The one place that knows queue names, RQ options and how work is enqueued.
+
+Production: RQ on Redis. Embedded default (no REDIS_URL): an in-process queue that runs the
+same job functions at once, so the same delivery statuses and results come out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+from rq import Queue, Retry
+
+log = logging.getLogger("amoscore.queue")
+
+INTAKE_QUEUE = "amoscore-intake"  # normalise stored deliveries
+SYNC_QUEUE = "amoscore-sync"  # events pull, due checks, write-back flush, sweeper
+QUEUE_NAMES = (INTAKE_QUEUE, SYNC_QUEUE)
+
+JOB_TIMEOUT = 300  # seconds; a "queued" delivery older than this is re-enqueued by the sweeper
+RESULT_TTL = 60
+FAILURE_TTL = 7 * 24 * 3600
+RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
+WORKER_TTL = 20  # a killed worker's jobs are found abandoned within this
+DRAIN_FLAG_TTL = 5  # seconds a "drain already scheduled" flag lives
+
+# The receiver must answer within 2 s even when Redis hangs: short timeouts, no retries.
+RECEIVER_SOCKET_TIMEOUT = 0.5
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class EnqueueFailed(RuntimeError):
+    """The queue could not take the job; the caller leaves the row for the sweeper."""
+
+
+class JobQueue(Protocol):
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
+                queue: str = INTAKE_QUEUE) -> None: ...
+
+    def claim_drain(self, account_id: int) -> bool: ...
+
+    def release_drain(self, account_id: int) -> None: ...
+
+
+def receiver_redis(url: str) -> redis.Redis:
+    """A Redis client for the web process: fails fast rather than holding a webhook."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=RECEIVER_SOCKET_TIMEOUT,
+        socket_connect_timeout=RECEIVER_SOCKET_TIMEOUT,
+        retry_on_timeout=False,
+        retry=None,
+    )
+
+
+def worker_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"job id {job_id!r} must match [A-Za-z0-9_-]+ (RQ rejects ':')")
+    return job_id
+
+
+class RQJobQueue:
+    """Enqueue onto RQ; every RQ option is set here."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self._queues = {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
+                queue: str = INTAKE_QUEUE) -> None:
+        try:
+            self._queues[queue].enqueue(
+                func, *args,
+                job_id=check_job_id(job_id) if job_id else None,
+                job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                retry=RETRY,
+            )
+        except redis.RedisError as exc:
+            raise EnqueueFailed(str(exc)) from exc
+
+    def claim_drain(self, account_id: int) -> bool:
+        """True when no drain job is pending for the account (so the caller enqueues one)."""
+        try:
+            return bool(self.connection.set(f"amoscore:drain:{account_id}", 1, nx=True,
+                                             ex=DRAIN_FLAG_TTL))
+        except redis.RedisError as exc:
+            raise EnqueueFailed(str(exc)) from exc
+
+    def release_drain(self, account_id: int) -> None:
+        try:
+            self.connection.delete(f"amoscore:drain:{account_id}")
+        except redis.RedisError:
+            log.warning("queue.release_drain_failed account=%s", account_id)
+
+
+class InProcessQueue:
+    """Runs each job at once in this process (embedded default, replay, tests).
+
+    Like RQ, a failing job does not fail the caller: the error is logged and kept in
+    ``failed``, and the delivery rows it held stay stored for the sweeper.
+    """
+
+    def __init__(self) -> None:
+        self.ran = 0
+        self.failed: list[tuple[str, BaseException]] = []
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
+                queue: str = INTAKE_QUEUE) -> None:
+        if job_id:
+            check_job_id(job_id)
+        self.ran += 1
+        try:
+            func(*args)
+        except Exception as exc:  # noqa: BLE001 - a queue records job failures, as RQ does
+            log.exception("job.failed func=%s", getattr(func, "__name__", func))
+            self.failed.append((getattr(func, "__name__", str(func)), exc))
+
+    def claim_drain(self, account_id: int) -> bool:
+        return True
+
+    def release_drain(self, account_id: int) -> None:
+        return None
+
+
+def schedule_drain(queue: JobQueue, account_id: int) -> None:
+    """Make sure a job will drain the account's stored deliveries (one pending job at a time)."""
+    from jobs.intake import drain_deliveries
+
+    if queue.claim_drain(account_id):
+        queue.enqueue(drain_deliveries, account_id, queue=INTAKE_QUEUE)
