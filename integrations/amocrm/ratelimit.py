@@ -1,0 +1,196 @@
+"""One rate limit, pause and stop switch per amoCRM account, shared by every process.
+
+amoCRM allows about 7 requests a second (per IP and integration) and answers 429, then 403
+(an IP block), when that is passed. So the limit is kept in Redis as a moving window, for the
+account and for the whole host, and a 429 pauses every worker of the account, not just the one
+that got it. Without Redis (the embedded default) the same happens inside the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+from integrations.amocrm.errors import AccountBlocked
+
+GLOBAL_PER_SECOND = 7  # amoCRM's documented ceiling; the host never passes it for all accounts
+_MIN_WAIT = 0.005
+
+
+class MemoryFlags:
+    """Pause-until and stop flags of accounts inside this process (embedded default)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pause: dict[int, float] = {}
+        self._stop: dict[int, str] = {}
+
+    def get_pause(self, account_id: int) -> float:
+        with self._lock:
+            return self._pause.get(account_id, 0.0)
+
+    def set_pause(self, account_id: int, until: float, now: float) -> None:
+        with self._lock:
+            self._pause[account_id] = max(until, self._pause.get(account_id, 0.0))
+
+    def get_stop(self, account_id: int) -> str | None:
+        with self._lock:
+            return self._stop.get(account_id)
+
+    def set_stop(self, account_id: int, reason: str | None) -> None:
+        with self._lock:
+            if reason is None:
+                self._stop.pop(account_id, None)
+            else:
+                self._stop[account_id] = reason
+
+
+class RedisFlags:
+    """The same flags as Redis keys, seen by every process of every host using that Redis."""
+
+    def __init__(self, conn: Any, prefix: str = "amoscore") -> None:
+        self._conn = conn
+        self._prefix = prefix
+
+    def _key(self, account_id: int, name: str) -> str:
+        return f"{self._prefix}:amocrm:{account_id}:{name}"
+
+    def get_pause(self, account_id: int) -> float:
+        raw = self._conn.get(self._key(account_id, "pause_until"))
+        return float(raw) if raw else 0.0
+
+    def set_pause(self, account_id: int, until: float, now: float) -> None:
+        key = self._key(account_id, "pause_until")
+        ttl_ms = max(1, int((until - now) * 1000) + 1000)
+        # Keep the later of two pauses when workers report 429s at once.
+        self._conn.eval(
+            "local c = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end "
+            "return 1",
+            1, key, repr(until), ttl_ms,
+        )
+
+    def get_stop(self, account_id: int) -> str | None:
+        raw = self._conn.get(self._key(account_id, "stopped"))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def set_stop(self, account_id: int, reason: str | None) -> None:
+        key = self._key(account_id, "stopped")
+        if reason is None:
+            self._conn.delete(key)
+        else:
+            self._conn.set(key, reason)
+
+
+_PROCESS_FLAGS = MemoryFlags()
+_PROCESS_STORAGE = MemoryStorage()
+
+
+class AccountLimiter:
+    """Moving-window limit of one account plus the host-wide cap, with pause and stop."""
+
+    def __init__(
+        self,
+        account_id: int,
+        per_second: int = 6,
+        *,
+        global_per_second: int = GLOBAL_PER_SECOND,
+        storage: Storage | None = None,
+        flags: MemoryFlags | RedisFlags | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.account_id = account_id
+        self._strategy = MovingWindowRateLimiter(storage or _PROCESS_STORAGE)
+        self._account_item = RateLimitItemPerSecond(per_second, 1)
+        self._global_item = RateLimitItemPerSecond(global_per_second, 1)
+        self._flags = flags or _PROCESS_FLAGS
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        """Block until the account is not paused and both windows have room; take one slot."""
+        self._wait_while_paused()
+        self._take(self._account_item, "account", str(self.account_id))
+        # The account slot is already spent if the host cap makes us wait: that only slows
+        # this account down, it never lets a window go over.
+        self._take(self._global_item, "host")
+
+    def _take(self, item: RateLimitItemPerSecond, *ids: str) -> None:
+        while not self._strategy.hit(item, "amoscore", *ids):
+            stats = self._strategy.get_window_stats(item, "amoscore", *ids)
+            # limits measures its window in real time, whatever clock we were given
+            self._sleep(max(_MIN_WAIT, stats.reset_time - time.time()))
+            self.check_stopped()
+
+    def _wait_while_paused(self) -> None:
+        while True:
+            self.check_stopped()
+            until = self._flags.get_pause(self.account_id)
+            now = self._clock()
+            if until <= now:
+                return
+            self._sleep(until - now)
+
+    def check_stopped(self) -> None:
+        reason = self._flags.get_stop(self.account_id)
+        if reason:
+            raise AccountBlocked(
+                f"amoCRM traffic of account {self.account_id} is stopped: {reason}. "
+                "An admin must check the account and the integration in amoCRM, then clear the "
+                "stop (AccountLimiter.clear_stop / `redis-cli DEL` of the stop key)."
+            )
+
+    def pause_for(self, seconds: float) -> float:
+        """Pause every worker of the account for ``seconds``; returns the pause-until instant."""
+        now = self._clock()
+        until = now + max(0.0, seconds)
+        self._flags.set_pause(self.account_id, until, now)
+        return until
+
+    def paused_until(self) -> float:
+        return self._flags.get_pause(self.account_id)
+
+    def stop(self, reason: str) -> None:
+        """Stop the account's traffic in every process until cleared."""
+        self._flags.set_stop(self.account_id, reason)
+
+    def stopped_reason(self) -> str | None:
+        return self._flags.get_stop(self.account_id)
+
+    def clear_stop(self) -> None:
+        self._flags.set_stop(self.account_id, None)
+
+
+def redis_limiter(
+    redis_url: str,
+    account_id: int,
+    per_second: int = 6,
+    *,
+    global_per_second: int = GLOBAL_PER_SECOND,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AccountLimiter:
+    """A limiter whose window, pause and stop live in the Redis at ``redis_url``."""
+    import redis
+
+    return AccountLimiter(
+        account_id,
+        per_second,
+        global_per_second=global_per_second,
+        storage=RedisStorage(redis_url),
+        flags=RedisFlags(redis.Redis.from_url(redis_url)),
+        clock=clock,
+        sleep=sleep,
+    )
+
+
+def memory_limiter(account_id: int, per_second: int = 6, **kw: Any) -> AccountLimiter:
+    """A limiter shared inside this process only (embedded default)."""
+    return AccountLimiter(account_id, per_second, **kw)

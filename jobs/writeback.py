@@ -1,0 +1,255 @@
+"""The write-back executor: metrics declare field values and tasks; ``flush`` sends the changes.
+
+Declaring is cheap and repeatable (an upsert, an insert-ignore); only ``flush`` talks to amoCRM.
+A value is sent only when the declared value differs from the one last written, so our own
+writes coming back as ``leads[update]`` webhooks (and being declared again) send nothing.
+A task row is committed before its POST and marked ``posting`` around it; a row found in
+``posting`` later is looked up in amoCRM by the marker in its text before any new POST.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import insert_ignore, session_scope, upsert
+from app.models import DesiredValue, TaskLedger, WriteLog, WrittenValue
+from config.account import AccountConfig
+from integrations.amocrm.client import AmoClient
+from integrations.amocrm.errors import AmoHTTPError
+from integrations.amocrm.payloads import FIELD_TYPES, lead_patch, task_marker, task_post
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    deal_id: int
+    field_id: int
+    field_type: str
+    value: Any
+    status: str  # sent | recorded | failed
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    key: str
+    deal_id: int
+    rule: str
+    text: str
+    responsible_user_id: int | None
+    complete_till: datetime
+    status: str  # created | recorded | failed
+    amo_task_id: int | None = None
+    reason: str | None = None
+
+
+@dataclass
+class FlushResult:
+    """What one flush did (or, in dry-run, would have done), in order."""
+
+    patch_requests: int = 0
+    post_requests: int = 0
+    get_requests: int = 0
+    writes: list[WriteRecord] = field(default_factory=list)
+    tasks: list[TaskRecord] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(w.status == "failed" for w in self.writes) + sum(t.status == "failed" for t in self.tasks)
+
+
+def declare_value(session: Session, account_id: int, deal_id: int, field_id: int,
+                  field_type: str, value: Any, at: datetime) -> None:
+    """Record what a deal field should hold; the next flush sends it if it differs."""
+    if field_type not in FIELD_TYPES:
+        raise ValueError(f"unknown field type {field_type!r} (expected one of {FIELD_TYPES})")
+    upsert(session, DesiredValue,
+           [{"account_id": account_id, "deal_id": deal_id, "field_id": field_id,
+             "field_type": field_type, "value": {"v": value}, "declared_at": at}],
+           keys=("account_id", "deal_id", "field_id"), update=("field_type", "value", "declared_at"))
+
+
+def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
+                 responsible_user_id: int | None, complete_till: datetime, text: str,
+                 at: datetime) -> bool:
+    """Add a pending task under its idempotency key; False when the key already exists.
+    The caller commits before any flush, so a crash can never lose or double it."""
+    res = insert_ignore(session, TaskLedger, [{
+        "account_id": account_id, "idempotency_key": key, "deal_id": deal_id, "rule": rule,
+        "responsible_user_id": responsible_user_id, "complete_till": complete_till,
+        "text": text, "declared_at": at, "status": "pending",
+    }], returning=TaskLedger.id)
+    return res.first() is not None
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def _changed_values(session: Session, account_id: int) -> list[DesiredValue]:
+    desired = session.scalars(
+        select(DesiredValue).where(DesiredValue.account_id == account_id)
+        .order_by(DesiredValue.deal_id, DesiredValue.field_id)
+    ).all()
+    written = {
+        (w.deal_id, w.field_id): w.value
+        for w in session.scalars(select(WrittenValue).where(WrittenValue.account_id == account_id))
+    }
+    return [d for d in desired if written.get((d.deal_id, d.field_id)) != d.value]
+
+
+def _record_values(session: Session, account_id: int, rows: list[DesiredValue], now: datetime,
+                   status: str, reason: str | None, result: FlushResult) -> None:
+    if status != "failed":
+        upsert(session, WrittenValue,
+               [{"account_id": account_id, "deal_id": d.deal_id, "field_id": d.field_id,
+                 "value": d.value, "written_at": now} for d in rows],
+               keys=("account_id", "deal_id", "field_id"), update=("value", "written_at"))
+    for d in rows:
+        session.add(WriteLog(account_id=account_id, deal_id=d.deal_id, field_id=d.field_id,
+                             value=d.value, at=now, status=status, reason=reason))
+        result.writes.append(WriteRecord(d.deal_id, d.field_id, d.field_type, d.value["v"],
+                                         status, reason))
+
+
+def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig,
+                  client: AmoClient | None, now: datetime, dry_run: bool,
+                  result: FlushResult) -> None:
+    account_id = account.account_id
+    with session_scope(session_factory) as session:
+        changed = _changed_values(session, account_id)
+    by_deal: dict[int, list[DesiredValue]] = {}
+    for d in changed:
+        by_deal.setdefault(d.deal_id, []).append(d)
+    deals = list(by_deal)
+    size = max(1, min(account.writeback.batch_size, 250))
+    for start in range(0, len(deals), size):
+        batch = deals[start:start + size]
+        if dry_run:
+            with session_scope(session_factory) as session:
+                for deal_id in batch:
+                    _record_values(session, account_id, by_deal[deal_id], now, "recorded", None, result)
+            result.patch_requests += 1
+            continue
+        assert client is not None
+        body = [lead_patch(deal_id, [(d.field_id, d.field_type, d.value["v"]) for d in by_deal[deal_id]])
+                for deal_id in batch]
+        before = client.requests_sent
+        outcome = client.patch_leads(body)
+        result.patch_requests += client.requests_sent - before
+        # One commit per batch: what was sent stays recorded if a later batch fails.
+        with session_scope(session_factory) as session:
+            for deal_id in batch:
+                reason = outcome.failures.get(str(deal_id))
+                if reason is None and str(deal_id) not in outcome.results:
+                    reason = "no result for this deal in amoCRM's answer"
+                status = "failed" if reason else "sent"
+                if reason:
+                    log.warning("writeback.value_failed account=%d deal=%d reason=%s",
+                                account_id, deal_id, reason)
+                _record_values(session, account_id, by_deal[deal_id], now, status, reason, result)
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def _task_record(row: TaskLedger) -> TaskRecord:
+    return TaskRecord(row.idempotency_key, row.deal_id, row.rule, row.text,
+                      row.responsible_user_id, row.complete_till, row.status,
+                      row.amo_task_id, row.reason)
+
+
+def _resolve_posting(session_factory: sessionmaker[Session], account_id: int,
+                     client: AmoClient, now: datetime, result: FlushResult) -> None:
+    """Rows left in ``posting`` by a dead worker: created already? Look before posting again."""
+    with session_scope(session_factory) as session:
+        rows = session.scalars(select(TaskLedger).where(
+            TaskLedger.account_id == account_id, TaskLedger.status == "posting"
+        ).order_by(TaskLedger.id)).all()
+        for row in rows:
+            before = client.requests_sent
+            existing = client.list_tasks(entity_id=row.deal_id, entity_type="leads")
+            result.get_requests += client.requests_sent - before
+            marker = task_marker(row.idempotency_key)
+            found = next((t for t in existing if t.text.rstrip().endswith(marker)), None)
+            if found:
+                row.status, row.amo_task_id, row.sent_at = "created", found.id, row.sent_at or now
+                result.tasks.append(_task_record(row))
+            else:
+                row.status = "pending"
+            session.commit()
+
+
+def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
+                 client: AmoClient | None, now: datetime, dry_run: bool,
+                 result: FlushResult) -> None:
+    account_id = account.account_id
+    if not dry_run:
+        assert client is not None
+        client.ensure_ready()
+        _resolve_posting(session_factory, account_id, client, now, result)
+    with session_scope(session_factory) as session:
+        pending_ids = session.scalars(select(TaskLedger.id).where(
+            TaskLedger.account_id == account_id,
+            TaskLedger.status.in_(("pending", "posting") if dry_run else ("pending",)),
+        ).order_by(TaskLedger.id)).all()
+    size = max(1, min(account.writeback.batch_size, 250))
+    for start in range(0, len(pending_ids), size):
+        ids = pending_ids[start:start + size]
+        with session_scope(session_factory) as session:
+            rows = session.scalars(select(TaskLedger).where(TaskLedger.id.in_(ids))
+                                   .order_by(TaskLedger.id)).all()
+            if dry_run:
+                for row in rows:
+                    row.status, row.sent_at = "recorded", now
+                    result.tasks.append(_task_record(row))
+                result.post_requests += 1
+                continue
+            body = [task_post(request_id=str(row.id), deal_id=row.deal_id, text=row.text,
+                              key=row.idempotency_key,
+                              complete_till=int(row.complete_till.timestamp()),
+                              task_type_id=account.writeback.task_type_id,
+                              responsible_user_id=row.responsible_user_id) for row in rows]
+            for row in rows:
+                row.status, row.sent_at = "posting", now
+        # ``posting`` is committed before the POST: a crash after it is resolved by lookup.
+        assert client is not None
+        before = client.requests_sent
+        try:
+            outcome = client.post_tasks(body)
+        except AmoHTTPError as exc:
+            # The POST may or may not have landed: rows stay ``posting`` for the next flush.
+            log.warning("writeback.tasks_ambiguous account=%d error=%s", account_id, exc)
+            result.post_requests += client.requests_sent - before
+            raise
+        result.post_requests += client.requests_sent - before
+        with session_scope(session_factory) as session:
+            rows = session.scalars(select(TaskLedger).where(TaskLedger.id.in_(ids))
+                                   .order_by(TaskLedger.id)).all()
+            for row in rows:
+                created = outcome.results.get(str(row.id))
+                if created and created.get("id") is not None:
+                    row.status, row.amo_task_id = "created", int(created["id"])
+                else:
+                    row.status = "failed"
+                    row.reason = outcome.failures.get(str(row.id), "no id in amoCRM's answer")
+                    log.warning("writeback.task_failed account=%d deal=%d reason=%s",
+                                account_id, row.deal_id, row.reason)
+                result.tasks.append(_task_record(row))
+
+
+def flush(session_factory: sessionmaker[Session], account: AccountConfig,
+          client: AmoClient | None, now: datetime, *, dry_run: bool) -> FlushResult:
+    """Send changed values, then pending tasks (or only record them when ``dry_run``)."""
+    if not dry_run and client is None:
+        raise ValueError("flush needs a client unless dry_run")
+    result = FlushResult()
+    _flush_values(session_factory, account, client, now, dry_run, result)
+    _flush_tasks(session_factory, account, client, now, dry_run, result)
+    return result

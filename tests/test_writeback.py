@@ -1,0 +1,253 @@
+"""Write-back executor against real Postgres, amoCRM faked with ``responses``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import responses
+from responses import matchers
+from sqlalchemy import func, select
+
+from app.db import make_session_factory, session_scope
+from app.models import DesiredValue, TaskLedger, WriteLog, WrittenValue
+from integrations.amocrm.payloads import task_marker
+from jobs.writeback import declare_task, declare_value, flush
+from tests.test_client_support import ACCOUNT_ID, BASE, FakeTime, make_account, make_client
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+FIELD_MIN = 752101
+FIELD_ZONE = 752105
+
+
+@pytest.fixture()
+def factory(pg_engine):  # type: ignore[no-untyped-def]
+    return make_session_factory(pg_engine)
+
+
+def _declare_minutes(factory, deals, minutes_of):  # type: ignore[no-untyped-def]
+    with session_scope(factory) as s:
+        for deal in deals:
+            declare_value(s, ACCOUNT_ID, deal, FIELD_MIN, "numeric", minutes_of(deal), NOW)
+
+
+def _expected_body(deals, minutes_of):  # type: ignore[no-untyped-def]
+    return [{"id": d, "custom_fields_values": [{"field_id": FIELD_MIN, "values": [{"value": minutes_of(d)}]}],
+             "request_id": str(d)} for d in deals]
+
+
+def _ok_body(deals):  # type: ignore[no-untyped-def]
+    return {"_embedded": {"leads": [{"id": d, "updated_at": 1772431300, "request_id": str(d)} for d in deals]}}
+
+
+def test_120_changed_deals_go_in_3_patches_then_nothing_is_resent(factory) -> None:
+    deals = list(range(1000, 1120))
+    minutes = lambda d: d % 97  # noqa: E731
+    _declare_minutes(factory, deals, minutes)
+    account = make_account()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        for chunk in (deals[:50], deals[50:100], deals[100:]):
+            rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(chunk),
+                       match=[matchers.json_params_matcher(_expected_body(chunk, minutes))])
+        result = flush(factory, account, make_client(), NOW, dry_run=False)
+        assert len(rsps.calls) == 3
+    assert result.patch_requests == 3
+    assert [(w.deal_id, w.status) for w in result.writes] == [(d, "sent") for d in deals]
+
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        again = flush(factory, account, make_client(), NOW, dry_run=False)
+        # our own write echoed back by a leads[update] webhook is declared again: still nothing
+        _declare_minutes(factory, deals, minutes)
+        echo = flush(factory, account, make_client(), NOW + timedelta(minutes=1), dry_run=False)
+        assert len(rsps.calls) == 0
+    assert again.patch_requests == echo.patch_requests == 0
+    with session_scope(factory) as s:
+        assert s.scalar(select(func.count()).select_from(WriteLog)) == 120
+
+
+def test_field_shapes_per_type_and_one_element_per_deal(factory) -> None:
+    with session_scope(factory) as s:
+        declare_value(s, ACCOUNT_ID, 7, FIELD_ZONE, "select", 908201, NOW)
+        declare_value(s, ACCOUNT_ID, 7, FIELD_MIN, "numeric", 12, NOW)
+        declare_value(s, ACCOUNT_ID, 7, 752200, "text", "ок", NOW)
+        declare_value(s, ACCOUNT_ID, 7, 752201, "date", 1729717200, NOW)
+    body = [{"id": 7, "request_id": "7", "custom_fields_values": [
+        {"field_id": FIELD_MIN, "values": [{"value": 12}]},
+        {"field_id": FIELD_ZONE, "values": [{"enum_id": 908201}]},
+        {"field_id": 752200, "values": [{"value": "ок"}]},
+        {"field_id": 752201, "values": [{"value": 1729717200}]},
+    ]}]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body([7]), match=[matchers.json_params_matcher(body)])
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    assert [(w.field_id, w.status) for w in result.writes] == [
+        (FIELD_MIN, "sent"), (FIELD_ZONE, "sent"), (752200, "sent"), (752201, "sent")]
+
+
+def test_429_pauses_the_account_for_every_client_and_nothing_is_lost(factory, redis_url) -> None:
+    from integrations.amocrm.ratelimit import redis_limiter
+
+    deals = [1, 2, 3]
+    _declare_minutes(factory, deals, lambda d: d * 10)
+    t = FakeTime()
+    limiter = redis_limiter(redis_url, ACCOUNT_ID, 1000, global_per_second=1000, clock=t.clock, sleep=t.sleep)
+    other = redis_limiter(redis_url, ACCOUNT_ID, 1000, global_per_second=1000, clock=t.clock, sleep=t.sleep)
+    problem = {"title": "Too Many Requests", "type": "https://httpstatus.es/429", "status": 429,
+               "detail": "You have sent too many requests in a given amount of time. Please try again later.",
+               "retry_after": 300}
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=problem, status=429, headers={"Retry-After": "300"})
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(deals),
+                   match=[matchers.json_params_matcher(_expected_body(deals, lambda d: d * 10))])
+        start = t.now
+
+        seen_by_other: list[float] = []
+        real_sleep = t.sleep
+
+        def sleep_and_look(seconds: float) -> None:
+            seen_by_other.append(other.paused_until())
+            real_sleep(seconds)
+
+        t.sleep = sleep_and_look  # type: ignore[method-assign]
+        limiter._sleep = sleep_and_look
+        result = flush(factory, make_account(), make_client(t, limiter), NOW, dry_run=False)
+    assert seen_by_other and seen_by_other[0] == pytest.approx(start + 300)
+    assert t.now - start >= 300
+    assert [w.status for w in result.writes] == ["sent"] * 3
+    assert result.patch_requests == 2
+
+
+def test_504_splits_the_batch_in_halves(factory) -> None:
+    deals = list(range(1, 51))
+    _declare_minutes(factory, deals, lambda d: d)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", status=504, body="Gateway Timeout",
+                   match=[matchers.json_params_matcher(_expected_body(deals, lambda d: d))])
+        for half in (deals[:25], deals[25:]):
+            rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(half),
+                       match=[matchers.json_params_matcher(_expected_body(half, lambda d: d))])
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    assert result.patch_requests == 3
+    assert all(w.status == "sent" for w in result.writes) and len(result.writes) == 50
+
+
+def test_400_on_one_entity_of_50_writes_the_other_49(factory) -> None:
+    deals = list(range(1, 51))
+    _declare_minutes(factory, deals, lambda d: d)
+    bad = 17
+    error = {"validation-errors": [{"request_id": str(bad), "errors": [
+        {"code": "NotSupportedChoice", "path": "custom_fields_values.0.field_id",
+         "detail": "The value you selected is not a valid choice."}]}],
+        "title": "Bad Request", "type": "https://httpstatus.es/400", "status": 400,
+        "detail": "Request validation failed"}
+    rest = [d for d in deals if d != bad]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", status=400, json=error,
+                   match=[matchers.json_params_matcher(_expected_body(deals, lambda d: d))])
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(rest),
+                   match=[matchers.json_params_matcher(_expected_body(rest, lambda d: d))])
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    sent = [w.deal_id for w in result.writes if w.status == "sent"]
+    failed = [w for w in result.writes if w.status == "failed"]
+    assert sent == rest
+    assert [f.deal_id for f in failed] == [bad]
+    assert "NotSupportedChoice" in (failed[0].reason or "")
+    with session_scope(factory) as s:
+        log_row = s.scalars(select(WriteLog).where(WriteLog.deal_id == bad)).one()
+        assert log_row.status == "failed" and "not a valid choice" in (log_row.reason or "")
+        assert s.get(WrittenValue, (ACCOUNT_ID, bad, FIELD_MIN)) is None
+        assert s.get(DesiredValue, (ACCOUNT_ID, bad, FIELD_MIN)) is not None
+
+
+def test_dry_run_records_and_counts_without_http(factory) -> None:
+    _declare_minutes(factory, range(1, 121), lambda d: d)
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=5, rule="frt_breach", key="frt:5:1",
+                     responsible_user_id=10000698, complete_till=NOW + timedelta(hours=1),
+                     text="Клиент ждёт", at=NOW)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        result = flush(factory, make_account(dry_run=True), None, NOW, dry_run=True)
+        assert len(rsps.calls) == 0
+    assert (result.patch_requests, result.post_requests) == (3, 1)
+    assert len(result.writes) == 120 and all(w.status == "recorded" for w in result.writes)
+    assert [(t.key, t.status) for t in result.tasks] == [("frt:5:1", "recorded")]
+    with session_scope(factory) as s:
+        row = s.scalars(select(TaskLedger)).one()
+        assert row.status == "recorded" and row.sent_at == NOW
+    again = flush(factory, make_account(dry_run=True), None, NOW, dry_run=True)
+    assert (again.patch_requests, again.post_requests, again.writes, again.tasks) == (0, 0, [], [])
+
+
+def _task_body(row_id: int, deal: int, key: str, text: str, till: datetime) -> list[dict]:
+    return [{"text": f"{text}\n{task_marker(key)}", "complete_till": int(till.timestamp()),
+             "entity_id": deal, "entity_type": "leads", "task_type_id": 1,
+             "request_id": str(row_id), "responsible_user_id": 10000698}]
+
+
+def test_task_declared_5_times_and_a_crash_after_post_gives_one_task(factory) -> None:
+    till = NOW + timedelta(hours=2)
+    key = "frt_breach:32966269:episode-1"
+    declared = []
+    for _ in range(5):
+        with session_scope(factory) as s:
+            declared.append(declare_task(s, ACCOUNT_ID, deal_id=32966269, rule="frt_breach", key=key,
+                                         responsible_user_id=10000698, complete_till=till,
+                                         text="Клиент ждёт ответа", at=NOW))
+    assert declared == [True, False, False, False, False]
+    with session_scope(factory) as s:
+        row_id = s.scalars(select(TaskLedger.id)).one()
+
+    created = {"_embedded": {"tasks": [{"id": 555001, "request_id": str(row_id)}]}}
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks", json=created,
+                  match=[matchers.json_params_matcher(_task_body(row_id, 32966269, key, "Клиент ждёт ответа", till))])
+        client = make_client()
+        real_post = client.post_tasks
+
+        def post_then_die(items):  # type: ignore[no-untyped-def]
+            real_post(items)
+            raise KeyboardInterrupt("worker killed between POST and record")
+
+        client.post_tasks = post_then_die  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            flush(factory, make_account(), client, NOW, dry_run=False)
+    with session_scope(factory) as s:
+        assert s.scalars(select(TaskLedger.status)).one() == "posting"
+
+    listed = {"_embedded": {"tasks": [{"id": 555001, "entity_id": 32966269, "entity_type": "leads",
+                                       "text": f"Клиент ждёт ответа\n{task_marker(key)}",
+                                       "is_completed": False, "complete_till": int(till.timestamp()),
+                                       "task_type_id": 1, "responsible_user_id": 10000698}]}}
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.get(f"{BASE}/api/v4/tasks", json=listed, match=[matchers.query_param_matcher(
+            {"limit": "250", "filter[entity_type]": "leads", "filter[entity_id]": "32966269"})])
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+        assert [c.request.method for c in rsps.calls] == ["GET"]
+    assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 555001)]
+    with session_scope(factory) as s:
+        row = s.scalars(select(TaskLedger)).one()
+        assert (row.status, row.amo_task_id) == ("created", 555001)
+
+
+def test_posting_row_not_found_is_posted_again(factory) -> None:
+    till = NOW + timedelta(hours=2)
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=9, rule="r", key="k9", responsible_user_id=10000698,
+                     complete_till=till, text="t", at=NOW)
+        row = s.scalars(select(TaskLedger)).one()
+        row.status = "posting"
+        row_id = row.id
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.get(f"{BASE}/api/v4/tasks", status=204)
+        rsps.post(f"{BASE}/api/v4/tasks", json={"_embedded": {"tasks": [{"id": 77, "request_id": str(row_id)}]}},
+                  match=[matchers.json_params_matcher(_task_body(row_id, 9, "k9", "t", till))])
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 77)]
+    assert result.post_requests == 1
+
+
+def test_make_client_uses_injected_time_only() -> None:
+    t = FakeTime()
+    assert make_client(t).clock() == t.now
