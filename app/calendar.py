@@ -1,0 +1,282 @@
+"""The account's business calendar: how much working time lies between two instants.
+
+Pure (no I/O). Working periods are local wall times in the account's IANA timezone, so a DST
+switch moves them with the clock. A day's hours come from, in order of precedence: the YAML's
+`working_days` (exact hours, as written), its `days_off`, the country's public holidays (the
+`holidays` package, which knows Russia's moved days off), the country's moved working Saturdays
+(config/ru_working_days.py, which `holidays` does not know; they work the hours of the weekday
+they were swapped with), then the weekly `working_hours`. With `shorten_pre_holiday` a working
+day whose next calendar day is a public holiday ends an hour earlier.
+
+Speed: working intervals are kept as integer epoch microseconds (exact) for whole local years,
+with a cumulative sum of working time, so `business_seconds` is two binary searches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays
+
+from config.account import WEEKDAYS, AccountConfig, CalendarConfig, Period
+from config.ru_working_days import MOVED_WORKING_DAYS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_US_PER_S = 1_000_000
+# add_business_time gives up when this many years after the start hold no working time at all.
+_MAX_YEARS_AHEAD = 10
+_WEEKDAY_NAMES = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday",
+                  "fri": "Friday", "sat": "Saturday", "sun": "Sunday"}
+
+
+@dataclass(frozen=True)
+class DayInfo:
+    """One local date: its working periods (minutes from local midnight) and why, if special."""
+
+    day: date
+    periods: tuple[Period, ...]
+    note: str  # "" for an ordinary day, else e.g. "public holiday: New Year Holidays"
+
+
+def _to_us(instant: datetime) -> int:
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"an aware datetime is required, got naive {instant.isoformat()}")
+    return (instant - _EPOCH) // _ONE_US
+
+
+def _from_us(us: int, tz: object) -> datetime:
+    return (_EPOCH + timedelta(microseconds=us)).astimezone(tz)  # type: ignore[arg-type]
+
+
+class BusinessCalendar:
+    """Weekly hours + holidays + company exceptions in one timezone."""
+
+    version: str
+    tz: ZoneInfo
+
+    def __init__(self, cal: CalendarConfig, timezone: str) -> None:
+        self.cal = cal
+        self.tz = ZoneInfo(timezone)
+        self._weekly = tuple(tuple(cal.working_hours.get(d, ())) for d in WEEKDAYS)
+        self._days_off = frozenset(date.fromisoformat(d) for d in cal.days_off)
+        self._working_days = {date.fromisoformat(d): tuple(p) for d, p in cal.working_days.items()}
+        moved = MOVED_WORKING_DAYS.get(cal.holidays or "", {})
+        self._moved = {date.fromisoformat(d): WEEKDAYS.index(w) for d, w in moved.items()}
+        self._country = holidays.country_holidays(cal.holidays) if cal.holidays else None
+        self.version = _version(cal, timezone, moved)
+        self._day_cache: dict[date, DayInfo] = {}
+        # The timeline: working intervals of the local years [_first_year, _last_year].
+        self._built = False
+        self._first_year = self._last_year = 0
+        self._lo = self._hi = 0  # covered instants [lo, hi) in epoch µs
+        self._last_year_lo = 0  # where the last covered year starts
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._cum_end: list[int] = []  # working µs from the timeline's start through interval i
+
+    @classmethod
+    def from_config(cls, cal: CalendarConfig, timezone: str) -> BusinessCalendar:
+        return cls(cal, timezone)
+
+    # --- days -----------------------------------------------------------------------------
+
+    def _is_public_holiday(self, day: date) -> bool:
+        return self._country is not None and day in self._country
+
+    def day_info(self, day: date) -> DayInfo:
+        """The working periods of a local date and the reason when it is not an ordinary day."""
+        info = self._day_cache.get(day)
+        if info is None:
+            info = self._day_cache[day] = self._compute_day(day)
+        return info
+
+    def _compute_day(self, day: date) -> DayInfo:
+        if day in self._working_days:
+            return DayInfo(day, self._working_days[day], "company working day")
+        if day in self._days_off:
+            return DayInfo(day, (), "company day off")
+        if self._is_public_holiday(day):
+            names = self._country.get_list(day) if self._country is not None else []
+            return DayInfo(day, (), "public holiday: " + "; ".join(names))
+        note = ""
+        if day in self._moved:
+            weekday = self._moved[day]
+            periods = self._weekly[weekday]
+            note = f"moved working day, hours of a {_WEEKDAY_NAMES[WEEKDAYS[weekday]]}"
+        else:
+            periods = self._weekly[day.weekday()]
+            if not periods:
+                return DayInfo(day, (), "weekend")
+        if periods and self.cal.shorten_pre_holiday and self._is_public_holiday(day + timedelta(days=1)):
+            periods = _shorten(periods, 60)
+            note = (note + "; " if note else "") + "pre-holiday, one hour shorter"
+        return DayInfo(day, periods, note)
+
+    def periods_on(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The working periods of a local date as aware local instants (start, end)."""
+        return [(_from_us(s, self.tz), _from_us(e, self.tz)) for s, e in self._intervals_of(day)]
+
+    def _intervals_of(self, day: date) -> list[tuple[int, int]]:
+        midnight = datetime.combine(day, time(0), tzinfo=self.tz)
+        out: list[tuple[int, int]] = []
+        floor = None
+        for start_min, end_min in self.day_info(day).periods:
+            # Aware + timedelta is wall-clock arithmetic: 09:00 stays 09:00 across a DST switch.
+            start = _to_us(midnight + timedelta(minutes=start_min))
+            end = _to_us(midnight + timedelta(minutes=end_min))
+            # A wall time inside a DST gap maps past its neighbour; keep intervals ordered.
+            if floor is not None:
+                start = max(start, floor)
+            end = max(end, start)
+            out.append((start, end))
+            floor = end
+        return out
+
+    # --- the timeline ---------------------------------------------------------------------
+
+    def _year_start(self, year: int) -> int:
+        return _to_us(datetime(year, 1, 1, tzinfo=self.tz))
+
+    def _cover(self, us: int) -> None:
+        """Make the timeline include the local year of `us` and the year after it."""
+        if self._built and self._lo <= us < self._last_year_lo:
+            return
+        year = _from_us(us, self.tz).year
+        if self._built:
+            self._build(min(year, self._first_year), max(year + 1, self._last_year))
+        else:
+            self._build(year, year + 1)
+
+    def _build(self, first: int, last: int) -> None:
+        starts: list[int] = []
+        ends: list[int] = []
+        day = date(first, 1, 1)
+        stop = date(last + 1, 1, 1)
+        while day < stop:
+            for s, e in self._intervals_of(day):
+                if e > s:
+                    starts.append(s)
+                    ends.append(e)
+            day += timedelta(days=1)
+        cum: list[int] = []
+        total = 0
+        for s, e in zip(starts, ends, strict=True):
+            total += e - s
+            cum.append(total)
+        self._starts, self._ends, self._cum_end = starts, ends, cum
+        self._first_year, self._last_year = first, last
+        self._lo, self._hi = self._year_start(first), self._year_start(last + 1)
+        self._last_year_lo = self._year_start(last)
+        self._built = True
+
+    def _cum(self, us: int) -> int:
+        """Working µs from the timeline's start up to the instant `us`."""
+        i = bisect_right(self._starts, us) - 1
+        if i < 0:
+            return 0
+        over = self._ends[i] - us
+        return self._cum_end[i] - over if over > 0 else self._cum_end[i]
+
+    # --- the answers ----------------------------------------------------------------------
+
+    def business_seconds(self, start: datetime, end: datetime) -> float:
+        """Working seconds in [start, end); 0.0 when end ≤ start or no working time between."""
+        a, b = _to_us(start), _to_us(end)
+        if b <= a:
+            return 0.0
+        if not (self._lo <= a and b < self._hi):
+            self._cover(a)
+            self._cover(b)
+        return (self._cum(b) - self._cum(a)) / _US_PER_S
+
+    def add_business_time(self, start: datetime, seconds: float) -> datetime:
+        """The earliest instant t ≥ start with business_seconds(start, t) == seconds.
+
+        For 0 it is `start` when that is working time, else the next opening: a deadline never
+        lands outside working hours. The result is in `start`'s timezone.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be ≥ 0, got {seconds}")
+        a = _to_us(start)
+        self._cover(a)
+        want = round(seconds * _US_PER_S)
+        horizon = _from_us(a, self.tz).year + _MAX_YEARS_AHEAD
+        if want == 0:
+            i = bisect_right(self._starts, a) - 1
+            if i >= 0 and a < self._ends[i]:
+                return start
+            while i + 1 >= len(self._starts):
+                self._extend(horizon)
+            return _from_us(self._starts[i + 1], start.tzinfo)
+        target = self._cum(a) + want
+        j = bisect_left(self._cum_end, target)
+        while j >= len(self._cum_end):
+            self._extend(horizon)
+            j = bisect_left(self._cum_end, target)
+        return _from_us(self._ends[j] - (self._cum_end[j] - target), start.tzinfo)
+
+    def _extend(self, horizon: int) -> None:
+        if self._last_year >= horizon:
+            raise ValueError(f"no working time in the calendar up to {horizon}")
+        self._build(self._first_year, self._last_year + 1)
+
+    def is_working_time(self, instant: datetime) -> bool:
+        """True when `instant` lies inside a working period (its end excluded)."""
+        us = _to_us(instant)
+        self._cover(us)
+        i = bisect_right(self._starts, us) - 1
+        return i >= 0 and us < self._ends[i]
+
+
+def _shorten(periods: tuple[Period, ...], minutes: int) -> tuple[Period, ...]:
+    """The day ends `minutes` earlier: everything after (last end − minutes) is cut."""
+    cut = periods[-1][1] - minutes
+    return tuple((s, min(e, cut)) for s, e in periods if s < cut)
+
+
+def _version(cal: CalendarConfig, timezone: str, moved: dict[str, str]) -> str:
+    """A short hash of everything that decides the calendar's answers (incl. holiday data)."""
+    spec = {
+        "tz": timezone,
+        "hours": {d: [list(p) for p in cal.working_hours.get(d, ())] for d in WEEKDAYS},
+        "holidays": cal.holidays,
+        "holidays_data": holidays.__version__ if cal.holidays else None,
+        "moved": moved,
+        "shorten": cal.shorten_pre_holiday,
+        "days_off": sorted(cal.days_off),
+        "working_days": {d: [list(p) for p in ps] for d, ps in sorted(cal.working_days.items())},
+    }
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_CALENDARS: dict[tuple[str, str], BusinessCalendar] = {}
+
+
+def calendar_for(account: AccountConfig) -> BusinessCalendar | None:
+    """The account's calendar (shared per configuration), or None when none is configured."""
+    cal = account.calendar
+    if cal is None:
+        return None
+    timezone = account.account.timezone
+    key = (_version(cal, timezone, MOVED_WORKING_DAYS.get(cal.holidays or "", {})), timezone)
+    found = _CALENDARS.get(key)
+    if found is None:
+        found = _CALENDARS[key] = BusinessCalendar.from_config(cal, timezone)
+    return found
+
+
+def business_seconds(cal: BusinessCalendar | None, start: datetime, end: datetime) -> float | None:
+    """Working seconds between two instants; None (never 0) when there is no calendar."""
+    return None if cal is None else cal.business_seconds(start, end)
+
+
+def add_business_time(cal: BusinessCalendar | None, start: datetime, seconds: float) -> datetime | None:
+    """`start` plus working seconds; None when there is no calendar."""
+    return None if cal is None else cal.add_business_time(start, seconds)
