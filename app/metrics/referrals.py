@@ -1,0 +1,151 @@
+"""Referral discounts: the share of won sales deals that came "from a friend" (metrics.md §3).
+
+Choices where the spec leaves room:
+
+- A deal is referred when any value of the discount field *at its latest win* has an
+  ``enum_id`` in ``cfg.enum_ids`` or a text equal to one of ``cfg.values``, compared exactly
+  (case-sensitive) after stripping surrounding whitespace on both sides. amoCRM sends ids as
+  strings in webhooks, so enum ids are compared as integers. A missing field is not referred.
+- A deal won several times counts once, in the period (and quarter) of its latest win.
+- ``share`` is ``referred / won``, None when nothing was won (the report shows null); the same
+  for quarters and managers. ``change`` = this quarter's share − the previous quarter's share
+  (the previous one counted over its whole quarter even when it lies before the period), None
+  when either is None.
+- Quarters are in the account's timezone; ``by_quarter`` lists every quarter the period
+  touches, each counted over the whole quarter.
+- ``by_manager`` is keyed by the deal's responsible at the win; deals without one count in the
+  totals only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from app.metrics.periods import previous_quarter, quarter_bounds, quarters_touching
+from config.account import ReferralsConfig
+
+FieldValues = Sequence[Mapping[str, object]] | None
+
+
+@dataclass(frozen=True)
+class WonDeal:
+    """A sales-pipeline deal's wins, its discount field at the latest win, its responsible then."""
+
+    deal_id: int
+    wins: tuple[datetime, ...]
+    field_values: FieldValues
+    responsible: int | None
+
+
+@dataclass(frozen=True)
+class Share:
+    won: int
+    referred: int
+    share: float | None
+
+
+@dataclass(frozen=True)
+class QuarterStats:
+    quarter: str
+    won: int
+    referred: int
+    share: float | None
+    change: float | None
+
+
+@dataclass(frozen=True)
+class ReferralStats:
+    won: int
+    referred: int
+    share: float | None
+    by_quarter: list[QuarterStats]
+    by_manager: dict[int, Share]
+
+
+def _as_int(raw: object) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    return None
+
+
+def is_referred(values: FieldValues, cfg: ReferralsConfig) -> bool:
+    """Does the discount field's value mean "came from a friend"?"""
+    if not values:
+        return False
+    texts = {v.strip() for v in cfg.values}
+    enum_ids = set(cfg.enum_ids)
+    for value in values:
+        if _as_int(value.get("enum_id")) in enum_ids:
+            return True
+        text = value.get("value")
+        if isinstance(text, str) and text.strip() in texts:
+            return True
+    return False
+
+
+def field_value_at(history: Iterable[tuple[datetime, FieldValues]], at: datetime) -> FieldValues:
+    """The field's value in effect at ``at``: the latest change at or before it (None if none)."""
+    value: FieldValues = None
+    when: datetime | None = None
+    for changed_at, values in history:
+        if changed_at <= at and (when is None or changed_at >= when):
+            when, value = changed_at, values
+    return value
+
+
+def _share(won: int, referred: int) -> Share:
+    return Share(won, referred, referred / won if won else None)
+
+
+def _count(wins: Iterable[tuple[datetime, bool]], start: datetime, end: datetime) -> Share:
+    won = referred = 0
+    for at, referral in wins:
+        if start <= at < end:
+            won += 1
+            referred += referral
+    return _share(won, referred)
+
+
+def referral_stats(
+    deals: Iterable[WonDeal],
+    period_start: datetime,
+    period_end: datetime,
+    tz: ZoneInfo | str,
+    cfg: ReferralsConfig,
+) -> ReferralStats:
+    """Won and referred deals of ``[period_start, period_end)``, per quarter and per manager."""
+    latest: list[tuple[datetime, bool, int | None]] = [
+        (max(d.wins), is_referred(d.field_values, cfg), d.responsible) for d in deals if d.wins
+    ]
+    wins = [(at, referral) for at, referral, _ in latest]
+    total = _count(wins, period_start, period_end)
+
+    per_manager: dict[int, list[int]] = {}
+    for at, referral, responsible in latest:
+        if responsible is not None and period_start <= at < period_end:
+            counts = per_manager.setdefault(responsible, [0, 0])
+            counts[0] += 1
+            counts[1] += referral
+
+    by_quarter = []
+    for label in quarters_touching(period_start, period_end, tz):
+        this = _count(wins, *quarter_bounds(label, tz))
+        before = _count(wins, *quarter_bounds(previous_quarter(label), tz))
+        change = (this.share - before.share
+                  if this.share is not None and before.share is not None else None)
+        by_quarter.append(QuarterStats(label, this.won, this.referred, this.share, change))
+
+    return ReferralStats(
+        won=total.won,
+        referred=total.referred,
+        share=total.share,
+        by_quarter=by_quarter,
+        by_manager={u: _share(w, r) for u, (w, r) in sorted(per_manager.items())},
+    )

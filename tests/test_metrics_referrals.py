@@ -1,0 +1,114 @@
+"""Referral discounts: which won deals came from a friend, per period, quarter and manager."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from app.metrics.periods import period_bounds
+from app.metrics.referrals import (
+    FieldValues,
+    QuarterStats,
+    Share,
+    WonDeal,
+    field_value_at,
+    is_referred,
+    referral_stats,
+)
+from config.account import ReferralsConfig
+
+MSK = ZoneInfo("Europe/Moscow")
+FRIEND_ENUM, OTHER_ENUM = 908107, 908109
+FRIEND_TEXT = "Скидка от друга 5%"
+CFG = ReferralsConfig(field_id=752009, enum_ids=(FRIEND_ENUM,), values=(FRIEND_TEXT,))
+FRIEND: FieldValues = [{"value": FRIEND_TEXT, "enum_id": FRIEND_ENUM}]
+NONE: FieldValues = [{"value": "Скидка постоянного клиента", "enum_id": OTHER_ENUM}]
+
+
+def t(when: str) -> datetime:
+    """'2026-03-02 10:00' -> that instant in Moscow."""
+    return datetime.strptime(when, "%Y-%m-%d %H:%M").replace(tzinfo=MSK)
+
+
+@pytest.mark.parametrize(
+    ("values", "cfg", "expected"),
+    [
+        ([{"value": "anything", "enum_id": FRIEND_ENUM}], CFG, True),
+        ([{"value": None, "enum_id": str(FRIEND_ENUM)}], CFG, True),  # amoCRM sends strings
+        ([{"value": FRIEND_TEXT, "enum_id": None}], CFG, True),
+        ([{"value": f"  {FRIEND_TEXT} "}], CFG, True),  # exact after strip
+        ([{"value": FRIEND_TEXT.lower()}], CFG, False),  # case matters
+        ([{"value": "Скидка от друга 5% и ещё"}], CFG, False),  # no substring match
+        ([{"value": "Скидка постоянного клиента", "enum_id": OTHER_ENUM}], CFG, False),
+        (None, CFG, False),  # field missing
+        ([], CFG, False),
+        ([{"value": None, "enum_id": None}], CFG, False),
+        ([{"value": "x", "enum_id": OTHER_ENUM}, {"value": FRIEND_TEXT, "enum_id": 1}], CFG, True),
+        ([{"value": FRIEND_TEXT, "enum_id": OTHER_ENUM}], CFG, True),  # the text alone matches
+        ([{"value": "x", "enum_id": FRIEND_ENUM}],
+         ReferralsConfig(field_id=1, values=(FRIEND_TEXT,)), False),  # no enum ids configured
+        ([{"value": "Друг", "enum_id": None}],
+         ReferralsConfig(field_id=1, values=(" Друг ",)), True),  # configured text stripped too
+    ],
+)
+def test_is_referred(values: FieldValues, cfg: ReferralsConfig, expected: bool) -> None:
+    assert is_referred(values, cfg) is expected
+
+
+@pytest.mark.parametrize(
+    ("win", "expected"),
+    [
+        ("2026-03-10 12:00", FRIEND),  # changed to "none" after the win: the value at the win
+        ("2026-03-20 12:00", NONE),
+        ("2026-03-20 10:00", NONE),  # changed at the win's instant: in effect
+        ("2026-02-28 12:00", None),  # before the field was set
+    ],
+)
+def test_field_value_at(win: str, expected: FieldValues) -> None:
+    history = [(t("2026-03-20 10:00"), NONE), (t("2026-03-01 09:00"), FRIEND)]
+    assert field_value_at(history, t(win)) == expected
+
+
+DEALS = [
+    WonDeal(1, (t("2026-03-05 10:00"),), FRIEND, 101),
+    WonDeal(2, (t("2026-03-10 10:00"),), NONE, 101),
+    WonDeal(3, (t("2026-02-10 10:00"),), FRIEND, 102),  # Q1, before March
+    WonDeal(4, (t("2026-01-20 10:00"), t("2026-03-20 10:00")), FRIEND, 102),  # won twice
+    WonDeal(5, (t("2026-03-25 10:00"), t("2026-04-05 10:00")), FRIEND, 102),  # latest in Q2
+    WonDeal(6, (t("2025-12-15 10:00"),), FRIEND, 101),
+    WonDeal(7, (t("2025-11-01 10:00"),), None, 101),  # field missing
+    WonDeal(8, (t("2026-03-31 23:30"),), NONE, 101),  # last half hour of March in Moscow
+    WonDeal(9, (t("2026-04-01 00:00"),), NONE, None),  # first instant of Q2; no responsible
+    WonDeal(10, (), FRIEND, 101),  # never won
+]
+
+
+def test_referral_stats_for_march() -> None:
+    s = referral_stats(DEALS, *period_bounds(date(2026, 3, 1), date(2026, 3, 31), MSK), MSK, CFG)
+    assert (s.won, s.referred, s.share) == (4, 2, 0.5)  # deals 1, 2, 4, 8
+    assert s.by_manager == {101: Share(3, 1, pytest.approx(1 / 3)), 102: Share(1, 1, 1.0)}
+    # Q1 over the whole quarter: deals 1, 2, 3, 4, 8 (3 referred); Q4 2025: 6, 7 (1 referred)
+    assert s.by_quarter == [QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.6 - 0.5))]
+
+
+def test_referral_stats_across_a_quarter_boundary() -> None:
+    s = referral_stats(DEALS, *period_bounds(date(2026, 3, 15), date(2026, 4, 15), MSK), MSK, CFG)
+    assert (s.won, s.referred) == (4, 2)  # deals 4, 8, 5 (latest win 04-05), 9
+    assert s.by_manager == {101: Share(1, 0, 0.0), 102: Share(2, 2, 1.0)}
+    assert s.by_quarter == [
+        QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.1)),
+        QuarterStats("2026Q2", 2, 1, 0.5, pytest.approx(0.5 - 0.6)),
+    ]
+
+
+def test_referral_stats_with_nothing_won() -> None:
+    s = referral_stats(DEALS, *period_bounds(date(2025, 7, 1), date(2025, 9, 30), MSK), MSK, CFG)
+    assert (s.won, s.referred, s.share, s.by_manager) == (0, 0, None, {})
+    assert s.by_quarter == [QuarterStats("2025Q3", 0, 0, None, None)]
+
+
+def test_change_is_null_when_the_previous_quarter_won_nothing() -> None:
+    s = referral_stats(DEALS, *period_bounds(date(2025, 10, 1), date(2025, 12, 31), MSK), MSK, CFG)
+    assert s.by_quarter == [QuarterStats("2025Q4", 2, 1, 0.5, None)]
