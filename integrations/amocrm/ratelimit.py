@@ -30,6 +30,10 @@ class MemoryFlags:
         self._lock = threading.Lock()
         self._pause: dict[int, float] = {}
         self._stop: dict[int, str] = {}
+        self._mutex = threading.Lock()
+
+    def mutex(self) -> threading.Lock:
+        return self._mutex
 
     def get_pause(self, account_id: int) -> float:
         with self._lock:
@@ -57,6 +61,11 @@ class RedisFlags:
     def __init__(self, conn: Any, prefix: str = "amoscore") -> None:
         self._conn = conn
         self._prefix = prefix
+
+    def mutex(self) -> Any:
+        """A short lock over every process on this Redis (the windows are host-wide)."""
+        return self._conn.lock(f"{self._prefix}:amocrm:limiter-mutex", timeout=5, sleep=0.001,
+                               blocking_timeout=10)
 
     def _key(self, account_id: int, name: str) -> str:
         return f"{self._prefix}:amocrm:{account_id}:{name}"
@@ -114,20 +123,27 @@ class AccountLimiter:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self) -> None:
-        """Block until the account is not paused and both windows have room; take one slot."""
-        self._wait_while_paused()
-        self._take(self._account_item, "account", str(self.account_id))
-        # The account slot is already spent if the host cap makes us wait: that only slows
-        # this account down, it never lets a window go over.
-        self._take(self._global_item, "host")
+    def acquire(self) -> float:
+        """Block until the account is not paused and both windows have room; take one slot.
 
-    def _take(self, item: RateLimitItemPerSecond, *ids: str) -> None:
-        while not self._strategy.hit(item, "amoscore", *ids):
-            stats = self._strategy.get_window_stats(item, "amoscore", *ids)
-            # limits measures its window in real time, whatever clock we were given
-            self._sleep(max(_MIN_WAIT, stats.reset_time - time.time()))
-            self.check_stopped()
+        Returns the instant the slot was taken. Test-and-hit of both windows runs under one
+        mutex (a Redis lock across processes) so the windows' entries are pushed in time order
+        and no account slot is spent while the host cap makes it wait."""
+        while True:
+            self._wait_while_paused()
+            with self._flags.mutex():
+                account_ids = ("amoscore", "account", str(self.account_id))
+                host_ids = ("amoscore", "host")
+                full = [(item, ids) for item, ids in ((self._account_item, account_ids),
+                                                      (self._global_item, host_ids))
+                        if not self._strategy.test(item, *ids)]
+                if not full:
+                    self._strategy.hit(self._account_item, *account_ids)
+                    self._strategy.hit(self._global_item, *host_ids)
+                    return time.time()
+                # limits measures its window in real time, whatever clock we were given
+                reset = max(self._strategy.get_window_stats(item, *ids).reset_time for item, ids in full)
+            self._sleep(max(_MIN_WAIT, reset - time.time()))
 
     def _wait_while_paused(self) -> None:
         while True:

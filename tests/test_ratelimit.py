@@ -1,0 +1,69 @@
+"""The shared moving-window limit holds across processes (real Redis)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from integrations.amocrm.errors import AccountBlocked
+from integrations.amocrm.ratelimit import redis_limiter
+
+pytestmark = pytest.mark.integration
+
+
+def _max_in_any_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+
+
+def _worker(redis_url: str, account_id: int, per_second: int, host_cap: int, n: int, out) -> None:  # type: ignore[no-untyped-def]
+    limiter = redis_limiter(redis_url, account_id, per_second, global_per_second=host_cap)
+    for _ in range(n):
+        out.put((account_id, limiter.acquire()))  # the instant the slot was taken
+
+
+def test_four_processes_never_pass_the_account_or_host_limit(redis_conn, redis_url) -> None:
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    account_limit, host_cap = 4, 6
+    procs = [ctx.Process(target=_worker, args=(redis_url, 100 + i % 2, account_limit, host_cap, 4, out))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=30) for _ in range(16)]
+    for p in procs:
+        p.join(timeout=10)
+        assert p.exitcode == 0
+    all_times = [t for _, t in got]
+    assert _max_in_any_second(all_times) <= host_cap
+    for account in (100, 101):
+        assert _max_in_any_second([t for a, t in got if a == account]) <= account_limit
+    # they did run concurrently at the allowed pace, not one after another
+    assert max(all_times) - min(all_times) < 6
+
+
+def test_pause_is_seen_by_another_limiter_and_waited_out(redis_conn, redis_url) -> None:
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    a = redis_limiter(redis_url, 7, 100, global_per_second=100, clock=lambda: now[0], sleep=sleep)
+    b = redis_limiter(redis_url, 7, 100, global_per_second=100, clock=lambda: now[0], sleep=sleep)
+    a.pause_for(300)
+    assert b.paused_until() == pytest.approx(1300)
+    b.acquire()
+    assert slept == [pytest.approx(300)]
+
+
+def test_stop_is_shared_and_blocks_acquire(redis_conn, redis_url) -> None:
+    a = redis_limiter(redis_url, 8, 100, global_per_second=100)
+    b = redis_limiter(redis_url, 8, 100, global_per_second=100)
+    a.stop("HTTP 403 on GET /api/v4/leads")
+    with pytest.raises(AccountBlocked, match="403"):
+        b.acquire()
+    b.clear_stop()
+    b.acquire()
