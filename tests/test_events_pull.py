@@ -1,0 +1,109 @@
+"""Events pull with watermark and overlap (SQLite file database, amoCRM faked by ``responses``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import responses
+from responses import matchers
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from app.models import Base, EventWatermark, SeenEvent
+from jobs.events_pull import pull_events
+from tests.test_client_support import BASE, make_account, make_client
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _event(eid: str, at: int, etype: str = "incoming_chat_message") -> dict:
+    return {"id": eid, "type": etype, "entity_type": "lead", "entity_id": 32966269, "created_by": 0,
+            "created_at": at, "value_after": [{"message": {"id": eid}}], "account_id": 32427762}
+
+
+@pytest.fixture()
+def engine(tmp_path):  # type: ignore[no-untyped-def]
+    eng = create_engine(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    Base.metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def applied(monkeypatch):  # type: ignore[no-untyped-def]
+    calls: list[list[str]] = []
+
+    def fake_apply(session, account, events):  # type: ignore[no-untyped-def]
+        calls.append([e["id"] for e in events])
+
+    import jobs.ingest
+
+    monkeypatch.setattr(jobs.ingest, "apply_events", fake_apply, raising=False)
+    return calls
+
+
+def _pull(engine) -> int:  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        n = pull_events(s, make_client(), make_account(), NOW)
+        s.commit()
+    return n
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_first_pull_has_no_filter_pages_overlap_and_duplicates(engine, applied) -> None:
+    page1 = {"_links": {"next": {"href": f"{BASE}/api/v4/events?limit=100&page=2"}},
+             "_embedded": {"events": [_event("b", 200), _event("a", 100)]}}
+    page2 = {"_links": {}, "_embedded": {"events": [_event("a", 100), _event("c", 200)]}}
+    responses.get(f"{BASE}/api/v4/events", json=page1, match=[matchers.query_param_matcher({"limit": "100"})])
+    responses.get(f"{BASE}/api/v4/events", json=page2,
+                  match=[matchers.query_param_matcher({"limit": "100", "page": "2"})])
+    assert _pull(engine) == 3
+    assert applied == [["a", "b", "c"]]  # sorted by (created_at, id), each once
+    with Session(engine) as s:
+        mark = s.get(EventWatermark, 32427762)
+        assert mark is not None and (int(mark.created_at.timestamp()), mark.last_event_id) == (200, "c")
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_watermark_survives_restart_overlap_skips_seen_and_204(engine, applied) -> None:
+    responses.get(f"{BASE}/api/v4/events", json={"_embedded": {"events": [_event("a", 1000), _event("b", 1300)]}},
+                  match=[matchers.query_param_matcher({"limit": "100"})])
+    assert _pull(engine) == 2
+    # a new session (a restarted worker) starts from the stored watermark minus 5 minutes
+    since = str(1300 - 5 * 60)
+    responses.get(f"{BASE}/api/v4/events",
+                  json={"_embedded": {"events": [_event("b", 1300), _event("late", 1100), _event("d", 1400)]}},
+                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": since})])
+    assert _pull(engine) == 2
+    assert applied == [["a", "b"], ["late", "d"]]
+    responses.get(f"{BASE}/api/v4/events", status=204,
+                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": str(1400 - 300)})])
+    assert _pull(engine) == 0
+    assert applied == [["a", "b"], ["late", "d"]]
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(SeenEvent)) == 4
+        mark = s.get(EventWatermark, 32427762)
+        assert mark is not None and mark.last_event_id == "d"
+
+
+def test_pull_through_the_fake_amocrm(engine, applied) -> None:
+    import requests
+
+    from integrations.amocrm.fake import mount_fake
+    from tests.test_client_support import FakeTime
+
+    t = FakeTime(start=10_000.0)
+    session = requests.Session()
+    fake = mount_fake(session, BASE, t.clock)
+    for i in range(150):
+        fake.add_event(_event(f"e{i:03d}", 5000 + i), visible_at=9000)
+    client = make_client(t, session=session)
+    with Session(engine) as s:
+        assert pull_events(s, client, make_account(), NOW) == 150
+        s.commit()
+    fake.add_event(_event("late", 5100), visible_at=t.now)  # behind the watermark, inside overlap
+    with Session(engine) as s:
+        assert pull_events(s, client, make_account(), NOW) == 1
+        s.commit()
+    assert [len(c) for c in applied] == [150, 1] and applied[1] == ["late"]
