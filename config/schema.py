@@ -372,7 +372,8 @@ class PipelinesSchema(_Strict):
     @validates_schema(skip_on_field_errors=False)
     def _distinct(self, data: dict[str, Any], **kw: Any) -> None:
         complaints = data.get("complaints")
-        if complaints is not None and complaints.id in data.get("sales", ()):
+        # after a field error marshmallow hands over the partly valid dict, not the object
+        if isinstance(complaints, ComplaintsPipeline) and complaints.id in data.get("sales", ()):
             raise ValidationError({"complaints": {"id": [f"pipeline {complaints.id} is also a sales pipeline"]}})
 
     @post_load
