@@ -1,0 +1,157 @@
+"""OAuth tokens of an account: Fernet-encrypted in ``oauth_tokens``, refreshed under a Redis lock.
+
+The client's ``OAuthAuth`` (layer 2) asks a ``TokenStore``; this is that store on the database,
+plus the helpers the CLI and the OAuth callback use (consent URL, state, code exchange).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from cryptography.fernet import Fernet
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_scope, upsert
+from app.models import OAuthToken
+from config.account import AccountConfig
+from config.settings import require_env
+from integrations.amocrm.auth import (
+    Auth,
+    OAuthAuth,
+    OAuthClient,
+    StaticTokenAuth,
+    TokenPair,
+    consent_url,
+    exchange_code,
+)
+
+
+class DbTokenStore:
+    """One account's token pair in ``oauth_tokens``; a revoked pair reads as none."""
+
+    def __init__(self, session_factory: sessionmaker[Session], account_id: int, fernet: Fernet) -> None:
+        self._factory = session_factory
+        self._account_id = account_id
+        self._fernet = fernet
+
+    def load(self) -> TokenPair | None:
+        with session_scope(self._factory) as s:
+            row = s.get(OAuthToken, self._account_id)
+            if row is None or row.revoked_reason:
+                return None
+            return TokenPair(
+                access_token=self._fernet.decrypt(row.access_token_enc.encode()).decode(),
+                refresh_token=self._fernet.decrypt(row.refresh_token_enc.encode()).decode(),
+                expires_at=row.expires_at.timestamp(),
+            )
+
+    def save(self, pair: TokenPair) -> None:
+        # Both tokens in one row and one statement: the rotated refresh token is never lost.
+        with session_scope(self._factory) as s:
+            upsert(s, OAuthToken, [{
+                "account_id": self._account_id,
+                "access_token_enc": self._fernet.encrypt(pair.access_token.encode()).decode(),
+                "refresh_token_enc": self._fernet.encrypt(pair.refresh_token.encode()).decode(),
+                "expires_at": datetime.fromtimestamp(pair.expires_at, UTC),
+                "updated_at": datetime.now(UTC),
+                "revoked_reason": None,
+            }], keys=("account_id",),
+                update=("access_token_enc", "refresh_token_enc", "expires_at", "updated_at", "revoked_reason"))
+
+    def mark_revoked(self, reason: str) -> None:
+        with session_scope(self._factory) as s:
+            row = s.get(OAuthToken, self._account_id)
+            if row is not None:
+                row.revoked_reason = reason[:500]
+                row.updated_at = datetime.now(UTC)
+
+
+def fernet_for(account: AccountConfig, env: Mapping[str, str] = os.environ) -> Fernet:
+    name = account.account.auth.encryption_key_env or "account.auth.encryption_key_env"
+    return Fernet(require_env(name, env).encode())
+
+
+def oauth_client_for(account: AccountConfig, env: Mapping[str, str] = os.environ) -> OAuthClient:
+    auth = account.account.auth
+    if not (auth.client_id and auth.client_secret_env and auth.redirect_uri):
+        raise ValueError(f"{account.source or 'account'}: account.auth needs client_id, "
+                         "client_secret_env and redirect_uri for OAuth")
+    return OAuthClient(auth.client_id, require_env(auth.client_secret_env, env), auth.redirect_uri)
+
+
+def redis_lock(conn: Any, account_id: int) -> Callable[[], AbstractContextManager[Any]]:
+    """A per-account refresh lock across processes; a second worker waits, then reloads."""
+    return lambda: conn.lock(f"amoscore:oauth:{account_id}:refresh", timeout=30, sleep=0.01,
+                             blocking_timeout=60)
+
+
+def auth_for(
+    account: AccountConfig,
+    session_factory: sessionmaker[Session] | None = None,
+    *,
+    redis_conn: Any = None,
+    env: Mapping[str, str] = os.environ,
+    http: requests.Session | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Auth:
+    """The long-lived token when one is configured and set, OAuth from the database otherwise."""
+    info = account.account
+    name = info.auth.long_lived_token_env
+    if name and env.get(name):
+        return StaticTokenAuth(env[name], name)
+    if session_factory is None:
+        raise ValueError("OAuth needs the database (session_factory) to keep its tokens")
+    base_url = env.get("AMOSCORE_AMOCRM_BASE_URL") or info.base_url
+    store = DbTokenStore(session_factory, account.account_id, fernet_for(account, env))
+    return OAuthAuth(base_url, oauth_client_for(account, env), store,
+                     lock=redis_lock(redis_conn, account.account_id) if redis_conn is not None else None,
+                     http=http, clock=clock)
+
+
+def _state_mac(account: AccountConfig, nonce: str, env: Mapping[str, str]) -> str:
+    secret = oauth_client_for(account, env).client_secret.encode()
+    return hmac.new(secret, f"{account.account_id}.{nonce}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def make_state(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:
+    """A CSRF state for the consent URL, checkable without storing it."""
+    nonce = secrets.token_hex(8)
+    return f"{account.account_id}.{nonce}.{_state_mac(account, nonce, env)}"
+
+
+def check_state(account: AccountConfig, state: str, env: Mapping[str, str] = os.environ) -> bool:
+    parts = state.split(".")
+    if len(parts) != 3 or parts[0] != str(account.account_id):
+        return False
+    return hmac.compare_digest(parts[2], _state_mac(account, parts[1], env))
+
+
+def connect_url(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:
+    """The consent URL an admin opens to connect the account."""
+    client = oauth_client_for(account, env)
+    return consent_url(client.client_id, make_state(account, env), account.account.base_domain)
+
+
+def connect_with_code(
+    account: AccountConfig,
+    session_factory: sessionmaker[Session],
+    code: str,
+    *,
+    env: Mapping[str, str] = os.environ,
+    http: requests.Session | None = None,
+    now: float | None = None,
+) -> None:
+    """Exchange an authorization code and store the pair (replacing any revoked one)."""
+    base_url = env.get("AMOSCORE_AMOCRM_BASE_URL") or account.account.base_url
+    pair = exchange_code(http or requests.Session(), base_url, oauth_client_for(account, env), code,
+                         now=time.time() if now is None else now)
+    DbTokenStore(session_factory, account.account_id, fernet_for(account, env)).save(pair)
