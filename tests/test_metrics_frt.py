@@ -23,6 +23,7 @@ from app.metrics.frt import (
     breach_at,
     build_episodes,
     due_checks,
+    field_minutes,
     live_zone,
     manager_stats,
     open_wait,
@@ -453,3 +454,17 @@ def test_manager_stats_without_calendar_judges_on_wall_time() -> None:
     assert user == ALICE
     assert (s.answered, s.breaches, s.within_target_share) == (1, 0, 0.0)
     assert s.median_business_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("business", "minutes"), [(0.0, 0), (1.0, 1), (60.0, 1), (61.0, 2), (900.0, 15), (None, None)]
+)
+def test_field_minutes_are_business_minutes_rounded_up(
+    business: float | None, minutes: int | None
+) -> None:
+    ep = answered("03-02 10:00", 0.0, ALICE)
+    assert field_minutes(replace(ep, business_seconds=business)) == minutes
+
+
+def test_field_minutes_of_an_open_episode_is_none() -> None:
+    assert field_minutes(unanswered("03-02 10:00")) is None

@@ -29,6 +29,7 @@ Rules (metrics.md §1), and the choices made where the spec leaves room:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -197,6 +198,13 @@ def build_episodes(
             )
         )
     return episodes
+
+
+def field_minutes(ep: Episode) -> int | None:
+    """Business minutes rounded up, for the deal's minutes fields; None for an open episode."""
+    if ep.is_open or ep.business_seconds is None:
+        return None
+    return math.ceil(ep.business_seconds / 60 - _EPS)
 
 
 def open_wait(ep: Episode, now: datetime, calendar: BusinessCalendar | None) -> float | None:
