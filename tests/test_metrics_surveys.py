@@ -10,10 +10,15 @@ import pytest
 
 from app.metrics.surveys import (
     Answer,
+    CesStats,
+    CsatStats,
     ManagerNps,
+    NpsStats,
+    SurveyStats,
     answers_from_history,
     client_zone,
     is_low,
+    report_dict,
     survey_stats,
 )
 from config.account import SurveyConfig, SurveysConfig, SurveyZoneConfig, TalkRateConfig
@@ -253,3 +258,24 @@ def test_client_zone_thresholds_come_from_the_config() -> None:
                                                  yellow_from=8))
     assert client_zone([ans(1, "nps", 9, "03-02 10:00")], strict) == "yellow"
     assert client_zone([ans(1, "nps", 7, "03-02 10:00")], strict) == "red"
+
+
+def test_report_dict_rounds_half_up_and_keys_managers_by_string() -> None:
+    st = SurveyStats(
+        nps=NpsStats(7, 3, 2, 2, (3 - 2) / 7 * 100, {ALICE: ManagerNps(4, 12.25)}),
+        csat=CsatStats(3, 2, 1, 2 / 3 * 100),
+        ces=CesStats(8, 1, 3.125),
+    )
+    assert report_dict(st) == {
+        "nps": {"answers": 7, "promoters": 3, "passives": 2, "detractors": 2, "score": 14.3,
+                "by_manager": {"101": {"answers": 4, "score": 12.3}}},
+        "csat": {"answers": 3, "satisfied": 2, "low": 1, "percent": 66.7},
+        "ces": {"answers": 8, "low": 1, "mean": 3.13},
+    }
+
+
+def test_report_dict_of_unconfigured_surveys_keeps_the_shape() -> None:
+    d = report_dict(SurveyStats(nps=None, csat=None, ces=None))
+    assert d["nps"] == {"answers": 0, "promoters": 0, "passives": 0, "detractors": 0,
+                        "score": None, "by_manager": {}}
+    assert d["csat"]["percent"] is None and d["ces"]["mean"] is None

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from app.metrics import stats
 from config.account import SurveysConfig
@@ -258,6 +258,31 @@ def survey_stats(
         ces = CesStats(answers=len(values), low=sum(_in_range(v, cfg.ces.low) for v in values),
                        mean=stats.mean(values))
     return SurveyStats(nps=nps, csat=csat, ces=ces)
+
+
+def _rounded(value: float | None, places: int) -> float | None:
+    return None if value is None else float(stats.round_half_up(value, places))
+
+
+def report_dict(st: SurveyStats) -> dict[str, Any]:
+    """The report's "surveys" section: NPS and CSAT % to 1 place, the CES mean to 2 (half up).
+
+    An unconfigured survey shows as no answers with null statistics, so the shape never varies.
+    """
+    nps = st.nps or NpsStats(0, 0, 0, 0, None, {})
+    csat = st.csat or CsatStats(0, 0, 0, None)
+    ces = st.ces or CesStats(0, 0, None)
+    return {
+        "nps": {
+            "answers": nps.answers, "promoters": nps.promoters, "passives": nps.passives,
+            "detractors": nps.detractors, "score": _rounded(nps.score, 1),
+            "by_manager": {str(user): {"answers": m.answers, "score": _rounded(m.score, 1)}
+                           for user, m in sorted(nps.by_manager.items())},
+        },
+        "csat": {"answers": csat.answers, "satisfied": csat.satisfied, "low": csat.low,
+                 "percent": _rounded(csat.percent, 1)},
+        "ces": {"answers": ces.answers, "low": ces.low, "mean": _rounded(ces.mean, 2)},
+    }
 
 
 def client_zone(latest_answers_of_deal: Iterable[Answer], cfg: SurveysConfig) -> str | None:
