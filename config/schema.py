@@ -150,19 +150,26 @@ class IsoDate(Str):
         raise ValidationError(f"expected a date YYYY-MM-DD, got {got(value)}")
 
 
-class TupleOf(fields.List):
-    """A YAML list as a tuple; errors keyed by index."""
+class TupleOf(_Field):
+    """A YAML list as a tuple, each item checked by `item`; errors keyed by index."""
 
-    default_error_messages = {
-        "required": MISSING_MESSAGE,
-        "null": "expected a list, got nothing (null)",
-        "invalid": "expected a list",
-    }
+    def __init__(self, item: fields.Field, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.item = item
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise ValidationError(f"expected a list, got {got(value)}")
-        return tuple(super()._deserialize(value, attr, data, **kw))
+        out: list[Any] = []
+        errors: dict[int, Any] = {}
+        for i, item in enumerate(value):
+            try:
+                out.append(self.item.deserialize(item))
+            except ValidationError as exc:
+                errors[i] = exc.messages
+        if errors:
+            raise ValidationError(errors)  # type: ignore[arg-type]
+        return tuple(out)
 
 
 class Pair(_Field):
@@ -242,7 +249,7 @@ class MappingOf(_Field):
         errors: dict[str, Any] = {}
         for k, v in value.items():
             try:
-                key = self.key_field.deserialize(k)
+                key = str(self.key_field.deserialize(k))
                 out[key] = self.value_field.deserialize(v)
             except ValidationError as exc:
                 errors[str(k)] = exc.messages
@@ -416,7 +423,7 @@ class FrtSchema(_Strict):
     also_reacts = TupleOf(Str(choices=EXTRA_REACTIONS))
     target_minutes = Int(minimum=1)
     limit_minutes = Int(minimum=1)
-    fields = _nested(FrtFieldsSchema)
+    fields_ = _nested(FrtFieldsSchema, data_key="fields", attribute="fields")
     breach_task = _nested(TaskRuleSchema)
 
     @validates_schema(skip_on_field_errors=False)
@@ -443,7 +450,7 @@ class ComplaintsSchema(_Strict):
     overdue_days = Int(minimum=1)
     no_complaint_days = Int(minimum=1)
     business_time = Bool()
-    fields = _nested(ComplaintsFieldsSchema)
+    fields_ = _nested(ComplaintsFieldsSchema, data_key="fields", attribute="fields")
     overdue_task = _nested(TaskRuleSchema)
 
     @post_load
