@@ -1,0 +1,78 @@
+"""`amoscore config check --live`: every id in the YAML exists in the account, with the right type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from config.account import AccountConfig
+from integrations.amocrm.client import AmoClient
+from integrations.amocrm.errors import AccessDenied
+from integrations.amocrm.payloads import CustomField
+
+NUMERIC_TYPES = ("numeric",)
+SELECT_TYPES = ("select", "radiobutton")
+
+
+def _check_field(problems: list[tuple[str, int, str]], fields: dict[int, CustomField], where: str,
+                 field_id: int, types: tuple[str, ...] | None, enum_ids: tuple[int, ...] = ()) -> None:
+    found = fields.get(field_id)
+    if found is None:
+        problems.append((where, field_id, "no such lead custom field"))
+        return
+    if types and found.type not in types:
+        problems.append((where, field_id, f"field '{found.name}' is {found.type}, expected {'/'.join(types)}"))
+    for enum_id in enum_ids:
+        if enum_id not in found.enums:
+            problems.append((where, enum_id, f"not an option of field '{found.name}' ({field_id})"))
+
+
+def run_live_check(cfg: AccountConfig, echo: Callable[[str], None], *, client: AmoClient | None = None) -> int:
+    """Read pipelines, statuses, custom fields (and users if allowed); print problems; 1 if any."""
+    if client is None:
+        from integrations.amocrm.client import client_for
+
+        client = client_for(cfg)
+    problems: list[tuple[str, int, str]] = []
+    pipelines = {p.id: p for p in client.list_pipelines()}
+    for pid in cfg.pipelines.sales:
+        if pid not in pipelines:
+            problems.append(("pipelines.sales", pid, "no such pipeline"))
+    if cfg.pipelines.complaints:
+        cp = cfg.pipelines.complaints
+        if cp.id not in pipelines:
+            problems.append(("pipelines.complaints.id", cp.id, "no such pipeline"))
+        else:
+            statuses = {s.id for s in pipelines[cp.id].statuses} | {142, 143}  # system stages
+            for sid in cp.resolved_statuses:
+                if sid not in statuses:
+                    problems.append(("pipelines.complaints.resolved_statuses", sid,
+                                     f"no such status in pipeline {cp.id}"))
+    fields = {f.id: f for f in client.list_custom_fields("leads")}
+    ff = cfg.frt.fields
+    for where, fid in (("frt.fields.first_minutes", ff.first_minutes), ("frt.fields.last_minutes", ff.last_minutes),
+                       ("complaints.fields.resolution_hours", cfg.complaints.fields.resolution_hours)):
+        if fid is not None:
+            _check_field(problems, fields, where, fid, NUMERIC_TYPES)
+    for where, zone in (("frt.fields.zone", ff.zone), ("surveys.zone", cfg.surveys.zone)):
+        if zone is not None:
+            _check_field(problems, fields, where, zone.field_id, SELECT_TYPES, tuple(zone.enums.values()))
+    if cfg.referrals:
+        _check_field(problems, fields, "referrals.field_id", cfg.referrals.field_id, None, cfg.referrals.enum_ids)
+    for name, survey in cfg.surveys.by_name().items():
+        _check_field(problems, fields, f"surveys.{name}.field_id", survey.field_id, None)
+    if cfg.users.supervisor is not None:
+        try:
+            users = {u.id for u in client.list_users()}
+        except AccessDenied:
+            echo("note: users not checked (the token's user is not an admin)")
+        else:
+            if cfg.users.supervisor not in users:
+                problems.append(("users.supervisor", cfg.users.supervisor, "no such user"))
+    if not problems:
+        echo(f"{cfg.source or 'account'}: every id exists in amoCRM with the right type")
+        return 0
+    width = max(len(w) for w, _, _ in problems)
+    echo(f"{'YAML path'.ljust(width)}  {'id':>10}  problem")
+    for where, ident, what in problems:
+        echo(f"{where.ljust(width)}  {ident:>10}  {what}")
+    return 1

@@ -1,0 +1,46 @@
+"""The live config check against a faked account (``responses``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import responses
+
+from config.account import FrtFields, ZoneField
+from jobs.config_live import run_live_check
+from tests.test_client_support import BASE, make_account, make_client
+
+
+def _account():  # type: ignore[no-untyped-def]
+    acc = make_account()
+    frt = replace(acc.frt, fields=FrtFields(first_minutes=752101, last_minutes=752103,
+                                            zone=ZoneField(752105, {"green": 908201, "red": 908205})))
+    return replace(acc, frt=frt, users=replace(acc.users, supervisor=10000701))
+
+
+def _serve(fields: list[dict]) -> None:
+    responses.get(f"{BASE}/api/v4/leads/pipelines", json={"_embedded": {"pipelines": [
+        {"id": 9621010, "name": "Продажи", "is_main": True, "_embedded": {"statuses": []}}]}})
+    responses.get(f"{BASE}/api/v4/leads/custom_fields", json={"_embedded": {"custom_fields": fields}})
+    responses.get(f"{BASE}/api/v4/users", status=403, json={"title": "Forbidden", "status": 403})
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_all_ids_present_returns_0() -> None:
+    _serve([{"id": 752101, "name": "FRT", "type": "numeric"}, {"id": 752103, "name": "FRT last", "type": "numeric"},
+            {"id": 752105, "name": "Зона", "type": "select", "enums": [{"id": 908201, "value": "g"}, {"id": 908205, "value": "r"}]}])
+    lines: list[str] = []
+    assert run_live_check(_account(), lines.append, client=make_client()) == 0
+    assert any("users not checked" in line for line in lines)
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_wrong_type_missing_field_and_enum_are_listed() -> None:
+    _serve([{"id": 752101, "name": "FRT", "type": "text"},
+            {"id": 752105, "name": "Зона", "type": "select", "enums": [{"id": 908201, "value": "g"}]}])
+    lines: list[str] = []
+    assert run_live_check(_account(), lines.append, client=make_client()) == 1
+    text = "\n".join(lines)
+    assert "frt.fields.first_minutes" in text and "is text, expected numeric" in text
+    assert "frt.fields.last_minutes" in text and "no such lead custom field" in text
+    assert "908205" in text and "not an option" in text
