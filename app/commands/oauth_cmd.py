@@ -1,0 +1,45 @@
+"""`amoscore oauth connect`: print the consent URL, or exchange a code (logic in jobs/tokens.py)."""
+
+from __future__ import annotations
+
+import click
+
+
+def _pick_account(account_id: int | None):  # type: ignore[no-untyped-def]
+    from config.loader import load_accounts
+    from config.settings import from_env
+
+    settings = from_env()
+    accounts = load_accounts(settings.config_path)
+    if account_id is None and len(accounts) == 1:
+        return settings, accounts[0]
+    for acc in accounts:
+        if acc.account_id == account_id:
+            return settings, acc
+    raise click.UsageError("choose the account with --account ID (ids: "
+                           + ", ".join(str(a.account_id) for a in accounts) + ")")
+
+
+@click.group("oauth")
+def oauth_group() -> None:
+    """Connect an amoCRM account with OAuth 2.0."""
+
+
+@oauth_group.command("connect")
+@click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
+@click.option("--code", help="The authorization code from the redirect (valid 20 minutes).")
+def connect(account_id: int | None, code: str | None) -> None:
+    """Print the consent URL; with --code, exchange the code and store the tokens."""
+    from jobs import tokens
+
+    settings, account = _pick_account(account_id)
+    if not code:
+        click.echo(tokens.connect_url(account))
+        return
+    from app.db import create_schema, make_engine, make_session_factory
+
+    engine = make_engine(settings.effective_database_url)
+    create_schema(engine)
+    tokens.connect_with_code(account, make_session_factory(engine), code)
+    engine.dispose()
+    click.echo(f"account {account.account_id} connected; tokens stored encrypted")

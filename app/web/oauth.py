@@ -1,0 +1,30 @@
+"""`GET /oauth/callback`: amoCRM's redirect after consent; exchanges the code (jobs/tokens.py)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+
+from integrations.amocrm.errors import ReauthorizationRequired
+
+oauth_bp = Blueprint("oauth", __name__)
+
+
+@oauth_bp.get("/oauth/callback")
+def callback() -> tuple[str, int]:
+    from jobs import tokens
+
+    if request.args.get("error"):
+        return "Access was not granted in amoCRM.", 400
+    code, state = request.args.get("code", ""), request.args.get("state", "")
+    runtime = current_app.extensions["amoscore.runtime"]
+    try:
+        account = runtime.account(int(state.split(".", 1)[0]))
+    except (ValueError, KeyError):
+        return "Unknown or malformed state.", 400
+    if not code or not tokens.check_state(account, state):
+        return "Invalid state or missing code.", 400
+    try:
+        tokens.connect_with_code(account, runtime.sessions, code)
+    except ReauthorizationRequired:
+        return "amoCRM refused the code; start again with `amoscore oauth connect`.", 400
+    return "amoCRM account connected. You can close this page.", 200
