@@ -8,7 +8,12 @@ import responses
 from responses import matchers
 
 from integrations.amocrm.client import client_for
-from integrations.amocrm.errors import AccessDenied, AccountBlocked, AmoHTTPError, ReauthorizationRequired
+from integrations.amocrm.errors import (
+    AccessDenied,
+    AccountBlocked,
+    AmoHTTPError,
+    ReauthorizationRequired,
+)
 from tests.test_client_support import BASE, FakeTime, make_account, make_client, memory_limiter
 
 LEAD = {"id": 32966269, "name": "Test", "price": 999, "responsible_user_id": 10000698,
