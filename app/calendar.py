@@ -45,9 +45,11 @@ class DayInfo:
 
 
 def _to_us(instant: datetime) -> int:
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"an aware datetime is required, got naive {instant.isoformat()}")
-    return (instant - _EPOCH) // _ONE_US
+    """Epoch microseconds, exact (ints, not float seconds)."""
+    try:
+        return (instant - _EPOCH) // _ONE_US
+    except TypeError:  # naive minus aware: no instant without a timezone
+        raise ValueError(f"an aware datetime is required, got naive {instant.isoformat()}") from None
 
 
 def _from_us(us: int, tz: object) -> datetime:
@@ -71,14 +73,7 @@ class BusinessCalendar:
         self._country = holidays.country_holidays(cal.holidays) if cal.holidays else None
         self.version = _version(cal, timezone, moved)
         self._day_cache: dict[date, DayInfo] = {}
-        # The timeline: working intervals of the local years [_first_year, _last_year].
-        self._built = False
-        self._first_year = self._last_year = 0
-        self._lo = self._hi = 0  # covered instants [lo, hi) in epoch µs
-        self._last_year_lo = 0  # where the last covered year starts
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._cum_end: list[int] = []  # working µs from the timeline's start through interval i
+        self._tl: _Timeline | None = None  # replaced whole, never mutated: safe to share
 
     @classmethod
     def from_config(cls, cal: CalendarConfig, timezone: str) -> BusinessCalendar:
@@ -143,17 +138,17 @@ class BusinessCalendar:
     def _year_start(self, year: int) -> int:
         return _to_us(datetime(year, 1, 1, tzinfo=self.tz))
 
-    def _cover(self, us: int) -> None:
-        """Make the timeline include the local year of `us` and the year after it."""
-        if self._built and self._lo <= us < self._last_year_lo:
-            return
+    def _covering(self, us: int) -> _Timeline:
+        """A timeline holding the local year of `us` and the year after it."""
+        tl = self._tl
+        if tl is not None and tl.lo <= us < tl.last_year_lo:
+            return tl
         year = _from_us(us, self.tz).year
-        if self._built:
-            self._build(min(year, self._first_year), max(year + 1, self._last_year))
-        else:
-            self._build(year, year + 1)
+        if tl is None:
+            return self._build(year, year + 1)
+        return self._build(min(year, tl.first_year), max(year + 1, tl.last_year))
 
-    def _build(self, first: int, last: int) -> None:
+    def _build(self, first: int, last: int) -> _Timeline:
         starts: list[int] = []
         ends: list[int] = []
         day = date(first, 1, 1)
@@ -169,19 +164,15 @@ class BusinessCalendar:
         for s, e in zip(starts, ends, strict=True):
             total += e - s
             cum.append(total)
-        self._starts, self._ends, self._cum_end = starts, ends, cum
-        self._first_year, self._last_year = first, last
-        self._lo, self._hi = self._year_start(first), self._year_start(last + 1)
-        self._last_year_lo = self._year_start(last)
-        self._built = True
+        tl = _Timeline(first, last, self._year_start(first), self._year_start(last + 1),
+                       self._year_start(last), starts, ends, cum)
+        self._tl = tl
+        return tl
 
-    def _cum(self, us: int) -> int:
-        """Working µs from the timeline's start up to the instant `us`."""
-        i = bisect_right(self._starts, us) - 1
-        if i < 0:
-            return 0
-        over = self._ends[i] - us
-        return self._cum_end[i] - over if over > 0 else self._cum_end[i]
+    def _extend(self, tl: _Timeline, horizon: int) -> _Timeline:
+        if tl.last_year >= horizon:
+            raise ValueError(f"no working time in the calendar up to {horizon}")
+        return self._build(tl.first_year, tl.last_year + 1)
 
     # --- the answers ----------------------------------------------------------------------
 
@@ -190,10 +181,11 @@ class BusinessCalendar:
         a, b = _to_us(start), _to_us(end)
         if b <= a:
             return 0.0
-        if not (self._lo <= a and b < self._hi):
-            self._cover(a)
-            self._cover(b)
-        return (self._cum(b) - self._cum(a)) / _US_PER_S
+        tl = self._tl
+        if tl is None or not (tl.lo <= a and b < tl.hi):
+            self._covering(a)
+            tl = self._covering(b)
+        return (tl.cum(b) - tl.cum(a)) / _US_PER_S
 
     def add_business_time(self, start: datetime, seconds: float) -> datetime:
         """The earliest instant t ≥ start with business_seconds(start, t) == seconds.
@@ -204,34 +196,51 @@ class BusinessCalendar:
         if seconds < 0:
             raise ValueError(f"seconds must be ≥ 0, got {seconds}")
         a = _to_us(start)
-        self._cover(a)
+        tl = self._covering(a)
         want = round(seconds * _US_PER_S)
         horizon = _from_us(a, self.tz).year + _MAX_YEARS_AHEAD
         if want == 0:
-            i = bisect_right(self._starts, a) - 1
-            if i >= 0 and a < self._ends[i]:
+            i = bisect_right(tl.starts, a) - 1
+            if i >= 0 and a < tl.ends[i]:
                 return start
-            while i + 1 >= len(self._starts):
-                self._extend(horizon)
-            return _from_us(self._starts[i + 1], start.tzinfo)
-        target = self._cum(a) + want
-        j = bisect_left(self._cum_end, target)
-        while j >= len(self._cum_end):
-            self._extend(horizon)
-            j = bisect_left(self._cum_end, target)
-        return _from_us(self._ends[j] - (self._cum_end[j] - target), start.tzinfo)
-
-    def _extend(self, horizon: int) -> None:
-        if self._last_year >= horizon:
-            raise ValueError(f"no working time in the calendar up to {horizon}")
-        self._build(self._first_year, self._last_year + 1)
+            while i + 1 >= len(tl.starts):
+                tl = self._extend(tl, horizon)
+            return _from_us(tl.starts[i + 1], start.tzinfo)
+        target = tl.cum(a) + want
+        j = bisect_left(tl.cum_end, target)
+        while j >= len(tl.cum_end):
+            tl = self._extend(tl, horizon)
+            j = bisect_left(tl.cum_end, target)
+        return _from_us(tl.ends[j] - (tl.cum_end[j] - target), start.tzinfo)
 
     def is_working_time(self, instant: datetime) -> bool:
         """True when `instant` lies inside a working period (its end excluded)."""
         us = _to_us(instant)
-        self._cover(us)
-        i = bisect_right(self._starts, us) - 1
-        return i >= 0 and us < self._ends[i]
+        tl = self._covering(us)
+        i = bisect_right(tl.starts, us) - 1
+        return i >= 0 and us < tl.ends[i]
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """Working intervals of the local years [first_year, last_year] in epoch µs, with running sums."""
+
+    first_year: int
+    last_year: int
+    lo: int  # covered instants are [lo, hi)
+    hi: int
+    last_year_lo: int  # where the last covered year starts
+    starts: list[int]
+    ends: list[int]
+    cum_end: list[int]  # working µs from `lo` through the end of interval i
+
+    def cum(self, us: int) -> int:
+        """Working µs from `lo` up to the instant `us`."""
+        i = bisect_right(self.starts, us) - 1
+        if i < 0:
+            return 0
+        over = self.ends[i] - us
+        return self.cum_end[i] - over if over > 0 else self.cum_end[i]
 
 
 def _shorten(periods: tuple[Period, ...], minutes: int) -> tuple[Period, ...]:
