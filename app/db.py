@@ -87,7 +87,7 @@ def upsert(
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
     stmt = ins.values(list(rows))
     stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in update}
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
     )
     session.execute(stmt)
 

@@ -263,6 +263,18 @@ class ReactionEpisode(Base):
     zone: Mapped[str] = mapped_column(String(8))
 
 
+class DueCheck(Base):
+    """An instant at which a deal must be looked at again (a wait reaching target or limit,
+    a complaint becoming overdue). The periodic sync job and replay both run due checks."""
+
+    __tablename__ = "due_checks"
+
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    deal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 # --- write-back -----------------------------------------------------------------------------
 
 

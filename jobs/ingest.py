@@ -337,19 +337,15 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
                     "responsible_user_id": user,
                 }])
                 touched.add(deal_id)
+    # The events pull commits these with its watermark; its caller plans the touched deals.
+    session.info.setdefault("touched_deals", set()).update(touched)
     return touched
 
 
-def store_api_lead(session: Session, account_id: int, lead: dict[str, Any], at: datetime) -> None:
-    """Keep a lead fetched through the API (used when a delivery lacked its custom fields)."""
-    values = {}
-    for cf in lead.get("custom_fields_values") or []:
-        values[int(cf["field_id"])] = [
-            {"value": None if v.get("value") is None else str(v.get("value")),
-             "enum_id": _as_int(v.get("enum_id"))}
-            for v in cf.get("values") or []
-        ]
+def store_api_lead(session: Session, account_id: int, deal_id: int,
+                   custom_fields: dict[int, list[dict[str, Any]]], at: datetime) -> None:
+    """Keep a lead's fields read through the API (when a delivery lacked them) as seen at ``at``."""
     upsert(session, FieldValue, [
-        {"account_id": account_id, "deal_id": int(lead["id"]), "field_id": fid, "values": v,
-         "at": at, "source": "api"} for fid, v in values.items()
+        {"account_id": account_id, "deal_id": deal_id, "field_id": fid, "values": values,
+         "at": at, "source": "api"} for fid, values in custom_fields.items()
     ], keys=["account_id", "deal_id", "field_id", "at"], update=["values", "source"])

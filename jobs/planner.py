@@ -1,17 +1,297 @@
-"""Turns a deal's ledger into metric rows, desired field values and desired tasks."""
+"""Turns deals' ledgers into metric rows, desired field values, desired tasks and due checks.
+
+Called for the deals a batch touched and for the deals whose due check has come. Everything
+here is recomputed from the ledger, so planning a deal twice declares the same values and
+the same task keys (the write-back executor sends only what changed, and a task key once).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from config.account import AccountConfig
+from app.calendar import BusinessCalendar, add_business_time, calendar_for
+from app.metrics import complaints as complaints_m
+from app.metrics import frt as frt_m
+from app.metrics.stats import round_half_up
+from app.models import Deal, DueCheck, FieldValue, ReactionEpisode
+from config.account import AccountConfig, TaskRule
+from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
+from jobs.writeback import declare_task, declare_value
+
+WON = 142
+
+
+def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | None:
+    """One calendar per account and process (it caches its per-day intervals)."""
+    key = f"calendar:{account.account_id}"
+    if key not in rt.extra:
+        rt.extra[key] = calendar_for(account)
+    cal: BusinessCalendar | None = rt.extra[key]
+    return cal
 
 
 def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: Iterable[int],
                now: datetime) -> None:
-    """Recompute what depends on these deals (filled in as the metric families land)."""
-    return None
+    """Recompute everything that depends on these deals, as of ``now``."""
+    ids = sorted(set(deal_ids))
+    if not ids:
+        return
+    calendar = account_calendar(rt, account)
+    ledgers = load_ledgers(session, account.account_id, ids)
+    session.execute(delete(DueCheck).where(DueCheck.account_id == account.account_id,
+                                           DueCheck.deal_id.in_(ids)))
+    for deal_id in ids:
+        ledger = ledgers.get(deal_id)
+        if ledger is None:
+            continue
+        due: dict[str, datetime] = {}
+        plan_frt(session, account, ledger, calendar, now, due)
+        plan_complaints(session, account, ledger, calendar, now, due)
+        plan_surveys(session, account, ledger, calendar, now)
+        plan_referral_fetch(session, rt, account, ledger, now)
+        session.add_all(DueCheck(account_id=account.account_id, deal_id=deal_id, kind=kind,
+                                 due_at=at) for kind, at in due.items() if at > now)
+
+
+def due_deals(session: Session, account_id: int, now: datetime) -> list[int]:
+    return sorted(set(session.execute(
+        select(DueCheck.deal_id).where(DueCheck.account_id == account_id, DueCheck.due_at <= now)
+    ).scalars()))
+
+
+def next_due(session: Session, account_id: int) -> datetime | None:
+    return session.execute(select(DueCheck.due_at).where(DueCheck.account_id == account_id)
+                           .order_by(DueCheck.due_at).limit(1)).scalar_one_or_none()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _task_owner(rule: TaskRule, account: AccountConfig, responsible: int | None) -> int | None:
+    if rule.responsible == "supervisor" and account.users.supervisor:
+        return account.users.supervisor
+    return responsible
+
+
+def _deadline(calendar: BusinessCalendar | None, now: datetime, minutes: int) -> datetime:
+    return add_business_time(calendar, now, minutes * 60) or now + timedelta(minutes=minutes)
+
+
+def _minutes_up(seconds: float) -> int:
+    """Business minutes rounded up, as written to fields (a float's dust is not a minute)."""
+    return math.ceil(round(seconds, 6) / 60)
+
+
+def frt_episodes(ledger: DealLedger, account: AccountConfig,
+                 calendar: BusinessCalendar | None) -> list[frt_m.Episode]:
+    """The deal's episodes that opened while it was in a sales pipeline (none if deleted)."""
+    if ledger.deal.is_deleted:
+        return []
+    episodes = frt_m.build_episodes(
+        ledger.items, frt=account.frt, ignored_users=frozenset(account.users.ignored),
+        calendar=calendar, responsible_at=ledger.responsible_at)
+    sales = set(account.pipelines.sales)
+    return [ep for ep in episodes if ledger.pipeline_at(ep.opened_at) in sales]
+
+
+# --- FRT ------------------------------------------------------------------------------------
+
+
+def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
+             calendar: BusinessCalendar | None, now: datetime, due: dict[str, datetime]) -> None:
+    deal = ledger.deal
+    episodes = frt_episodes(ledger, account, calendar)
+    session.execute(delete(ReactionEpisode).where(ReactionEpisode.account_id == account.account_id,
+                                                  ReactionEpisode.deal_id == deal.id))
+    session.add_all(ReactionEpisode(
+        account_id=account.account_id, deal_id=deal.id, seq=ep.seq, source=ep.source,
+        opened_at=ep.opened_at, closed_at=ep.closed_at, reacted_by=ep.reacted_by,
+        business_seconds=ep.business_seconds, wall_seconds=ep.wall_seconds,
+        calendar_version=ep.calendar_version, zone=ep.zone) for ep in episodes)
+    if not episodes:
+        return
+    fields, acc_id = account.frt.fields, account.account_id
+    first, closed = episodes[0], [ep for ep in episodes if not ep.is_open]
+    if fields.first_minutes and not first.is_open and first.business_seconds is not None:
+        declare_value(session, acc_id, deal.id, fields.first_minutes, "numeric",
+                      _minutes_up(first.business_seconds), now)
+    if fields.last_minutes and closed and closed[-1].business_seconds is not None:
+        declare_value(session, acc_id, deal.id, fields.last_minutes, "numeric",
+                      _minutes_up(closed[-1].business_seconds), now)
+    latest = episodes[-1]
+    if fields.zone:
+        zone = frt_m.live_zone(latest, now, account.frt, calendar)
+        if zone in fields.zone.enums:
+            declare_value(session, acc_id, deal.id, fields.zone.field_id, "select",
+                          fields.zone.enums[zone], now)
+    if not latest.is_open:
+        return
+    for kind, at in frt_m.due_checks(latest, account.frt, calendar):
+        due[f"frt_{kind}"] = at
+    rule = account.frt.breach_task
+    limit_at = frt_m.breach_at(latest, account.frt, calendar)
+    if rule and limit_at is not None and limit_at <= now:
+        waited = frt_m.open_wait(latest, now, calendar)
+        if waited is None:
+            waited = (now - latest.opened_at).total_seconds()
+        declare_task(
+            session, acc_id, deal_id=deal.id, rule="frt_breach",
+            key=f"frt_breach-{acc_id}-{deal.id}-{int(latest.opened_at.timestamp())}",
+            responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
+            complete_till=_deadline(calendar, now, rule.due_business_minutes),
+            text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
+
+
+# --- complaints ------------------------------------------------------------------------------
+
+
+def complaints_for(ledger: DealLedger, account: AccountConfig) -> list[complaints_m.Complaint]:
+    pipe = account.pipelines.complaints
+    if pipe is None or not ledger.stages:
+        return []
+    return complaints_m.complaints_of(ledger.deal.id, ledger.stages, pipe)
+
+
+def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger,
+                    calendar: BusinessCalendar | None, now: datetime,
+                    due: dict[str, datetime]) -> None:
+    cfg, acc_id, deal = account.complaints, account.account_id, ledger.deal
+    complaints = complaints_for(ledger, account)
+    if not complaints:
+        return
+    latest = complaints[-1]
+    if latest.state == "resolved" and cfg.fields.resolution_hours:
+        seconds = complaints_m.resolution_seconds(latest, business=cfg.business_time,
+                                                  calendar=calendar)
+        if seconds is not None:
+            declare_value(session, acc_id, deal.id, cfg.fields.resolution_hours, "numeric",
+                          round_half_up(seconds / 3600, 1), now)
+    for c in complaints:
+        if c.state != "open":
+            continue
+        overdue = complaints_m.overdue_at(c, cfg)
+        if overdue > now:
+            due["complaint_overdue"] = overdue
+        elif cfg.overdue_task:
+            rule = cfg.overdue_task
+            declare_task(
+                session, acc_id, deal_id=deal.id, rule="complaint_overdue",
+                key=f"complaint_overdue-{acc_id}-{deal.id}-{int(c.entered_at.timestamp())}",
+                responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
+                complete_till=_deadline(calendar, now, rule.due_business_minutes),
+                text=rule.text.format(open_days=int((now - c.entered_at).total_seconds() // 86400)),
+                at=now)
+
+
+# --- surveys --------------------------------------------------------------------------------
+
+
+def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
+    from app.metrics import surveys as surveys_m
+
+    if not account.surveys.by_name():
+        return []
+    return surveys_m.answers_from_history(
+        ledger.deal.id, ledger.field_history, ledger.talk_rates, account.surveys,
+        ledger.responsible_at)
+
+
+def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
+                 calendar: BusinessCalendar | None, now: datetime) -> None:
+    from app.metrics import surveys as surveys_m
+
+    cfg, acc_id, deal = account.surveys, account.account_id, ledger.deal
+    answers = survey_answers(ledger, account)
+    if not answers:
+        return
+    if cfg.zone:
+        zone = surveys_m.client_zone(answers, cfg)
+        if zone in cfg.zone.enums:
+            declare_value(session, acc_id, deal.id, cfg.zone.field_id, "select",
+                          cfg.zone.enums[zone], now)
+    rule = cfg.low_score_task
+    if rule is None:
+        return
+    for answer in answers:
+        if not surveys_m.is_low(answer, cfg):
+            continue
+        declare_task(
+            session, acc_id, deal_id=deal.id, rule="low_score",
+            key=(f"low_score-{acc_id}-{deal.id}-{answer.survey}-"
+                 f"{int(answer.at.timestamp())}-{answer.source}"),
+            responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
+            complete_till=_deadline(calendar, now, rule.due_business_minutes),
+            text=rule.text.format(score=_score_text(answer.raw), survey=answer.survey.upper()), at=now)
+
+
+def _score_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# --- referrals ------------------------------------------------------------------------------
+
+
+def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
+    """Instants the deal reached won (142) in a sales pipeline."""
+    sales = set(account.pipelines.sales)
+    wins, previous = [], None
+    for s in ledger.stages:
+        state = (s.pipeline_id, s.status_id)
+        came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
+        if s.status_id == WON and s.pipeline_id in sales and came_from != state:
+            wins.append(s.at)
+        previous = state
+    return wins
+
+
+def field_value_at(ledger: DealLedger, field_id: int, at: datetime) -> list | None:  # type: ignore[type-arg]
+    """The field's values as last seen at or before ``at`` (None if never seen by then)."""
+    found = None
+    for seen_at, fid, values in ledger.field_history:
+        if seen_at > at:
+            break
+        if fid == field_id:
+            found = values
+    return found
+
+
+def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
+                        ledger: DealLedger, now: datetime) -> None:
+    """A won deal whose discount field we never saw: read the deal through the API once."""
+    ref = account.referrals
+    if ref is None:
+        return
+    wins = win_instants(ledger, account)
+    if not wins or field_value_at(ledger, ref.field_id, wins[-1]) is not None:
+        return
+    if any(fid == ref.field_id for _, fid, _ in ledger.field_history):
+        return
+    fetched = rt.extra.setdefault(f"fetched:{account.account_id}", set())
+    if ledger.deal.id in fetched or rt.client_factory is None:
+        return
+    fetched.add(ledger.deal.id)
+    client = rt.client_factory(account)
+    lead = client.get_lead(ledger.deal.id)
+    if lead is None:
+        return
+    from jobs.ingest import store_api_lead
+
+    fields = {fid: [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
+                    for v in values] for fid, values in lead.custom_fields.items()}
+    store_api_lead(session, account.account_id, ledger.deal.id, fields, wins[-1])
+    session.flush()
+    ledger.field_history = sorted(
+        ((r.at, r.field_id, r.values) for r in session.execute(
+            select(FieldValue).where(FieldValue.account_id == account.account_id,
+                                     FieldValue.deal_id == ledger.deal.id)).scalars()),
+        key=lambda t: (t[0], t[1]))
+
+
+__all__ = ["plan_deals", "due_deals", "next_due", "frt_episodes", "complaints_for",
+           "survey_answers", "win_instants", "field_value_at", "Deal"]

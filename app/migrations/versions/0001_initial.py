@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:15:47.673669
+Create Date: 2026-11-23 11:18:38.771939
 """
 
-from alembic import op
 import sqlalchemy as sa
-import app.models
+from alembic import op
 
+import app.models
 
 revision = "0001"
 down_revision = None
@@ -76,6 +76,17 @@ def upgrade() -> None:
         sa.Column("declared_at", app.models.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account_id", "deal_id", "field_id"),
     )
+    op.create_table(
+        "due_checks",
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("deal_id", sa.BigInteger(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("due_at", app.models.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", "deal_id", "kind"),
+    )
+    with op.batch_alter_table("due_checks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_due_checks_due_at"), ["due_at"], unique=False)
+
     op.create_table(
         "event_watermarks",
         sa.Column("account_id", sa.BigInteger(), nullable=False),
@@ -402,6 +413,10 @@ def downgrade() -> None:
 
     op.drop_table("field_values")
     op.drop_table("event_watermarks")
+    with op.batch_alter_table("due_checks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_due_checks_due_at"))
+
+    op.drop_table("due_checks")
     op.drop_table("desired_values")
     with op.batch_alter_table("deals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deals_contact_id"))

@@ -1,0 +1,49 @@
+"""The `amoscore` command: replay, reports, the worker, the database, config and OAuth."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from app.commands.replay_cmd import replay_command
+from app.commands.report_cmd import report_group
+from app.commands.service_cmd import db_group, sweep_command, worker_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (default: warnings only).")
+def main(verbose: bool) -> None:
+    """amoscore — customer-service metrics for amoCRM / Kommo.
+
+    Webhooks in, first reaction time, complaints, referral and survey scores out, written back
+    to deal fields and tasks. Settings come from the environment: DATABASE_URL (default: a
+    SQLite file under var/), REDIS_URL (default: an in-process queue), AMOSCORE_CONFIG (the
+    account YAML or a folder of them).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+main.add_command(replay_command)
+main.add_command(report_group)
+main.add_command(worker_command)
+main.add_command(sweep_command)
+main.add_command(db_group)
+
+
+def _optional(module: str, attr: str) -> None:
+    """Commands whose modules land with their features (config check, OAuth, backfill)."""
+    import importlib
+
+    try:
+        cmd = getattr(importlib.import_module(module), attr)
+    except ImportError:
+        return
+    main.add_command(cmd)
+
+
+_optional("app.commands.config_cmd", "config_group")
+_optional("app.commands.oauth_cmd", "oauth_group")
+_optional("app.commands.backfill_cmd", "backfill_command")

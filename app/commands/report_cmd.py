@@ -1,0 +1,90 @@
+"""`amoscore report frt|complaints|referrals|surveys --from --to [--format table|json|csv]`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from app.commands.replay_cmd import _date, _instant
+
+
+def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    if section == "frt":
+        managers = data["managers"]
+        order = sorted(managers, key=lambda u: (managers[u]["median_business_seconds"] is None,
+                                                managers[u]["median_business_seconds"] or 0, u))
+        keys = ["episodes", "answered", "unanswered", "breaches", "median_business_seconds",
+                "p90_business_seconds", "mean_business_seconds", "within_target_share"]
+        return ["manager", *keys], [[u, *(managers[u][k] for k in keys)] for u in order]
+    if section == "referrals":
+        keys = ["quarter", "won", "referred", "share", "change"]
+        return keys, [[q.get(k) for k in keys] for q in data["by_quarter"]]
+    flat = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+    for name, sub in data.items():
+        if isinstance(sub, dict):
+            flat.update({f"{name}.{k}": v for k, v in sub.items() if not isinstance(v, dict | list)})
+    return ["figure", "value"], [[k, v] for k, v in flat.items()]
+
+
+def _render(section: str, data: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, ensure_ascii=False, indent=2)
+    headers, rows = _rows(section, data)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(headers)
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    from app.commands.summary import table
+
+    return table(headers, [["—" if c is None else str(c) for c in r] for r in rows])
+
+
+def _report(section: str, period_from: date, period_to: date, now: datetime | None,
+            account_id: int | None, fmt: str) -> None:
+    from jobs.report import ReportContext, build_report
+    from jobs.runtime import build_runtime
+
+    rt = build_runtime(for_web=False)
+    accounts = list(rt.accounts.values())
+    if account_id is not None:
+        accounts = [a for a in accounts if a.account_id == account_id]
+    if not accounts:
+        raise click.UsageError("no such account in AMOSCORE_CONFIG")
+    for account in accounts:
+        ctx = ReportContext(account, period_from, period_to, now or datetime.now(UTC))
+        with rt.sessions() as session:
+            data = build_report(session, ctx, sections=(section,))[section]
+        click.echo(_render(section, data, fmt))
+
+
+def _command(section: str, doc: str) -> click.Command:
+    @click.command(section, help=doc)
+    @click.option("--from", "period_from", callback=_date, required=True,
+                  help="First day (account timezone).")
+    @click.option("--to", "period_to", callback=_date, required=True, help="Last day, inclusive.")
+    @click.option("--now", callback=_instant, help="As of this instant (default: now).")
+    @click.option("--account", "account_id", type=int, help="Only this account id.")
+    @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+    def cmd(period_from: date, period_to: date, now: datetime | None, account_id: int | None,
+            fmt: str) -> None:
+        _report(section, period_from, period_to, now, account_id, fmt)
+
+    return cmd
+
+
+@click.group("report")
+def report_group() -> None:
+    """Print a period's figures from the stored ledger (the same numbers as replay's report)."""
+
+
+report_group.add_command(_command("frt", "First reaction time per manager, fastest to slowest."))
+report_group.add_command(_command("complaints", "Complaints: volume, resolution time, open, overdue."))
+report_group.add_command(_command("referrals", "Referral wins per quarter with the trend."))
+report_group.add_command(_command("surveys", "NPS, CSAT and CES (higher is easier) of the period."))

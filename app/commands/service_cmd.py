@@ -1,0 +1,42 @@
+"""`amoscore worker`, `amoscore sweep` and `amoscore db upgrade`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty (tests, cron).")
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker (with the scheduler) on amoscore's queues, plus the periodic jobs."""
+    from jobs.worker import run_worker
+
+    run_worker(burst=burst)
+
+
+@click.command("sweep")
+def sweep_command() -> None:
+    """Run the sweeper once: load the spool, enqueue stored and stale queued deliveries."""
+    from jobs.intake import sweep_with
+    from jobs.runtime import build_runtime
+
+    result = sweep_with(build_runtime(for_web=False))
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database (DATABASE_URL, or the embedded SQLite file) to the newest schema."""
+    from app.db import create_schema, make_engine
+    from config.settings import from_env
+
+    settings = from_env()
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    create_schema(make_engine(settings.effective_database_url))
+    click.echo("database is at the newest migration")

@@ -1,0 +1,82 @@
+"""A report as a person reads it: short tables on the terminal, not a JSON dump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt_seconds(value: int | None) -> str:
+    if value is None:
+        return "—"
+    minutes, sec = divmod(int(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def frt_table(frt: dict[str, Any]) -> str:
+    managers = frt.get("managers", {})
+    order = sorted(managers, key=lambda u: (managers[u]["median_business_seconds"] is None,
+                                            managers[u]["median_business_seconds"] or 0, u))
+    rows = [[u, str(m["episodes"]), str(m["answered"]), str(m["unanswered"]),
+             _fmt_seconds(m["median_business_seconds"]), _fmt_seconds(m["p90_business_seconds"]),
+             _pct(m["within_target_share"]), str(m["breaches"])] for u, m in
+            ((u, managers[u]) for u in order)]
+    return table(["manager", "episodes", "answered", "open", "median", "p90", "in target",
+                  "breaches"], rows) if rows else "no episodes in the period"
+
+
+def summary(report: dict[str, Any]) -> str:
+    parts = []
+    period = report.get("period", {})
+    d = report.get("deliveries", {})
+    parts.append(f"amoscore — account {report.get('account')}, {period.get('from')} … "
+                 f"{period.get('to')} ({period.get('timezone')}), as of {report.get('now')}")
+    if d:
+        parts.append(f"deliveries: {d.get('received')} received, {d.get('duplicates')} duplicates, "
+                     f"{d.get('processed')} processed, {d.get('rejected')} rejected, "
+                     f"{d.get('unsupported')} unsupported; bad lines: "
+                     f"{len(report.get('bad_lines', []))}")
+    if "frt" in report:
+        parts.append("\nFirst reaction time (business time), fastest to slowest\n"
+                     + frt_table(report["frt"]))
+    c = report.get("complaints")
+    if c:
+        parts.append(f"\nComplaints: {c['volume']} new, {c['resolved']} resolved, {c['open']} open "
+                     f"({c['overdue']} overdue); resolution mean {_fmt_seconds(c['mean_resolution_seconds'])}, "
+                     f"median {_fmt_seconds(c['median_resolution_seconds'])}, "
+                     f"p90 {_fmt_seconds(c['p90_resolution_seconds'])}")
+    r = report.get("referrals")
+    if r:
+        quarters = ", ".join(f"{q['quarter']} {q['referred']}/{q['won']} ({_pct(q['share'])})"
+                             for q in r.get("by_quarter", []))
+        parts.append(f"Referrals: {r['referred']} of {r['won']} won deals ({_pct(r['share'])}); "
+                     f"by quarter: {quarters or '—'}")
+    s = report.get("surveys")
+    if s:
+        nps, csat, ces = s.get("nps", {}), s.get("csat", {}), s.get("ces", {})
+        parts.append(f"NPS {nps.get('score')} ({nps.get('answers')} answers: {nps.get('promoters')} "
+                     f"promoters, {nps.get('detractors')} detractors); CSAT {csat.get('percent')}% "
+                     f"({csat.get('answers')} answers, {csat.get('low')} low); CES mean "
+                     f"{ces.get('mean')} (1 very hard … 5 very easy; {ces.get('answers')} answers, "
+                     f"{ces.get('low')} low)")
+    if "writes" in report:
+        rules: dict[str, int] = {}
+        for t in report.get("tasks", []):
+            rules[t["rule"]] = rules.get(t["rule"], 0) + 1
+        api = report.get("api_requests", {})
+        parts.append(f"Write-back: {len(report['writes'])} field writes, {len(report['tasks'])} tasks "
+                     f"({', '.join(f'{k} {v}' for k, v in sorted(rules.items())) or 'none'}); "
+                     f"API requests GET {api.get('GET')}, PATCH {api.get('PATCH')}, POST {api.get('POST')}")
+    return "\n".join(parts)

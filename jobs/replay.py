@@ -1,0 +1,352 @@
+"""Replay a recorded stream through the real receiver and jobs on a simulated clock.
+
+The clock stops at each line's `at`, at every due check (a wait reaching target or limit, a
+complaint becoming overdue), at the periodic events pull and write-back flush while something
+is pending for them (aligned to multiples of their `sync` intervals), and at `now`. At each
+stop: the lines of that instant, then the events pull (when due), then the due checks, then
+the flush (when due). amoCRM is a fake at the HTTP level (dry-run), or the real API (`--send`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+from sqlalchemy import select
+
+from app.db import create_schema, make_engine, make_session_factory
+from app.models import TaskLedger, WriteLog
+from config.account import AccountConfig
+from config.settings import Settings
+from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
+from jobs.queues import InProcessQueue
+from jobs.report import ReportContext, build_report, iso
+from jobs.runtime import Runtime, set_runtime
+
+
+class SimClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def timestamp(self) -> float:
+        return self.now.timestamp()
+
+
+@dataclass
+class Line:
+    no: int
+    at: datetime
+    webhook: str | None = None
+    event: dict[str, Any] | None = None
+
+
+@dataclass
+class Stream:
+    lines: list[Line] = field(default_factory=list)
+    bad: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _parse_at(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def read_stream(path: Path) -> Stream:
+    """Lines in file order; bad ones are listed with their number and reason, never dropped."""
+    stream = Stream()
+    last: datetime | None = None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                stream.bad.append({"line": no, "reason": "empty line"})
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                stream.bad.append({"line": no, "reason": f"not JSON: {exc.msg}"})
+                continue
+            if not isinstance(obj, dict):
+                stream.bad.append({"line": no, "reason": "not a JSON object"})
+                continue
+            at = _parse_at(obj.get("at"))
+            if at is None:
+                stream.bad.append({"line": no, "reason": "no valid 'at' (ISO 8601 with offset)"})
+                continue
+            if "webhook" in obj:
+                if not isinstance(obj["webhook"], str):
+                    stream.bad.append({"line": no, "reason": "bad body: 'webhook' is not a string"})
+                    continue
+                line = Line(no, at, webhook=obj["webhook"])
+            elif "event" in obj:
+                ev = obj["event"]
+                if not (isinstance(ev, dict) and ev.get("id") and ev.get("type")
+                        and isinstance(ev.get("created_at"), int | str)):
+                    stream.bad.append({"line": no, "reason": "bad event: needs id, type, created_at"})
+                    continue
+                line = Line(no, at, event=ev)
+            else:
+                stream.bad.append({"line": no, "reason": "unknown kind (expected 'webhook' or 'event')"})
+                continue
+            if last is not None and at < last:
+                # Still handled, at the current clock, and reported.
+                stream.bad.append({"line": no, "reason": f"'at' goes backwards ({obj['at']})"})
+                line.at = last
+            last = line.at
+            stream.lines.append(line)
+    return stream
+
+
+def _next_multiple(after: datetime, every: int) -> datetime:
+    """The first instant strictly after `after` that is a multiple of `every` seconds (epoch)."""
+    ts = math.floor(after.timestamp() / every) * every + every
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _on_grid(at: datetime, every: int) -> bool:
+    return at.timestamp() % every == 0
+
+
+def _lead_json(d: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The API shape of a lead as its latest webhook showed it (what GET /leads/{id} returns)."""
+    lead = dict(previous or {"id": d["id"], "custom_fields_values": None})
+    for key in ("name", "pipeline_id", "status_id", "responsible_user_id", "price"):
+        if d.get(key) is not None:
+            lead[key] = d[key]
+    if d.get("updated_at") is not None:
+        lead["updated_at"] = int(d["updated_at"].timestamp())
+    if d.get("custom_fields_present"):
+        lead["custom_fields_values"] = [
+            {"field_id": fid, "values": [{k: v for k, v in val.items() if v is not None}
+                                          for val in values]}
+            for fid, values in d["custom_fields"].items()
+        ] or None
+    return lead
+
+
+@dataclass
+class ReplayOptions:
+    stream: Path
+    account: AccountConfig
+    period_from: date | None = None
+    period_to: date | None = None
+    now: datetime | None = None
+    database_url: str | None = None
+    send: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[int], None] | None = None
+
+
+class Replay:
+    def __init__(self, opts: ReplayOptions) -> None:
+        self.opts = opts
+        self.account = opts.account
+        self.tz = ZoneInfo(self.account.account.timezone)
+        self.stream = read_stream(opts.stream)
+        self.bad = list(self.stream.bad)
+        self.received = 0
+        self.requests = {"GET": 0, "PATCH": 0, "POST": 0}
+        self.dry_patch = 0
+        self.dry_post = 0
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _runtime(self, workdir: Path, clock: SimClock) -> Runtime:
+        url = self.opts.database_url or f"sqlite:///{workdir / 'replay.sqlite3'}"
+        engine = make_engine(url, fast_sqlite=True)
+        create_schema(engine)
+        settings = Settings(database_url=url, redis_url="", config_path=str(self.opts.stream),
+                            var_dir=workdir, spool_dir=workdir / "spool")
+        rt = Runtime(settings=settings, accounts={self.account.account_id: self.account},
+                     engine=engine, sessions=make_session_factory(engine), queue=InProcessQueue(),
+                     clock=clock, dry_run_override=not self.opts.send)
+        rt.client_factory = lambda _account: self.client
+        return rt
+
+    def _client(self, clock: SimClock) -> Any:
+        from integrations.amocrm.auth import StaticTokenAuth
+        from integrations.amocrm.client import AmoClient, client_for
+        from integrations.amocrm.fake import mount_fake
+        from integrations.amocrm.ratelimit import memory_limiter
+
+        session = requests.Session()
+        session.hooks["response"].append(self._count)
+        if self.opts.send:
+            self.fake = None
+            return client_for(self.account, self.opts.env or __import__("os").environ,
+                              session=session)
+        base = self.account.account.base_url
+        self.fake = mount_fake(session, base, clock.timestamp)
+        # The fake answers at once: no rate limit needed, and the simulated clock never moves
+        # while a request is made.
+        limiter = memory_limiter(self.account.account_id, 10**6, global_per_second=10**6)
+        return AmoClient(base, StaticTokenAuth("replay-dry-run", "replay"), session=session,
+                         limiter=limiter, sleep=lambda _s: None)
+
+    def _count(self, resp: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        method = (resp.request.method or "GET").upper()
+        self.requests[method] = self.requests.get(method, 0) + 1
+        return resp
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        lines = self.stream.lines
+        if not lines and self.opts.now is None:
+            raise ValueError(f"{self.opts.stream}: no usable lines")
+        end = self.opts.now or lines[-1].at
+        late = [ln for ln in lines if ln.at > end]
+        for ln in late:
+            self.bad.append({"line": ln.no, "reason": "after --now: not handled"})
+        lines = [ln for ln in lines if ln.at <= end]
+        start = lines[0].at if lines else end
+        period_from = self.opts.period_from or start.astimezone(self.tz).date().replace(day=1)
+        period_to = self.opts.period_to or (lines[-1].at if lines else end).astimezone(self.tz).date()
+        with tempfile.TemporaryDirectory(prefix="amoscore-replay-") as tmp:
+            clock = SimClock(start)
+            self.client = self._client(clock)
+            rt = self._runtime(Path(tmp), clock)
+            set_runtime(rt)
+            try:
+                self._drive(rt, clock, lines, end)
+                ctx = ReportContext(self.account, period_from, period_to, end)
+                with rt.sessions() as session:
+                    report = build_report(session, ctx, received=self.received)
+                    report.update(self._writes_and_tasks(session))
+            finally:
+                set_runtime(None)
+                rt.engine.dispose()
+        report["bad_lines"] = sorted(self.bad, key=lambda b: b["line"])
+        report["api_requests"] = {
+            "GET": self.requests.get("GET", 0),
+            "PATCH": self.requests.get("PATCH", 0) + self.dry_patch,
+            "POST": self.requests.get("POST", 0) + self.dry_post,
+        }
+        failed = getattr(rt.queue, "failed", [])
+        if failed:
+            report["job_failures"] = [f"{name}: {exc}" for name, exc in failed]
+        return _ordered(report)
+
+    def _drive(self, rt: Runtime, clock: SimClock, lines: list[Line], end: datetime) -> None:
+        from app.web import create_app
+        from jobs.planner import next_due
+        from jobs.sync import flush_writeback, pull_and_plan, run_due_checks
+
+        secret = secrets.token_urlsafe(16)
+        env = {self.account.account.webhook_secret_env: secret}
+        web = create_app({"RUNTIME": rt, "ENV": env}).test_client()
+        sync = self.account.sync
+        unpulled = 0
+        writeback_dirty = False
+        i, n = 0, len(lines)
+        leads: dict[int, dict[str, Any]] = {}
+        while True:
+            candidates = [end]
+            if i < n:
+                candidates.append(lines[i].at)
+            with rt.sessions() as session:
+                due = next_due(session, self.account.account_id)
+            if due is not None and due > clock.now:
+                candidates.append(due)
+            if unpulled:
+                candidates.append(_next_multiple(clock.now, sync.events_pull_seconds))
+            if writeback_dirty:
+                candidates.append(_next_multiple(clock.now, sync.flush_seconds))
+            t = min(candidates)
+            clock.now = max(clock.now, t)
+            while i < n and lines[i].at <= clock.now:
+                line = lines[i]
+                if line.webhook is not None:
+                    self._post(web, secret, line, leads)
+                    writeback_dirty = True
+                elif self.fake is not None and line.event is not None:
+                    self.fake.add_event(line.event, clock.now.timestamp())
+                    unpulled += 1
+                i += 1
+                if self.opts.progress:
+                    self.opts.progress(1)
+            due_now = due is not None and due <= clock.now
+            if unpulled and (due_now or _on_grid(clock.now, sync.events_pull_seconds)
+                             or clock.now >= end):
+                pull_and_plan(rt, self.account, clock.now)
+                unpulled = 0
+                writeback_dirty = True
+            if due_now:
+                run_due_checks(rt, self.account, clock.now)
+                writeback_dirty = True
+            if writeback_dirty and (_on_grid(clock.now, sync.flush_seconds) or clock.now >= end):
+                result = flush_writeback(rt, self.account, clock.now)
+                if rt.dry_run(self.account):
+                    self.dry_patch += result.patch_requests
+                    self.dry_post += result.post_requests
+                writeback_dirty = False
+            if clock.now >= end and i >= n:
+                break
+
+    def _post(self, web: Any, secret: str, line: Line, leads: dict[int, dict[str, Any]]) -> None:
+        self.received += 1
+        body = line.webhook.encode("utf-8") if line.webhook is not None else b""
+        web.post(f"/webhooks/amocrm/{secret}", data=body,
+                 content_type="application/x-www-form-urlencoded")
+        if self.fake is None:
+            return
+        try:
+            parsed = parse_delivery(body)
+        except WebhookParseError:
+            return
+        for ev in parsed.events:
+            if ev.kind.startswith("leads.") and ev.kind not in ("leads.note", "leads.delete"):
+                lead = _lead_json(ev.data, leads.get(ev.data["id"]))
+                leads[ev.data["id"]] = lead
+                self.fake.set_lead(ev.data["id"], lead)
+
+    def _writes_and_tasks(self, session: Any) -> dict[str, Any]:
+        acc = self.account.account_id
+        writes = [
+            {"at": iso(w.at, self.tz), "deal_id": w.deal_id, "field_id": w.field_id,
+             "value": w.value.get("v") if isinstance(w.value, dict) else w.value}
+            for w in session.execute(select(WriteLog).where(WriteLog.account_id == acc,
+                                                            WriteLog.status != "failed")
+                                     .order_by(WriteLog.id)).scalars()
+        ]
+        tasks = [
+            {"at": iso(t.sent_at, self.tz), "deal_id": t.deal_id, "rule": t.rule,
+             "responsible_user_id": t.responsible_user_id,
+             "complete_till": iso(t.complete_till, self.tz), "text": t.text}
+            for t in session.execute(select(TaskLedger).where(
+                TaskLedger.account_id == acc, TaskLedger.status.in_(("created", "recorded")))
+                .order_by(TaskLedger.sent_at, TaskLedger.id)).scalars()
+        ]
+        return {"writes": writes, "tasks": tasks}
+
+
+_ORDER = ("account", "period", "now", "deliveries", "bad_lines", "frt", "complaints", "referrals",
+          "surveys", "writes", "tasks", "api_requests")
+
+
+def _ordered(report: dict[str, Any]) -> dict[str, Any]:
+    """replay.md's key order first, then the extras, so reports diff well."""
+    out = {k: report[k] for k in _ORDER if k in report}
+    out.update({k: v for k, v in report.items() if k not in out})
+    return out
+
+
+def dump_report(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+

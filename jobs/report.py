@@ -1,0 +1,182 @@
+"""The period report (replay.md's schema), from the stored ledger, with the pure metric functions.
+
+One builder serves `amoscore replay`, `amoscore report …` and later the dashboard, so every
+face shows the same numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.calendar import BusinessCalendar, calendar_for
+from app.metrics import complaints as complaints_m
+from app.metrics import frt as frt_m
+from app.metrics import referrals as referrals_m
+from app.metrics.periods import period_bounds
+from app.metrics.stats import round_half_up
+from app.models import WebhookDelivery
+from config.account import AccountConfig
+from jobs.ledger import DealLedger, load_ledgers
+from jobs.planner import complaints_for, frt_episodes, survey_answers, win_instants
+
+
+def iso(at: datetime | None, tz: ZoneInfo) -> str | None:
+    return None if at is None else at.astimezone(tz).isoformat()
+
+
+def seconds(value: float | None) -> int | None:
+    return None if value is None else int(round_half_up(value))
+
+
+def share(value: float | None) -> float | None:
+    return None if value is None else float(round_half_up(value, 4))
+
+
+class ReportContext:
+    """What every section needs: the account, its calendar, the period and `now`."""
+
+    def __init__(self, account: AccountConfig, from_date: date, to_date: date, now: datetime,
+                 calendar: BusinessCalendar | None = None) -> None:
+        self.account = account
+        self.tz = ZoneInfo(account.account.timezone)
+        self.from_date, self.to_date, self.now = from_date, to_date, now
+        self.start, self.end = period_bounds(from_date, to_date, self.tz)
+        self.calendar = calendar if calendar is not None else calendar_for(account)
+
+    def in_period(self, at: datetime | None) -> bool:
+        return at is not None and self.start <= at < self.end
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def frt_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+    rows, owned = [], []
+    for deal_id in sorted(ledgers):
+        ledger = ledgers[deal_id]
+        for ep in frt_episodes(ledger, ctx.account, ctx.calendar):
+            if not ctx.in_period(ep.opened_at):
+                continue
+            owner = ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now)
+            owned.append((ep, owner))
+            rows.append({
+                "deal_id": deal_id, "source": ep.source,
+                "opened_at": iso(ep.opened_at, ctx.tz), "closed_at": iso(ep.closed_at, ctx.tz),
+                "reacted_by": ep.reacted_by, "business_seconds": seconds(ep.business_seconds),
+                "wall_seconds": seconds(ep.wall_seconds), "zone": ep.zone,
+            })
+    rows.sort(key=lambda r: (r["opened_at"], r["deal_id"]))
+    stats = frt_m.manager_stats([(ep, o) for ep, o in owned if o is not None], frt=ctx.account.frt,
+                                now=ctx.now, calendar=ctx.calendar)
+    managers = {}
+    for user in sorted(stats):
+        s = stats[user]
+        managers[str(user)] = {
+            "episodes": s.episodes, "answered": s.answered, "unanswered": s.unanswered,
+            "breaches": s.breaches,
+            "median_business_seconds": seconds(s.median_business_seconds),
+            "p90_business_seconds": seconds(s.p90_business_seconds),
+            "mean_business_seconds": seconds(s.mean_business_seconds),
+            "within_target_share": share(s.within_target_share),
+        }
+    return {"episodes": rows, "managers": managers}
+
+
+def complaints_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+    complaints = [c for deal_id in sorted(ledgers) for c in complaints_for(ledgers[deal_id], ctx.account)]
+    st = complaints_m.complaint_stats(complaints, ctx.start, ctx.end, ctx.now, ctx.account.complaints,
+                                      ctx.calendar)
+    won = []
+    contact_of = {d: lg.deal.contact_id for d, lg in ledgers.items()}
+    for deal_id in sorted(ledgers):
+        for at in win_instants(ledgers[deal_id], ctx.account):
+            won.append((deal_id, at, contact_of[deal_id]))
+    entries = [(contact_of[c.deal_id], c.entered_at) for c in complaints
+               if contact_of.get(c.deal_id) is not None]
+    won_count, without, without_share = complaints_m.orders_without_complaints(
+        won, entries, ctx.start, ctx.end, ctx.account.complaints.no_complaint_days)
+    return {
+        "volume": st.volume, "resolved": st.resolved, "open": st.open, "overdue": st.overdue,
+        "mean_resolution_seconds": seconds(st.mean), "median_resolution_seconds": seconds(st.median),
+        "p90_resolution_seconds": seconds(st.p90),
+        "orders_without_complaints": {"won": won_count, "without_complaint": without,
+                                      "share": share(without_share)},
+    }
+
+
+def referral_deals(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> list[referrals_m.WonDeal]:
+    from jobs.planner import field_value_at
+
+    ref = ctx.account.referrals
+    deals = []
+    for deal_id in sorted(ledgers):
+        ledger = ledgers[deal_id]
+        wins = win_instants(ledger, ctx.account)
+        if not wins or ledger.deal.is_deleted:
+            continue
+        values = field_value_at(ledger, ref.field_id, wins[-1]) if ref else None
+        deals.append(referrals_m.WonDeal(deal_id=deal_id, wins=tuple(wins), field_values=values,
+                                         responsible=ledger.responsible_at(wins[-1])))
+    return deals
+
+
+def referrals_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+    ref = ctx.account.referrals
+    if ref is None:
+        return {"won": 0, "referred": 0, "share": None, "by_quarter": []}
+    st = referrals_m.referral_stats(referral_deals(ctx, ledgers), ctx.start, ctx.end, ctx.tz, ref)
+    return {
+        "won": st.won, "referred": st.referred, "share": share(st.share),
+        "by_quarter": [{"quarter": q.quarter, "won": q.won, "referred": q.referred,
+                        "share": share(q.share), "change": share(q.change)} for q in st.by_quarter],
+        "by_manager": {str(u): {"won": s.won, "referred": s.referred, "share": share(s.share)}
+                       for u, s in sorted(st.by_manager.items())},
+    }
+
+
+def surveys_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+    from app.metrics import surveys as surveys_m
+
+    answers = [a for deal_id in sorted(ledgers) for a in survey_answers(ledgers[deal_id], ctx.account)]
+    st = surveys_m.survey_stats(answers, ctx.start, ctx.end, ctx.account.surveys)
+    return surveys_m.report_dict(st)
+
+
+# --- the whole report -----------------------------------------------------------------------
+
+
+def deliveries_section(session: Session, account_id: int, received: int | None) -> dict[str, int]:
+    counts = dict(session.execute(
+        select(WebhookDelivery.status, func.count()).where(WebhookDelivery.account_id == account_id)
+        .group_by(WebhookDelivery.status)).all())
+    stored_rows = sum(counts.values())
+    received = stored_rows if received is None else received
+    return {"received": received, "duplicates": received - stored_rows,
+            "processed": counts.get("processed", 0), "rejected": counts.get("rejected", 0),
+            "unsupported": counts.get("unsupported", 0),
+            "pending": counts.get("stored", 0) + counts.get("queued", 0)}
+
+
+def build_report(session: Session, ctx: ReportContext, *, received: int | None = None,
+                 sections: tuple[str, ...] = ("frt", "complaints", "referrals", "surveys"),
+                 ) -> dict[str, Any]:
+    account = ctx.account
+    ledgers = load_ledgers(session, account.account_id)
+    report: dict[str, Any] = {
+        "account": account.account_id,
+        "period": {"from": ctx.from_date.isoformat(), "to": ctx.to_date.isoformat(),
+                   "timezone": account.account.timezone},
+        "now": iso(ctx.now, ctx.tz),
+        "calendar_version": ctx.calendar.version if ctx.calendar else None,
+        "deliveries": deliveries_section(session, account.account_id, received),
+    }
+    builders = {"frt": frt_section, "complaints": complaints_section,
+                "referrals": referrals_section, "surveys": surveys_section}
+    for name in sections:
+        report[name] = builders[name](ctx, ledgers)
+    return report

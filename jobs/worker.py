@@ -1,0 +1,61 @@
+"""`amoscore worker`: an RQ worker with the scheduler, and the periodic jobs enqueued on time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from rq import Queue, Worker
+
+from jobs.queues import QUEUE_NAMES, SYNC_QUEUE, WORKER_TTL, worker_redis
+from jobs.runtime import build_runtime, set_runtime
+
+log = logging.getLogger("amoscore.worker")
+
+
+def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
+    """(stable id, function, args, interval seconds) of every periodic job."""
+    from jobs.intake import sweep
+    from jobs.sync import sync_account
+
+    jobs = []
+    for account in runtime.accounts.values():
+        jobs.append((f"sweep-{account.account_id}", sweep, (account.account_id,),
+                     account.sync.sweeper_seconds))
+        jobs.append((f"sync-{account.account_id}", sync_account, (account.account_id,),
+                     min(account.sync.events_pull_seconds, account.sync.flush_seconds)))
+    return jobs
+
+
+def _tick(runtime, conn, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    """Enqueue each periodic job once per interval across all workers (SET NX as the lock)."""
+    jobs = periodic_jobs(runtime)
+    while not stop.is_set():
+        for job_id, func, args, interval in jobs:
+            try:
+                if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
+                    runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(time.time())}",
+                                          queue=SYNC_QUEUE)
+            except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
+                log.warning("worker.periodic_enqueue_failed job=%s", job_id)
+        stop.wait(1.0)
+
+
+def run_worker(*, burst: bool = False) -> None:
+    runtime = build_runtime(for_web=False)
+    set_runtime(runtime)
+    if not runtime.settings.redis_url:
+        raise SystemExit("amoscore worker needs REDIS_URL (the embedded default runs jobs in process)")
+    # Forked work horses must not share the parent's database connections.
+    runtime.engine.dispose()
+    conn = worker_redis(runtime.settings.redis_url)
+    stop = threading.Event()
+    if not burst:
+        threading.Thread(target=_tick, args=(runtime, conn, stop), daemon=True).start()
+    worker = Worker([Queue(n, connection=conn) for n in QUEUE_NAMES], connection=conn,
+                    worker_ttl=WORKER_TTL)
+    try:
+        worker.work(with_scheduler=True, burst=burst)
+    finally:
+        stop.set()
