@@ -249,6 +249,17 @@ class AmoClient:
             if not items:
                 return
 
+    def page(self, path_or_url: str, key: str, params: Mapping[str, Any] | None = None,
+             **kw: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """One page: its ``_embedded[key]`` items and its ``_links.next`` href (None at the end,
+        on 204 or on an empty page), so a caller can checkpoint between pages (backfill)."""
+        data = self._get_json(path_or_url, params, **kw)
+        if data is None:
+            return [], None
+        items = (data.get("_embedded") or {}).get(key) or []
+        next_href = ((data.get("_links") or {}).get("next") or {}).get("href")
+        return items, (next_href if items else None)
+
     def _all(self, path: str, key: str, params: Mapping[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
         return [item for page in self.pages(path, key, params, **kw) for item in page]
 
