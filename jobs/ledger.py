@@ -14,17 +14,30 @@ from sqlalchemy.orm import Session
 
 from app.metrics.complaints import StageRecord
 from app.metrics.frt import TimelineItem
-from app.models import Deal, FieldValue, Interaction, ResponsibleChange, StageChange, Talk, TalkRate
+from app.models import (
+    Deal,
+    FieldValue,
+    Interaction,
+    ReactionEpisode,
+    ResponsibleChange,
+    StageChange,
+    Talk,
+    TalkRate,
+)
+
+EPISODE_COLUMNS = ("account_id", "deal_id", "seq", "source", "opened_at", "closed_at", "reacted_by",
+                   "business_seconds", "wall_seconds", "calendar_version", "zone")
 
 
 @dataclass
 class DealLedger:
-    deal: Deal
+    deal: Any  # a Deal row (attribute access: id, pipeline_id, responsible_user_id, …)
     stages: list[StageRecord] = field(default_factory=list)
     responsibles: list[tuple[datetime, int]] = field(default_factory=list)
     items: list[TimelineItem] = field(default_factory=list)
     field_history: list[tuple[datetime, int, list[Any]]] = field(default_factory=list)
     talk_rates: list[tuple[datetime, int]] = field(default_factory=list)
+    stored_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def responsible_at(self, at: datetime) -> int | None:
         """The deal's responsible at an instant: the latest observation at or before it."""
@@ -54,37 +67,47 @@ def _by_deal(rows: Iterable[Any]) -> dict[int, list[Any]]:
 
 def load_ledgers(session: Session, account_id: int,
                  deal_ids: Iterable[int] | None = None) -> dict[int, DealLedger]:
-    """Every deal's ledger (or only those in ``deal_ids``), in a handful of queries."""
+    """Every deal's ledger (or only those in ``deal_ids``), in a handful of Core queries."""
     ids = None if deal_ids is None else sorted(set(deal_ids))
 
-    def scoped(model: Any, col: Any) -> Any:
-        stmt = select(model).where(model.account_id == account_id)
-        return stmt if ids is None else stmt.where(col.in_(ids))
+    def rows(model: Any, id_col: Any) -> dict[int, list[Any]]:
+        table = model.__table__
+        stmt = select(table).where(table.c.account_id == account_id)
+        if ids is not None:
+            stmt = stmt.where(table.c[id_col].in_(ids))
+        result = session.execute(stmt).all()
+        return _by_deal(result) if id_col == "deal_id" else {r.id: [r] for r in result}
 
-    deals = {d.id: DealLedger(d) for d in session.execute(scoped(Deal, Deal.id)).scalars()}
-    for deal_id, rows in _by_deal(session.execute(scoped(StageChange, StageChange.deal_id)).scalars()).items():
+    deals = {deal_id: DealLedger(r[0]) for deal_id, r in rows(Deal, "id").items()}
+    for deal_id, found in rows(StageChange, "deal_id").items():
         if deal_id in deals:
-            rows.sort(key=lambda r: (r.at, not r.created, r.id))
+            found.sort(key=lambda r: (r.at, not r.created, r.id))
             deals[deal_id].stages = [
                 StageRecord(at=r.at, pipeline_id=r.pipeline_id, status_id=r.status_id,
                             old_pipeline_id=r.old_pipeline_id, old_status_id=r.old_status_id,
                             created=r.created)
-                for r in rows if r.pipeline_id is not None and r.status_id is not None
+                for r in found if r.pipeline_id is not None and r.status_id is not None
             ]
-    for deal_id, rows in _by_deal(session.execute(scoped(ResponsibleChange, ResponsibleChange.deal_id)).scalars()).items():
+    for deal_id, found in rows(ResponsibleChange, "deal_id").items():
         if deal_id in deals:
-            deals[deal_id].responsibles = sorted((r.at, r.responsible_user_id) for r in rows)
-    for deal_id, rows in _by_deal(session.execute(scoped(Interaction, Interaction.deal_id)).scalars()).items():
+            deals[deal_id].responsibles = sorted((r.at, r.responsible_user_id) for r in found)
+    for deal_id, found in rows(Interaction, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].items = [TimelineItem(at=r.at, kind=r.kind, created_by=r.created_by,
-                                                 key=r.dedupe) for r in rows]
-    for deal_id, rows in _by_deal(session.execute(scoped(FieldValue, FieldValue.deal_id)).scalars()).items():
+                                                 key=r.dedupe) for r in found]
+    for deal_id, found in rows(FieldValue, "deal_id").items():
         if deal_id in deals:
-            deals[deal_id].field_history = sorted(((r.at, r.field_id, r.values) for r in rows),
+            deals[deal_id].field_history = sorted(((r.at, r.field_id, r.values) for r in found),
                                                   key=lambda t: (t[0], t[1]))
+    for deal_id, found in rows(ReactionEpisode, "deal_id").items():
+        if deal_id in deals:
+            deals[deal_id].stored_episodes = [
+                {k: getattr(r, k) for k in EPISODE_COLUMNS} for r in sorted(found, key=lambda r: r.seq)]
     rates = select(TalkRate.at, TalkRate.rate, Talk.deal_id).join(
         Talk, (Talk.account_id == TalkRate.account_id) & (Talk.id == TalkRate.talk_id)
     ).where(TalkRate.account_id == account_id)
+    if ids is not None:
+        rates = rates.where(Talk.deal_id.in_(ids))
     for at, rate, deal_id in session.execute(rates):
         if deal_id in deals:
             deals[deal_id].talk_rates.append((at, rate))

@@ -10,21 +10,31 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.calendar import BusinessCalendar, add_business_time, calendar_for
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
-from app.models import Deal, DueCheck, FieldValue, ReactionEpisode
+from app.models import Deal, DesiredValue, DueCheck, FieldValue, ReactionEpisode
 from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
-from jobs.writeback import declare_task, declare_value
+from jobs.writeback import declare_task as _declare_task
+from jobs.writeback import declare_value
 
 WON = 142
+
+
+def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
+    """declare_task, noting on the session that the write-back has work."""
+    if _declare_task(session, account_id, **kw):
+        session.info["tasks_declared"] = True
+        return True
+    return False
 
 
 def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | None:
@@ -36,6 +46,29 @@ def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | 
     return cal
 
 
+class Values:
+    """Declares field values, skipping those already desired (most re-plans change nothing)."""
+
+    _MISSING = object()
+
+    def __init__(self, session: Session, account_id: int, deal_ids: list[int]) -> None:
+        self.session, self.account_id = session, account_id
+        self.declared = 0
+        self.current: dict[tuple[int, int], Any] = {
+            (deal, fid): value.get("v") for deal, fid, value in session.execute(
+                select(DesiredValue.deal_id, DesiredValue.field_id, DesiredValue.value)
+                .where(DesiredValue.account_id == account_id, DesiredValue.deal_id.in_(deal_ids)))
+        }
+
+    def declare(self, deal_id: int, field_id: int, field_type: str, value: Any,
+                now: datetime) -> None:
+        if self.current.get((deal_id, field_id), self._MISSING) == value:
+            return
+        declare_value(self.session, self.account_id, deal_id, field_id, field_type, value, now)
+        self.current[(deal_id, field_id)] = value
+        self.declared += 1
+
+
 def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: Iterable[int],
                now: datetime) -> None:
     """Recompute everything that depends on these deals, as of ``now``."""
@@ -44,19 +77,28 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
         return
     calendar = account_calendar(rt, account)
     ledgers = load_ledgers(session, account.account_id, ids)
-    session.execute(delete(DueCheck).where(DueCheck.account_id == account.account_id,
+    values = Values(session, account.account_id, ids)
+    acc_id = account.account_id
+    session.execute(delete(DueCheck).where(DueCheck.account_id == acc_id,
                                            DueCheck.deal_id.in_(ids)))
+    due_rows = []
     for deal_id in ids:
         ledger = ledgers.get(deal_id)
         if ledger is None:
             continue
         due: dict[str, datetime] = {}
-        plan_frt(session, account, ledger, calendar, now, due)
-        plan_complaints(session, account, ledger, calendar, now, due)
-        plan_surveys(session, account, ledger, calendar, now)
+        plan_frt(session, account, ledger, calendar, now, due, values)
+        plan_complaints(session, account, ledger, calendar, now, due, values)
+        plan_surveys(session, account, ledger, calendar, now, values)
         plan_referral_fetch(session, rt, account, ledger, now)
-        session.add_all(DueCheck(account_id=account.account_id, deal_id=deal_id, kind=kind,
-                                 due_at=at) for kind, at in due.items() if at > now)
+        due_rows += [{"account_id": acc_id, "deal_id": deal_id, "kind": kind, "due_at": at}
+                     for kind, at in due.items() if at > now]
+    if due_rows:
+        session.execute(insert(DueCheck), due_rows)
+    # Replay reads these to know when a flush or a due check is worth a stop.
+    rt.extra["plans"] = rt.extra.get("plans", 0) + 1
+    if values.declared or session.info.get("tasks_declared"):
+        rt.extra["writeback_pending"] = True
 
 
 def due_deals(session: Session, account_id: int, now: datetime) -> list[int]:
@@ -104,32 +146,35 @@ def frt_episodes(ledger: DealLedger, account: AccountConfig,
 
 
 def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
-             calendar: BusinessCalendar | None, now: datetime, due: dict[str, datetime]) -> None:
+             calendar: BusinessCalendar | None, now: datetime, due: dict[str, datetime],
+             values: Values) -> None:
     deal = ledger.deal
     episodes = frt_episodes(ledger, account, calendar)
-    session.execute(delete(ReactionEpisode).where(ReactionEpisode.account_id == account.account_id,
-                                                  ReactionEpisode.deal_id == deal.id))
-    session.add_all(ReactionEpisode(
-        account_id=account.account_id, deal_id=deal.id, seq=ep.seq, source=ep.source,
-        opened_at=ep.opened_at, closed_at=ep.closed_at, reacted_by=ep.reacted_by,
-        business_seconds=ep.business_seconds, wall_seconds=ep.wall_seconds,
-        calendar_version=ep.calendar_version, zone=ep.zone) for ep in episodes)
+    rows = [{"account_id": account.account_id, "deal_id": deal.id, "seq": ep.seq,
+             "source": ep.source, "opened_at": ep.opened_at, "closed_at": ep.closed_at,
+             "reacted_by": ep.reacted_by, "business_seconds": ep.business_seconds,
+             "wall_seconds": ep.wall_seconds, "calendar_version": ep.calendar_version,
+             "zone": ep.zone} for ep in episodes]
+    if rows != ledger.stored_episodes:
+        session.execute(delete(ReactionEpisode).where(
+            ReactionEpisode.account_id == account.account_id, ReactionEpisode.deal_id == deal.id))
+        if rows:
+            session.execute(insert(ReactionEpisode), rows)
     if not episodes:
         return
     fields, acc_id = account.frt.fields, account.account_id
     first, closed = episodes[0], [ep for ep in episodes if not ep.is_open]
     if fields.first_minutes and not first.is_open and first.business_seconds is not None:
-        declare_value(session, acc_id, deal.id, fields.first_minutes, "numeric",
-                      _minutes_up(first.business_seconds), now)
+        values.declare(deal.id, fields.first_minutes, "numeric",
+                       _minutes_up(first.business_seconds), now)
     if fields.last_minutes and closed and closed[-1].business_seconds is not None:
-        declare_value(session, acc_id, deal.id, fields.last_minutes, "numeric",
-                      _minutes_up(closed[-1].business_seconds), now)
+        values.declare(deal.id, fields.last_minutes, "numeric",
+                       _minutes_up(closed[-1].business_seconds), now)
     latest = episodes[-1]
     if fields.zone:
         zone = frt_m.live_zone(latest, now, account.frt, calendar)
         if zone in fields.zone.enums:
-            declare_value(session, acc_id, deal.id, fields.zone.field_id, "select",
-                          fields.zone.enums[zone], now)
+            values.declare(deal.id, fields.zone.field_id, "select", fields.zone.enums[zone], now)
     if not latest.is_open:
         return
     for kind, at in frt_m.due_checks(latest, account.frt, calendar):
@@ -160,7 +205,7 @@ def complaints_for(ledger: DealLedger, account: AccountConfig) -> list[complaint
 
 def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger,
                     calendar: BusinessCalendar | None, now: datetime,
-                    due: dict[str, datetime]) -> None:
+                    due: dict[str, datetime], values: Values) -> None:
     cfg, acc_id, deal = account.complaints, account.account_id, ledger.deal
     complaints = complaints_for(ledger, account)
     if not complaints:
@@ -170,8 +215,8 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
         seconds = complaints_m.resolution_seconds(latest, business=cfg.business_time,
                                                   calendar=calendar)
         if seconds is not None:
-            declare_value(session, acc_id, deal.id, cfg.fields.resolution_hours, "numeric",
-                          round_half_up(seconds / 3600, 1), now)
+            values.declare(deal.id, cfg.fields.resolution_hours, "numeric",
+                           round_half_up(seconds / 3600, 1), now)
     for c in complaints:
         if c.state != "open":
             continue
@@ -203,7 +248,7 @@ def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type:
 
 
 def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
-                 calendar: BusinessCalendar | None, now: datetime) -> None:
+                 calendar: BusinessCalendar | None, now: datetime, values: Values) -> None:
     from app.metrics import surveys as surveys_m
 
     cfg, acc_id, deal = account.surveys, account.account_id, ledger.deal
@@ -213,8 +258,7 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
     if cfg.zone:
         zone = surveys_m.client_zone(answers, cfg)
         if zone in cfg.zone.enums:
-            declare_value(session, acc_id, deal.id, cfg.zone.field_id, "select",
-                          cfg.zone.enums[zone], now)
+            values.declare(deal.id, cfg.zone.field_id, "select", cfg.zone.enums[zone], now)
     rule = cfg.low_score_task
     if rule is None:
         return

@@ -38,6 +38,8 @@ class EnqueueFailed(RuntimeError):
 
 
 class JobQueue(Protocol):
+    runs_inline: bool  # True when enqueue runs the job before returning
+
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 queue: str = INTAKE_QUEUE) -> None: ...
 
@@ -69,6 +71,8 @@ def check_job_id(job_id: str) -> str:
 
 class RQJobQueue:
     """Enqueue onto RQ; every RQ option is set here."""
+
+    runs_inline = False
 
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
@@ -107,6 +111,8 @@ class InProcessQueue:
     Like RQ, a failing job does not fail the caller: the error is logged and kept in
     ``failed``, and the delivery rows it held stay stored for the sweeper.
     """
+
+    runs_inline = True
 
     def __init__(self) -> None:
         self.ran = 0

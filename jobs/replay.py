@@ -253,28 +253,29 @@ class Replay:
         web = create_app({"RUNTIME": rt, "ENV": env}).test_client()
         sync = self.account.sync
         unpulled = 0
-        writeback_dirty = False
         i, n = 0, len(lines)
         leads: dict[int, dict[str, Any]] = {}
+        due: datetime | None = None
+        plans_seen = -1
         while True:
+            if rt.extra.get("plans", 0) != plans_seen:  # due checks change only when planning ran
+                plans_seen = rt.extra.get("plans", 0)
+                with rt.sessions() as session:
+                    due = next_due(session, self.account.account_id)
             candidates = [end]
             if i < n:
                 candidates.append(lines[i].at)
-            with rt.sessions() as session:
-                due = next_due(session, self.account.account_id)
             if due is not None and due > clock.now:
                 candidates.append(due)
             if unpulled:
                 candidates.append(_next_multiple(clock.now, sync.events_pull_seconds))
-            if writeback_dirty:
+            if rt.extra.get("writeback_pending"):
                 candidates.append(_next_multiple(clock.now, sync.flush_seconds))
-            t = min(candidates)
-            clock.now = max(clock.now, t)
+            clock.now = max(clock.now, min(candidates))
             while i < n and lines[i].at <= clock.now:
                 line = lines[i]
                 if line.webhook is not None:
                     self._post(web, secret, line, leads)
-                    writeback_dirty = True
                 elif self.fake is not None and line.event is not None:
                     self.fake.add_event(line.event, clock.now.timestamp())
                     unpulled += 1
@@ -286,16 +287,15 @@ class Replay:
                              or clock.now >= end):
                 pull_and_plan(rt, self.account, clock.now)
                 unpulled = 0
-                writeback_dirty = True
             if due_now:
                 run_due_checks(rt, self.account, clock.now)
-                writeback_dirty = True
-            if writeback_dirty and (_on_grid(clock.now, sync.flush_seconds) or clock.now >= end):
+            if rt.extra.get("writeback_pending") and (
+                    _on_grid(clock.now, sync.flush_seconds) or clock.now >= end):
+                rt.extra["writeback_pending"] = False
                 result = flush_writeback(rt, self.account, clock.now)
                 if rt.dry_run(self.account):
                     self.dry_patch += result.patch_requests
                     self.dry_post += result.post_requests
-                writeback_dirty = False
             if clock.now >= end and i >= n:
                 break
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignore, session_scope, upsert
@@ -93,15 +93,18 @@ def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, 
 
 
 def _changed_values(session: Session, account_id: int) -> list[DesiredValue]:
-    desired = session.scalars(
-        select(DesiredValue).where(DesiredValue.account_id == account_id)
+    """Desired values declared since their last write (or never written) that differ from it."""
+    rows = session.execute(
+        select(DesiredValue, WrittenValue.value)
+        .outerjoin(WrittenValue, (WrittenValue.account_id == DesiredValue.account_id)
+                   & (WrittenValue.deal_id == DesiredValue.deal_id)
+                   & (WrittenValue.field_id == DesiredValue.field_id))
+        .where(DesiredValue.account_id == account_id,
+               or_(WrittenValue.written_at.is_(None),
+                   DesiredValue.declared_at >= WrittenValue.written_at))
         .order_by(DesiredValue.deal_id, DesiredValue.field_id)
     ).all()
-    written = {
-        (w.deal_id, w.field_id): w.value
-        for w in session.scalars(select(WrittenValue).where(WrittenValue.account_id == account_id))
-    }
-    return [d for d in desired if written.get((d.deal_id, d.field_id)) != d.value]
+    return [d for d, written in rows if written != d.value]
 
 
 def _record_values(session: Session, account_id: int, rows: list[DesiredValue], now: datetime,

@@ -50,9 +50,10 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     if delivery_id is not None and status == "stored":
         try:
             schedule_drain(runtime.queue, account.account_id)
-            with runtime.sessions() as session:
-                mark_queued(session, delivery_id, now)
-                session.commit()
+            if not runtime.queue.runs_inline:  # an inline drain has already processed it
+                with runtime.sessions() as session:
+                    mark_queued(session, delivery_id, now)
+                    session.commit()
         except (EnqueueFailed, SQLAlchemyError) as exc:
             # The row stays "stored"; the sweeper enqueues it once the queue is back.
             log.warning("webhook.enqueue_failed account=%s delivery=%s error=%s",

@@ -1,0 +1,445 @@
+"""Backfill: rebuild an account's ledger for a window from the live API, then replan its deals.
+
+Phases, each resumable from the ``sync_checkpoints`` row named ``backfill`` (committed in the
+same transaction as each page's rows, so a crash loses at most one page of work):
+
+1. ``leads``  — ``GET /api/v4/leads`` updated in the window (250 a page, ``_links.next``): the
+   deal's state (only a newer or equal ``updated_at`` moves it), a StageChange and a
+   ResponsibleChange observed at ``updated_at``, the custom fields as FieldValue history at
+   ``updated_at`` (source ``api``).
+2. ``events`` — ``GET /api/v4/events`` created in the window (100 a page) through
+   ``jobs.ingest.apply_events``; the talks named by chat messages are read once each (rating,
+   link to the deal) when ``talks`` is on.
+3. ``creations`` — the stage each deal created in the window was born in (see ``_creations``).
+4. ``plan``   — ``plan_deals`` for every deal with a ledger row in the window, in chunks.
+
+Decision on ``created``: a lead read from the list shows where the deal is *now*, not where it
+was born, so that observation is never ``created=True``. For a deal whose ``created_at`` is in
+the window and that has no creation record yet, the creation stage is inferred after the events
+phase: the ``old_*`` stage of its earliest status change, or — when no status change is known —
+the stage observed by the read. It is recorded at ``created_at`` with ``created=True``. The
+``lead_added`` interaction comes from the events API (``lead_added`` is inside the same window).
+
+Everything is keyed by amoCRM ids and instants, so a second run writes no new rows. What the
+planner declares (field values, tasks) goes out with the next sync's flush, as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, union
+from sqlalchemy.orm import Session
+
+from app.db import insert_ignore
+from app.models import (
+    Deal,
+    FieldValue,
+    Interaction,
+    ResponsibleChange,
+    SeenEvent,
+    StageChange,
+    SyncCheckpoint,
+)
+from config.account import AccountConfig
+from integrations.amocrm.payloads import parse_lead
+from jobs.runtime import Runtime
+
+log = logging.getLogger("amoscore.backfill")
+
+CHECKPOINT = "backfill"
+LEADS_LIMIT = 250
+EVENTS_LIMIT = 100
+PLAN_CHUNK = 200
+PHASES = ("leads", "events", "creations", "plan", "done")
+
+Progress = Callable[[str], None]
+
+
+class BackfillConflict(Exception):
+    """An unfinished backfill of another window exists; resume it or restart on purpose."""
+
+
+@dataclass
+class BackfillResult:
+    leads: int = 0
+    events: int = 0
+    talks: int = 0
+    planned: int = 0
+    resumed_from: str | None = None  # the phase an unfinished run was resumed in
+
+
+# --- window and checkpoint ------------------------------------------------------------------
+
+
+def window_for(account: AccountConfig, since: date, until: date | None,
+               now: datetime) -> tuple[datetime, datetime]:
+    """Days in the account's timezone → [first instant, last second] (the API's ``to`` is
+    inclusive); no ``until`` means up to ``now``."""
+    tz = ZoneInfo(account.account.timezone)
+    start = datetime(since.year, since.month, since.day, tzinfo=tz).astimezone(UTC)
+    if until is None:
+        return start, now.replace(microsecond=0)
+    after = until + timedelta(days=1)
+    end = datetime(after.year, after.month, after.day, tzinfo=tz).astimezone(UTC) - timedelta(seconds=1)
+    return start, end
+
+
+def _ts(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def _at(ts: int) -> datetime:
+    return datetime.fromtimestamp(int(ts), UTC)
+
+
+def read_checkpoint(session: Session, account_id: int) -> dict[str, Any] | None:
+    row = session.get(SyncCheckpoint, (account_id, CHECKPOINT))
+    return dict(row.value) if row is not None else None
+
+
+def _save(session: Session, account_id: int, state: dict[str, Any]) -> None:
+    row = session.get(SyncCheckpoint, (account_id, CHECKPOINT))
+    now = datetime.now(UTC)
+    if row is None:
+        session.add(SyncCheckpoint(account_id=account_id, name=CHECKPOINT, value=dict(state),
+                                   updated_at=now))
+    else:
+        row.value = dict(state)  # a new dict: JSON columns do not track in-place changes
+        row.updated_at = now
+
+
+def _fresh(since: datetime, until: datetime) -> dict[str, Any]:
+    return {"since": _ts(since), "until": _ts(until), "phase": "leads",
+            "leads_next": None, "leads_done": 0, "leads_last_updated_at": None,
+            "events_next": None, "events_pages": 0, "events_done": 0, "last_created_at": None,
+            "plan_after": None, "planned": 0}
+
+
+def resume_until(session: Session, account_id: int, since: datetime) -> datetime | None:
+    """The window end of an unfinished run from the same day (for a resume without --until)."""
+    state = read_checkpoint(session, account_id)
+    if state and state.get("phase") != "done" and state.get("since") == _ts(since):
+        return _at(state["until"])
+    return None
+
+
+def _start(session: Session, account_id: int, since: datetime, until: datetime,
+           restart: bool) -> tuple[dict[str, Any], str | None]:
+    state = read_checkpoint(session, account_id)
+    if state is None or state.get("phase") == "done" or restart:
+        state = _fresh(since, until)
+        _save(session, account_id, state)
+        session.commit()
+        return state, None
+    if (state["since"], state["until"]) != (_ts(since), _ts(until)):
+        raise BackfillConflict(
+            f"an unfinished backfill of {_at(state['since']).isoformat()} .. "
+            f"{_at(state['until']).isoformat()} (phase {state['phase']}) exists for account "
+            f"{account_id}; run it again with those dates to resume it, or pass --restart")
+    return state, state["phase"]
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class _Eta:
+    """A phase's done fraction over time, measured from where this run started it."""
+
+    def __init__(self, fraction: float) -> None:
+        self.t0 = time.monotonic()
+        self.f0 = fraction
+
+    def eta(self, fraction: float) -> str:
+        gained = fraction - self.f0
+        if gained <= 0:
+            return "?"
+        left = (time.monotonic() - self.t0) * (1.0 - fraction) / gained
+        return str(timedelta(seconds=int(max(0.0, left))))
+
+
+def _fraction(since: int, until: int, at: int | None, ascending: bool) -> float:
+    if at is None or until <= since:
+        return 0.0
+    done = (at - since) if ascending else (until - at)
+    return min(1.0, max(0.0, done / (until - since)))
+
+
+def _estimate(done: int, fraction: float) -> str:
+    return f"~{int(done / fraction)}" if fraction > 0 else "?"
+
+
+# --- leads --------------------------------------------------------------------------------------
+
+
+def _main_contact(raw: dict[str, Any]) -> int | None:
+    contacts = (raw.get("_embedded") or {}).get("contacts") or []
+    main = [c for c in contacts if c.get("is_main")] or contacts
+    return int(main[0]["id"]) if main and main[0].get("id") is not None else None
+
+
+def apply_api_lead(session: Session, account_id: int, raw: dict[str, Any]) -> int | None:
+    """One lead as ``GET /api/v4/leads`` returns it → deal state and observations at its
+    ``updated_at``; returns the deal id (None when the lead has no instant at all)."""
+    from jobs.ingest import store_api_lead
+
+    lead = parse_lead(raw)
+    stamp = lead.updated_at or lead.created_at
+    if stamp is None:
+        return None
+    at = _at(stamp)
+    fields = {fid: [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
+                    for v in values] for fid, values in lead.custom_fields.items()}
+    deal = session.get(Deal, (account_id, lead.id))
+    if deal is None:
+        deal = Deal(account_id=account_id, id=lead.id, custom_fields={}, is_deleted=False)
+        session.add(deal)
+    # Never older over newer: a webhook may already have brought a later state.
+    if deal.updated_at is None or at >= deal.updated_at:
+        deal.name = lead.name
+        deal.pipeline_id, deal.status_id = lead.pipeline_id, lead.status_id
+        deal.responsible_user_id, deal.price = lead.responsible_user_id, lead.price
+        deal.closed_at = _at(lead.closed_at) if lead.closed_at else None
+        deal.contact_id = _main_contact(raw) or deal.contact_id
+        deal.custom_fields = {str(k): v for k, v in fields.items()}
+        deal.updated_at = at
+    if lead.created_at is not None:
+        deal.created_at = _at(lead.created_at)  # the API's own value beats any guess
+    session.flush()
+    if lead.pipeline_id is not None and lead.status_id is not None:
+        insert_ignore(session, StageChange, [{
+            "account_id": account_id, "deal_id": lead.id, "at": at, "old_pipeline_id": None,
+            "old_status_id": None, "pipeline_id": lead.pipeline_id, "status_id": lead.status_id,
+            "created": False, "source": "api"}])
+    if lead.responsible_user_id is not None:
+        insert_ignore(session, ResponsibleChange, [{
+            "account_id": account_id, "deal_id": lead.id, "at": at,
+            "old_responsible_user_id": None, "responsible_user_id": lead.responsible_user_id}])
+    store_api_lead(session, account_id, lead.id, fields, at)
+    return lead.id
+
+
+def _leads_phase(session: Session, client: Any, account_id: int, state: dict[str, Any],
+                 progress: Progress | None, result: BackfillResult) -> None:
+    params = {"filter[updated_at][from]": state["since"], "filter[updated_at][to]": state["until"],
+              "with": "contacts", "order[updated_at]": "asc", "limit": LEADS_LIMIT}
+    eta = _Eta(_fraction(state["since"], state["until"], state["leads_last_updated_at"], True))
+    while True:
+        href = state["leads_next"]
+        items, next_href = client.page(href or "/api/v4/leads", "leads", None if href else params)
+        for raw in items:
+            apply_api_lead(session, account_id, raw)
+            if raw.get("updated_at") is not None:
+                state["leads_last_updated_at"] = int(raw["updated_at"])
+        state["leads_done"] += len(items)
+        result.leads += len(items)
+        state["leads_next"] = next_href
+        if next_href is None:
+            state["phase"] = "events"
+        _save(session, account_id, state)
+        session.commit()
+        if progress:
+            f = 1.0 if next_href is None else _fraction(
+                state["since"], state["until"], state["leads_last_updated_at"], True)
+            progress(f"leads {state['leads_done']}/{_estimate(state['leads_done'], f)}, "
+                     f"ETA {eta.eta(f) if next_href else '0:00:00'}")
+        if next_href is None:
+            return
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def _talk_ids(events: list[dict[str, Any]]) -> set[int]:
+    ids: set[int] = set()
+    for ev in events:
+        for v in ev.get("value_after") or ():
+            msg = v.get("message") if isinstance(v, dict) else None
+            if isinstance(msg, dict) and str(msg.get("talk_id") or "").isdigit():
+                ids.add(int(msg["talk_id"]))
+    return ids
+
+
+def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
+                 seen: set[int]) -> int:
+    """Read each named talk once per run; its rating and deal link go through ingest."""
+    from jobs.ingest import handle_talk
+
+    read = 0
+    for talk_id in sorted(ids - seen):
+        seen.add(talk_id)
+        talk = client.get_talk(talk_id)
+        read += 1
+        if talk is None:
+            continue
+        stamp = talk.updated_at or talk.created_at
+        if stamp is None:
+            continue
+        handle_talk(session, account_id, {
+            "talk_id": talk.talk_id, "entity_id": talk.entity_id, "entity_type": talk.entity_type,
+            "contact_id": talk.contact_id, "is_read": talk.is_read, "is_in_work": talk.is_in_work,
+            "rate": talk.rate, "updated_at": _at(stamp),
+            "created_at": _at(talk.created_at) if talk.created_at else None,
+        }, _at(stamp))
+    return read
+
+
+def _events_phase(session: Session, client: Any, account: AccountConfig, state: dict[str, Any],
+                  talks: bool, progress: Progress | None, result: BackfillResult) -> None:
+    from jobs.ingest import apply_events
+
+    account_id = account.account_id
+    params = {"filter[created_at][from]": state["since"], "filter[created_at][to]": state["until"],
+              "limit": EVENTS_LIMIT}
+    ascending: bool | None = state.get("events_ascending")
+    eta = _Eta(_fraction(state["since"], state["until"], state["last_created_at"], bool(ascending)))
+    talks_seen: set[int] = set()
+    while True:
+        href = state["events_next"]
+        items, next_href = client.page(href or "/api/v4/events", "events", None if href else params)
+        events = [e for e in items if e.get("id") is not None and e.get("created_at") is not None]
+        if events:
+            insert_ignore(session, SeenEvent, [
+                {"account_id": account_id, "id": str(e["id"]), "type": str(e.get("type", "")),
+                 "created_at": _at(e["created_at"])} for e in events])
+            # apply_events is idempotent: applying an event the regular pull saw changes nothing.
+            apply_events(session, account, events)
+            session.info.pop("touched_deals", None)  # the plan phase finds its deals itself
+            if talks:
+                result.talks += _apply_talks(session, client, account_id, _talk_ids(events),
+                                             talks_seen)
+            stamps = [int(e["created_at"]) for e in events]
+            if ascending is None and len(stamps) > 1 and stamps[0] != stamps[-1]:
+                ascending = stamps[0] < stamps[-1]  # the API names no order; read it off a page
+                state["events_ascending"] = ascending
+            state["last_created_at"] = stamps[-1]
+        state["events_pages"] += 1
+        state["events_done"] += len(events)
+        result.events += len(events)
+        state["events_next"] = next_href
+        if next_href is None:
+            state["phase"] = "creations"
+        _save(session, account_id, state)
+        session.commit()
+        if progress:
+            f = 1.0 if next_href is None else _fraction(
+                state["since"], state["until"], state["last_created_at"], bool(ascending))
+            progress(f"events page {state['events_pages']} ({state['events_done']}/"
+                     f"{_estimate(state['events_done'], f)}), "
+                     f"ETA {eta.eta(f) if next_href else '0:00:00'}")
+        if next_href is None:
+            return
+
+
+# --- creations ------------------------------------------------------------------------------------
+
+
+def _creations(session: Session, account_id: int, since: datetime, until: datetime) -> None:
+    """Record the creation stage of the deals born in the window (see the module docstring)."""
+    born = session.execute(select(Deal.id, Deal.created_at).where(
+        Deal.account_id == account_id, Deal.created_at >= since, Deal.created_at <= until)).all()
+    rows = []
+    for deal_id, created_at in born:
+        stages = list(session.execute(
+            select(StageChange).where(StageChange.account_id == account_id,
+                                      StageChange.deal_id == deal_id)
+            .order_by(StageChange.at, StageChange.id)).scalars())
+        if not stages or any(s.created for s in stages):
+            continue
+        moves = [s for s in stages if s.source != "api"]
+        if moves:
+            first = moves[0]
+            if first.old_status_id is None:
+                continue  # where it came from is unknown: better no creation than a wrong one
+            pipeline, status = first.old_pipeline_id or first.pipeline_id, first.old_status_id
+        else:
+            pipeline, status = stages[0].pipeline_id, stages[0].status_id
+        rows.append({"account_id": account_id, "deal_id": deal_id, "at": created_at,
+                     "old_pipeline_id": None, "old_status_id": None, "pipeline_id": pipeline,
+                     "status_id": status, "created": True, "source": "api"})
+    insert_ignore(session, StageChange, rows)
+
+
+# --- plan ---------------------------------------------------------------------------------------------
+
+
+def touched_deals(session: Session, account_id: int, since: datetime, until: datetime) -> list[int]:
+    """Every deal with state or a ledger row in the window (found again on a resume)."""
+    parts = [select(Deal.id.label("deal_id")).where(
+        Deal.account_id == account_id, Deal.updated_at >= since, Deal.updated_at <= until)]
+    for model in (StageChange, ResponsibleChange, Interaction, FieldValue):
+        parts.append(select(model.deal_id.label("deal_id")).where(
+            model.account_id == account_id, model.deal_id.is_not(None),
+            model.at >= since, model.at <= until))
+    ids = session.execute(union(*parts)).scalars()
+    return sorted({int(i) for i in ids})
+
+
+def _plan_phase(session: Session, rt: Runtime, account: AccountConfig, state: dict[str, Any],
+                since: datetime, until: datetime, progress: Progress | None,
+                result: BackfillResult) -> None:
+    from jobs.planner import plan_deals
+
+    ids = touched_deals(session, account.account_id, since, until)
+    after = state["plan_after"]
+    todo = [i for i in ids if after is None or i > after]
+    total = len(ids)
+    eta = _Eta((total - len(todo)) / total if total else 1.0)
+    for start in range(0, len(todo), PLAN_CHUNK):
+        chunk = todo[start:start + PLAN_CHUNK]
+        plan_deals(session, rt, account, chunk, rt.clock())
+        state["plan_after"] = chunk[-1]
+        state["planned"] += len(chunk)
+        result.planned += len(chunk)
+        _save(session, account.account_id, state)
+        session.commit()
+        if progress:
+            done = total - len(todo) + start + len(chunk)
+            progress(f"planned {done}/{total} deals, ETA {eta.eta(done / total)}")
+    state["phase"] = "done"
+    _save(session, account.account_id, state)
+    session.commit()
+
+
+# --- driver ---------------------------------------------------------------------------------------------
+
+
+def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: datetime, *,
+                 client: Any = None, talks: bool = True, restart: bool = False,
+                 progress: Progress | None = None) -> BackfillResult:
+    """Backfill ``[since, until]`` (aware instants) or resume the unfinished run of that window.
+
+    API errors (AccountBlocked, ReauthorizationRequired, AmoHTTPError after the client's
+    retries) go up to the caller; the checkpoint of the last whole page stays committed.
+    """
+    if client is None:
+        from jobs.sync import api_client
+
+        client = api_client(rt, account)
+    result = BackfillResult()
+    account_id = account.account_id
+    with rt.sessions() as session:
+        state, result.resumed_from = _start(session, account_id, since, until, restart)
+        since, until = _at(state["since"]), _at(state["until"])
+        log.info("backfill.start account=%d since=%s until=%s phase=%s", account_id,
+                 since.isoformat(), until.isoformat(), state["phase"])
+        if state["phase"] == "leads":
+            _leads_phase(session, client, account_id, state, progress, result)
+        if state["phase"] == "events":
+            _events_phase(session, client, account, state, talks, progress, result)
+        if state["phase"] == "creations":
+            _creations(session, account_id, since, until)
+            state["phase"] = "plan"
+            _save(session, account_id, state)
+            session.commit()
+        if state["phase"] == "plan":
+            _plan_phase(session, rt, account, state, since, until, progress, result)
+    log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d", account_id,
+             result.leads, result.events, result.talks, result.planned)
+    return result
