@@ -353,6 +353,8 @@ def _creations(session: Session, account_id: int, since: datetime, until: dateti
         if not stages or any(s.created for s in stages):
             continue
         moves = [s for s in stages if s.source != "api"]
+        pipeline: int | None
+        status: int | None
         if moves:
             first = moves[0]
             if first.old_status_id is None:
@@ -371,7 +373,7 @@ def _creations(session: Session, account_id: int, since: datetime, until: dateti
 
 def touched_deals(session: Session, account_id: int, since: datetime, until: datetime) -> list[int]:
     """Every deal with state or a ledger row in the window (found again on a resume)."""
-    parts = [select(Deal.id.label("deal_id")).where(
+    parts: list[Any] = [select(Deal.id.label("deal_id")).where(
         Deal.account_id == account_id, Deal.updated_at >= since, Deal.updated_at <= until)]
     for model in (StageChange, ResponsibleChange, Interaction, FieldValue):
         parts.append(select(model.deal_id.label("deal_id")).where(

@@ -1,0 +1,91 @@
+"""`amoscore backfill --since DATE [--until DATE]`: rebuild the ledger from the live API."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+import click
+
+
+def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+@click.command("backfill")
+@click.option("--since", required=True, callback=_date,
+              help="First day to read (YYYY-MM-DD, in the account's timezone).")
+@click.option("--until", callback=_date,
+              help="Last day to read, inclusive (default: now; a resume keeps the first run's end).")
+@click.option("--account", "account_ids", type=int, multiple=True,
+              help="Only this amoCRM account id (repeatable; default: every configured account).")
+@click.option("--talks/--no-talks", default=True, show_default=True,
+              help="Also read each talk named by a chat message (ratings, deal links).")
+@click.option("--restart", is_flag=True,
+              help="Drop an unfinished run's checkpoint and start the window from its first page.")
+def backfill_command(since: date, until: date | None, account_ids: tuple[int, ...], talks: bool,
+                     restart: bool) -> None:
+    """Rebuild deals, stage/responsible changes, field history and interactions for a period
+    from the amoCRM API, then recompute every metric of the deals it touched.
+
+    Reads leads updated in the period (with their custom fields and contacts) and every event
+    created in it, through the account's rate limit and retries; then plans each touched deal.
+    Field values and tasks the metrics declare go out with the next sync (or are recorded in
+    dry-run), exactly as for live traffic.
+
+    Progress and an ETA go to stderr. A checkpoint is committed after every page: if the run
+    stops (Ctrl-C, an API error, a crash), run the same command again and it continues where it
+    stopped. Running it twice is harmless: the same rows, no duplicates.
+
+    An API error that needs a person (403: traffic stopped; a token that must be reconnected)
+    ends the run with exit code 1 and keeps the checkpoint.
+    """
+    from integrations.amocrm.errors import AmoError
+    from jobs.backfill import (
+        BackfillConflict,
+        read_checkpoint,
+        resume_until,
+        run_backfill,
+        window_for,
+    )
+    from jobs.runtime import build_runtime
+
+    rt = build_runtime(for_web=False)
+    accounts = [a for a in rt.accounts.values() if not account_ids or a.account_id in account_ids]
+    missing = set(account_ids) - {a.account_id for a in accounts}
+    if missing or not accounts:
+        click.echo(f"no configured account {sorted(missing) or ''} (AMOSCORE_CONFIG)", err=True)
+        sys.exit(2)
+
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    for account in accounts:
+        now = rt.clock()
+        start, end = window_for(account, since, until, now)
+        if until is None and not restart:
+            with rt.sessions() as session:
+                end = resume_until(session, account.account_id, start) or end
+        click.echo(f"account {account.account_id}: backfill {start.isoformat()} .. {end.isoformat()}",
+                   err=True)
+        try:
+            result = run_backfill(rt, account, start, end, talks=talks, restart=restart,
+                                  progress=progress)
+        except BackfillConflict as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except AmoError as exc:
+            with rt.sessions() as session:
+                state = read_checkpoint(session, account.account_id) or {}
+            click.echo(f"error: {exc}", err=True)
+            click.echo(f"checkpoint kept (phase {state.get('phase', '?')}); run the same command "
+                       "again to resume once the cause is fixed.", err=True)
+            sys.exit(1)
+        resumed = f", resumed in phase {result.resumed_from}" if result.resumed_from else ""
+        click.echo(f"account {account.account_id}: {result.leads} leads, {result.events} events, "
+                   f"{result.talks} talks read, {result.planned} deals planned{resumed}")
