@@ -1,0 +1,266 @@
+"""Backfill against a `responses`-faked amoCRM and the run's real Postgres: rows, resume, reruns."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+import responses
+from click.testing import CliRunner
+from responses import matchers
+from sqlalchemy import select, text
+
+from app.models import (
+    Base,
+    Deal,
+    FieldValue,
+    Interaction,
+    ReactionEpisode,
+    ResponsibleChange,
+    SeenEvent,
+    StageChange,
+    Talk,
+)
+from integrations.amocrm.errors import AmoHTTPError
+from jobs.backfill import read_checkpoint, run_backfill, window_for
+from tests.test_client_support import BASE, FakeTime, make_client
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+SALES, COMPLAINTS = 9621010, 9621011
+
+
+def ts(day: int, hour: int, minute: int = 0) -> int:
+    return int(datetime(2026, 3, day, hour, minute, tzinfo=UTC).timestamp())
+
+
+def _lead(lead_id: int, *, status: int, pipeline: int, created: int, updated: int, user: int,
+          fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"id": lead_id, "name": f"Deal {lead_id}", "price": 1000, "pipeline_id": pipeline,
+            "status_id": status, "responsible_user_id": user, "created_at": created,
+            "updated_at": updated, "closed_at": None, "custom_fields_values": fields,
+            "_embedded": {"contacts": [{"id": 9000 + lead_id, "is_main": True}]}}
+
+
+LEADS_PAGE_1 = [
+    _lead(101, status=1001, pipeline=SALES, created=ts(1, 7), updated=ts(1, 9), user=501,
+          fields=[{"field_id": 752009, "values": [{"value": "10"}]}]),
+    _lead(102, status=1002, pipeline=SALES, created=ts(1, 8), updated=ts(1, 9, 30), user=502),
+]
+LEADS_PAGE_2 = [
+    _lead(103, status=2001, pipeline=COMPLAINTS, created=ts(1, 7) - 9 * 86400, updated=ts(2, 10),
+          user=501),
+]
+
+
+def _event(eid: str, etype: str, lead: int, at: int, by: int, **values: Any) -> dict[str, Any]:
+    return {"id": eid, "type": etype, "entity_type": "lead", "entity_id": lead, "created_by": by,
+            "created_at": at, "account_id": 32427762, **values}
+
+
+def _status(sid: int) -> list[dict[str, Any]]:
+    return [{"lead_status": {"id": sid, "pipeline_id": SALES}}]
+
+
+# Newest first, as the events API lists them.
+EVENTS_PAGE_1 = [
+    _event("e8", "outgoing_call", 102, ts(1, 9, 30), 502, value_after=[{"note": {"id": 8}}]),
+    _event("e7", "entity_responsible_changed", 102, ts(1, 9, 10), 501,
+           value_before=[{"responsible_user": {"id": 501}}],
+           value_after=[{"responsible_user": {"id": 502}}]),
+    _event("e6", "incoming_call", 102, ts(1, 9), 0, value_after=[{"note": {"id": 6}}]),
+    _event("e5", "lead_status_changed", 102, ts(1, 8, 30), 501, value_before=_status(1001),
+           value_after=_status(1002)),
+]
+EVENTS_PAGE_2 = [
+    _event("e4", "lead_added", 102, ts(1, 8), 501),
+    _event("e3", "outgoing_chat_message", 101, ts(1, 7, 20), 501,
+           value_after=[{"message": {"id": "m2", "talk_id": 77}}]),
+    _event("e2", "incoming_chat_message", 101, ts(1, 7, 5), 0,
+           value_after=[{"message": {"id": "m1", "talk_id": 77}}]),
+    _event("e1", "lead_added", 101, ts(1, 7), 501),
+]
+TALK = {"talk_id": 77, "rate": 0, "entity_id": 101, "entity_type": "lead", "contact_id": 9101,
+        "chat_id": "c-77", "is_in_work": True, "is_read": True, "created_at": ts(1, 7, 5),
+        "updated_at": ts(1, 7, 20)}
+
+
+def _page(key: str, items: list[dict[str, Any]], next_query: str | None) -> dict[str, Any]:
+    links: dict[str, Any] = {"self": {"href": f"{BASE}/api/v4/{key}"}}
+    if next_query:
+        links["next"] = {"href": f"{BASE}/api/v4/{key}?{next_query}"}
+    return {"_links": links, "_embedded": {key: items}}
+
+
+def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200) -> None:
+    """Register the fake account on ``rsps`` (the ``responses`` module or a RequestsMock)."""
+    since, until = window_for(account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    s, u = str(int(since.timestamp())), str(int(until.timestamp()))
+    lead_q = {"filter[updated_at][from]": s, "filter[updated_at][to]": u, "with": "contacts",
+              "order[updated_at]": "asc", "limit": "250"}
+    rsps.get(f"{BASE}/api/v4/leads", match=[matchers.query_param_matcher(lead_q)],
+                  json=_page("leads", LEADS_PAGE_1, f"page=2&limit=250&with=contacts&from={s}"))
+    rsps.get(f"{BASE}/api/v4/leads",
+                  match=[matchers.query_param_matcher({"page": "2"}, strict_match=False)],
+                  json=_page("leads", LEADS_PAGE_2, None))
+    ev_q = {"filter[created_at][from]": s, "filter[created_at][to]": u, "limit": "100"}
+    rsps.get(f"{BASE}/api/v4/events", match=[matchers.query_param_matcher(ev_q)],
+                  json=_page("events", EVENTS_PAGE_1, "page=2&limit=100"))
+    page2 = [matchers.query_param_matcher({"page": "2", "limit": "100"})]
+    if events_page_2_status == 200:
+        rsps.get(f"{BASE}/api/v4/events", match=page2,
+                      json=_page("events", EVENTS_PAGE_2, "page=3&limit=100"))
+    else:
+        rsps.get(f"{BASE}/api/v4/events", match=page2, status=events_page_2_status,
+                      json={"title": "Internal Server Error", "status": 500})
+    rsps.get(f"{BASE}/api/v4/events", status=204,
+                  match=[matchers.query_param_matcher({"page": "3", "limit": "100"})])
+    rsps.get(f"{BASE}/api/v4/talks/77", json=TALK)
+
+
+@pytest.fixture()
+def rt(runtime):  # type: ignore[no-untyped-def]
+    runtime.clock = lambda: NOW
+    return runtime
+
+
+def _run(rt: Any, account: Any) -> Any:
+    since, until = window_for(account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    client = make_client(FakeTime(), max_attempts=3)
+    return run_backfill(rt, account, since, until, client=client)
+
+
+def snapshot(rt: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table but the checkpoint, without autoincrement ids, sorted."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with rt.sessions() as s:
+        for table in Base.metadata.sorted_tables:
+            if table.name == "sync_checkpoints":
+                continue
+            surrogate = [c.name for c in table.primary_key.columns] == ["id"]
+            cols = [c for c in table.columns if not (surrogate and c.name == "id")]
+            out[table.name] = sorted((tuple(r) for r in s.execute(select(*cols))), key=repr)
+    return out
+
+
+def _paths() -> list[str]:
+    return [c.request.url.replace(BASE, "") for c in responses.calls]
+
+
+@responses.activate
+def test_backfill_builds_ledger_and_episodes(rt, example_account) -> None:  # type: ignore[no-untyped-def]
+    mock_amocrm(responses, example_account)
+    result = _run(rt, example_account)
+    assert (result.leads, result.events, result.talks, result.planned) == (3, 8, 1, 3)
+    with rt.sessions() as s:
+        deals = {d.id: d for d in s.scalars(select(Deal))}
+        assert set(deals) == {101, 102, 103}
+        assert (deals[102].status_id, deals[102].responsible_user_id) == (1002, 502)
+        assert deals[101].contact_id == 9101 and deals[101].custom_fields == {
+            "752009": [{"value": "10", "enum_id": None}]}
+        stages = sorted((r.deal_id, int(r.at.timestamp()), r.old_status_id, r.status_id, r.created,
+                         r.source) for r in s.scalars(select(StageChange)))
+        assert stages == [
+            (101, ts(1, 7), None, 1001, True, "api"),  # born where it still is: no status change
+            (101, ts(1, 9), None, 1001, False, "api"),
+            (102, ts(1, 8), None, 1001, True, "api"),  # born in the stage its first move left
+            (102, ts(1, 8, 30), 1001, 1002, False, "event"),
+            (102, ts(1, 9, 30), None, 1002, False, "api"),
+            (103, ts(2, 10), None, 2001, False, "api"),  # created before the window: no birth
+        ]
+        kinds = sorted((r.deal_id, r.dedupe, r.kind, r.created_by)
+                       for r in s.scalars(select(Interaction)))
+        assert kinds == [
+            (101, "lead_added:101", "lead_added", 501),
+            (101, "msg:m1", "incoming_chat_message", None),
+            (101, "msg:m2", "outgoing_chat_message", 501),
+            (101, f"talk_read:77:{ts(1, 7, 20)}", "talk_read", None),  # from the talk read
+            (102, "event:e6", "incoming_call", None),
+            (102, "event:e8", "outgoing_call", 502),
+            (102, "lead_added:102", "lead_added", 501),
+        ]
+        responsibles = sorted((r.deal_id, int(r.at.timestamp()), r.responsible_user_id)
+                              for r in s.scalars(select(ResponsibleChange)))
+        assert (102, ts(1, 9, 10), 502) in responsibles and len(responsibles) == 4
+        fields = [(r.deal_id, r.field_id, r.values, r.source) for r in s.scalars(select(FieldValue))]
+        assert fields == [(101, 752009, [{"value": "10", "enum_id": None}], "api")]
+        talk = s.get(Talk, (example_account.account_id, 77))
+        assert talk is not None and talk.deal_id == 101
+        episodes = sorted((r.deal_id, r.seq, int(r.opened_at.timestamp()),
+                           r.closed_at and int(r.closed_at.timestamp()), r.reacted_by)
+                          for r in s.scalars(select(ReactionEpisode)))
+        assert episodes == [(101, 1, ts(1, 7), ts(1, 7, 20), 501),
+                            (102, 1, ts(1, 8), ts(1, 9, 30), 502)]
+        state = read_checkpoint(s, example_account.account_id)
+        assert state is not None and state["phase"] == "done" and state["events_pages"] == 3
+    assert [p.split("?")[0] for p in _paths()] == (
+        ["/api/v4/leads"] * 2 + ["/api/v4/events"] * 2 + ["/api/v4/talks/77", "/api/v4/events"])
+
+
+def _truncate(rt: Any) -> None:
+    with rt.engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+def test_interrupted_run_resumes_where_it_stopped(rt, example_account) -> None:  # type: ignore[no-untyped-def]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps1:
+        mock_amocrm(rsps1, example_account, events_page_2_status=500)
+        with pytest.raises(AmoHTTPError):
+            _run(rt, example_account)
+        failed = [c.request.url for c in rsps1.calls if "page=2" in c.request.url and "events" in c.request.url]
+        assert len(failed) == 3  # the client's retries, then the error
+    with rt.sessions() as s:
+        state = read_checkpoint(s, example_account.account_id)
+    assert state is not None
+    assert (state["phase"], state["leads_done"], state["events_pages"]) == ("events", 3, 1)
+    assert state["events_next"].endswith("/api/v4/events?page=2&limit=100")
+    assert state["last_created_at"] == ts(1, 8, 30)
+    with rt.sessions() as s:  # page 1 of events is in, committed with the checkpoint
+        assert s.scalar(select(text("count(*)")).select_from(SeenEvent)) == 4
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps2:
+        mock_amocrm(rsps2, example_account)
+        result = _run(rt, example_account)
+        urls = [c.request.url.replace(BASE, "") for c in rsps2.calls]
+    assert result.resumed_from == "events" and result.leads == 0 and result.events == 4
+    assert not any(u.startswith("/api/v4/leads") for u in urls)
+    assert not any(u.startswith("/api/v4/events?filter") for u in urls)  # page 1 not asked again
+    resumed = snapshot(rt)
+
+    _truncate(rt)
+    with responses.RequestsMock() as rsps3:
+        mock_amocrm(rsps3, example_account)
+        _run(rt, example_account)
+    assert snapshot(rt) == resumed
+
+
+@responses.activate
+def test_running_twice_gives_identical_rows(rt, example_account) -> None:  # type: ignore[no-untyped-def]
+    mock_amocrm(responses, example_account)
+    _run(rt, example_account)
+    first = snapshot(rt)
+    second_result = _run(rt, example_account)
+    assert second_result.resumed_from is None and second_result.leads == 3
+    assert snapshot(rt) == first
+    assert {k: len(v) for k, v in snapshot(rt).items()} == {k: len(v) for k, v in first.items()}
+
+
+@responses.activate
+def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.cli import main
+
+    mock_amocrm(responses, example_account)
+    responses.replace(responses.GET, f"{BASE}/api/v4/talks/77", status=403,
+                      json={"title": "Forbidden", "detail": "IP blocked", "status": 403})
+    rt.client_factory = lambda account: make_client(FakeTime(), max_attempts=3)
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: rt)
+    res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
+    assert res.exit_code == 1, res.output
+    assert "403" in res.stderr and "checkpoint kept (phase events)" in res.stderr
+    assert "leads 3/" in res.stderr  # progress went to stderr
+    with rt.sessions() as s:
+        state = read_checkpoint(s, example_account.account_id)
+    assert state is not None and state["phase"] == "events" and state["events_pages"] == 1
