@@ -227,7 +227,8 @@ def test_interrupted_run_resumes_where_it_stopped(rt, example_account) -> None: 
         urls = [c.request.url.replace(BASE, "") for c in rsps2.calls]
     assert result.resumed_from == "events" and result.leads == 0 and result.events == 4
     assert not any(u.startswith("/api/v4/leads") for u in urls)
-    assert not any(u.startswith("/api/v4/events?filter") for u in urls)  # page 1 not asked again
+    events = [u for u in urls if u.startswith("/api/v4/events")]
+    assert events == ["/api/v4/events?page=2&limit=100", "/api/v4/events?page=3&limit=100"]
     resumed = snapshot(rt)
 
     _truncate(rt)
@@ -260,7 +261,7 @@ def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monk
     res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
     assert res.exit_code == 1, res.output
     assert "403" in res.stderr and "checkpoint kept (phase events)" in res.stderr
-    assert "leads 3/" in res.stderr  # progress went to stderr
+    assert "leads 3/~3, ETA 0:00:00" in res.stderr and "events page 1 (4/~" in res.stderr
     with rt.sessions() as s:
         state = read_checkpoint(s, example_account.account_id)
     assert state is not None and state["phase"] == "events" and state["events_pages"] == 1
