@@ -34,7 +34,8 @@ def store_delivery(session: Session, *, account_id: int | None, body: bytes | st
                    reason: str | None = None) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING; the new row's id, or None for a duplicate."""
     raw = body if isinstance(body, bytes) else body.encode("utf-8")
-    text = raw.decode("utf-8", errors="replace")
+    # Postgres text cannot hold NUL: such a body would fail here and wedge the spool forever.
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     result = insert_ignore(session, WebhookDelivery, [{
         "account_id": account_id, "dedupe_key": dedupe_key(raw), "body": text,
         "received_at": received_at, "status": status, "reason": reason, "attempts": 0,

@@ -67,6 +67,8 @@ def _classify(body: bytes, account) -> tuple[str, str | None, int]:  # type: ign
         body.decode("utf-8")
     except UnicodeDecodeError:
         return "unsupported", "body is not UTF-8", 200
+    if b"\x00" in body:  # stored with U+FFFD in its place; the text is no longer the body
+        return "unsupported", "body contains NUL bytes", 200
     claimed_id, subdomain = account_of(body)
     if claimed_id is not None:
         if claimed_id != account.account_id:

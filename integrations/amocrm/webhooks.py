@@ -59,10 +59,22 @@ def account_of(body: bytes) -> tuple[int | None, str | None]:
     subdomain: str | None = None
     for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
         if key == "account[id]":
-            account_id = int(value) if value.strip().isdigit() else None
+            account_id = account_int(value)
         elif key == "account[subdomain]":
             subdomain = value.strip() or None
     return account_id, subdomain
+
+
+INT64_MAX = 2**63 - 1  # every amoCRM id lands in a BIGINT column
+
+
+def account_int(value: object) -> int | None:
+    """An id sent as a string, or None. ``str.isdigit`` alone accepts "²" and 5,000-digit
+    strings, on which ``int()`` raises: a 500 in the receiver, a failed batch in the worker."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > INT64_MAX:
+        return None
+    return int(text)
 
 
 # --- typed fields ---------------------------------------------------------------------------
@@ -74,7 +86,11 @@ class AmoInt(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | None:
         if value is None or (isinstance(value, str) and value.strip() == ""):
             return None
-        return super()._deserialize(value, attr, data, **kwargs)
+        number = super()._deserialize(value, attr, data, **kwargs)
+        # Out of BIGINT range would fail the whole drain batch in the database.
+        if number is not None and abs(number) > INT64_MAX:
+            raise ValidationError("integer out of range")
+        return number
 
 
 class AmoBool(fields.Field):
@@ -243,9 +259,8 @@ def parse_delivery(body: bytes | str) -> ParsedDelivery:
     account = tree.pop("account", {})
     if not isinstance(account, dict):
         account = {}
-    acc_id = str(account.get("id", "")).strip()
     parsed = ParsedDelivery(
-        account_id=int(acc_id) if acc_id.isdigit() else None,
+        account_id=account_int(account.get("id", "")),
         subdomain=(str(account.get("subdomain", "")).strip() or None),
     )
     if not tree:
