@@ -265,3 +265,31 @@ def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monk
     with rt.sessions() as s:
         state = read_checkpoint(s, example_account.account_id)
     assert state is not None and state["phase"] == "events" and state["events_pages"] == 1
+
+
+def test_window_is_whole_days_in_the_account_timezone(example_account) -> None:  # type: ignore[no-untyped-def]
+    since, until = window_for(example_account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    assert (since.isoformat(), until.isoformat()) == (
+        "2026-02-28T21:00:00+00:00", "2026-03-02T20:59:59+00:00")  # Moscow is UTC+3
+    assert window_for(example_account, date(2026, 3, 1), None, NOW)[1] == NOW
+
+
+def test_unfinished_run_of_another_window_needs_restart(rt, example_account) -> None:  # type: ignore[no-untyped-def]
+    from jobs.backfill import BackfillConflict
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account, events_page_2_status=500)
+        with pytest.raises(AmoHTTPError):
+            _run(rt, example_account)
+    since, until = window_for(example_account, date(2026, 2, 1), date(2026, 3, 2), NOW)
+    client = make_client(FakeTime(), max_attempts=3)
+    with pytest.raises(BackfillConflict, match="--restart"):
+        run_backfill(rt, example_account, since, until, client=client)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{BASE}/api/v4/leads", status=204)
+        rsps.get(f"{BASE}/api/v4/events", status=204)
+        result = run_backfill(rt, example_account, since, until, client=client, restart=True)
+    assert result.resumed_from is None and result.leads == 0
+    with rt.sessions() as s:
+        state = read_checkpoint(s, example_account.account_id)
+    assert state is not None and state["phase"] == "done" and state["since"] == int(since.timestamp())
