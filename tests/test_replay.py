@@ -1,0 +1,197 @@
+"""`amoscore replay` against the demo's ground truth, determinism, disorder and bad lines.
+
+The expected figures come from demo/truth.json, which the generator writes from its own plan
+(what it meant each manager to do and when), never from amoscore's code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from config.loader import load_account
+from jobs.replay import Replay, ReplayOptions, dump_report
+
+DEMO = Path(__file__).parent.parent / "demo"
+TRUTH = json.loads((DEMO / "truth.json").read_text(encoding="utf-8"))
+ACCOUNT = load_account(DEMO / "account.yaml")
+FIGURES = ("frt", "complaints", "referrals", "surveys")
+
+
+def replay(stream: Path, **kw) -> dict:  # type: ignore[no-untyped-def]
+    return Replay(ReplayOptions(stream=stream, account=ACCOUNT, **kw)).run()
+
+
+@pytest.fixture(scope="module")
+def demo_report() -> dict:
+    return replay(DEMO / "stream.jsonl")
+
+
+def test_report_has_replay_md_schema(demo_report):
+    for key in ("account", "period", "now", "deliveries", "bad_lines", "frt", "complaints",
+                "referrals", "surveys", "writes", "tasks", "api_requests"):
+        assert key in demo_report, key
+    assert demo_report["period"] == TRUTH["period"]
+    assert demo_report["now"] == TRUTH["now"]
+    assert set(demo_report["api_requests"]) == {"GET", "PATCH", "POST"}
+    episode = demo_report["frt"]["episodes"][0]
+    assert set(episode) == {"deal_id", "source", "opened_at", "closed_at", "reacted_by",
+                            "business_seconds", "wall_seconds", "zone"}
+
+
+def test_deliveries_match_the_stream(demo_report):
+    assert demo_report["deliveries"] | {"pending": 0} == TRUTH["deliveries"] | {"pending": 0}
+    assert demo_report["bad_lines"] == []
+
+
+def test_every_planned_episode_and_no_other(demo_report):
+    planned = {(e["deal_id"], e["opened_at"]): e for e in TRUTH["frt"]["episodes"]}
+    got = {(e["deal_id"], e["opened_at"]): e for e in demo_report["frt"]["episodes"]}
+    assert set(got) == set(planned)
+    for key, e in planned.items():
+        for field in ("source", "closed_at", "reacted_by", "business_seconds", "wall_seconds", "zone"):
+            assert got[key][field] == e[field], (key, field)
+
+
+def test_manager_figures_from_the_planned_reply_times(demo_report):
+    frt = ACCOUNT.frt
+    for user, planned in TRUTH["frt"]["managers"].items():
+        got = demo_report["frt"]["managers"][user]
+        answered = planned["answered_business_seconds"]
+        assert got["answered"] == len(answered)
+        assert got["median_business_seconds"] == int(statistics.median(answered) + 0.5)
+        assert got["p90_business_seconds"] == int(
+            statistics.quantiles(answered, n=10, method="inclusive")[-1] + 0.5)
+        assert got["mean_business_seconds"] == int(statistics.fmean(answered) + 0.5)
+        open_past = [u for u in TRUTH["frt"]["unanswered"]
+                     if str(u["responsible_user_id"]) == user and u["past_target"]]
+        within = sum(s <= frt.target_minutes * 60 for s in answered)
+        assert got["within_target_share"] == round(within / (len(answered) + len(open_past)), 4)
+        for key in ("episodes", "unanswered", "breaches"):
+            assert got[key] == planned[key], (user, key)
+
+
+def test_never_answered_chat_stays_open_with_its_responsible(demo_report):
+    case = TRUTH["scenarios"]["never_answered_chat"]
+    [ep] = [e for e in demo_report["frt"]["episodes"]
+            if e["deal_id"] == case["deal_id"] and e["opened_at"] == case["opened_at"]]
+    assert (ep["zone"], ep["closed_at"], ep["business_seconds"]) == ("open", None, None)
+
+
+def test_complaints_referrals_surveys(demo_report):
+    c = TRUTH["complaints"]
+    for key in ("volume", "resolved", "open", "overdue"):
+        assert demo_report["complaints"][key] == c[key], key
+    seconds = [r["seconds"] for r in c["resolutions"]]
+    assert demo_report["complaints"]["median_resolution_seconds"] == int(statistics.median(seconds) + 0.5)
+    assert demo_report["complaints"]["mean_resolution_seconds"] == int(statistics.fmean(seconds) + 0.5)
+    r = TRUTH["referrals"]
+    assert (demo_report["referrals"]["won"], demo_report["referrals"]["referred"]) == (r["won"], r["referred"])
+    for survey in ("nps", "csat", "ces"):
+        for key, value in TRUTH["surveys"][survey].items():
+            if key in demo_report["surveys"][survey]:
+                assert demo_report["surveys"][survey][key] == value, (survey, key)
+
+
+def test_tasks_one_per_breach_overdue_and_low_score(demo_report):
+    rules = [t["rule"] for t in demo_report["tasks"]]
+    assert rules.count("frt_breach") == TRUTH["frt"]["breach_tasks"]
+    assert rules.count("complaint_overdue") == TRUTH["complaints"]["overdue_tasks"]
+    assert rules.count("low_score") == TRUTH["surveys"]["low_score_tasks"]
+    breached = {ep["deal_id"] for ep in TRUTH["frt"]["episodes"] if ep["zone"] == "red"}
+    breached |= {u["deal_id"] for u in TRUTH["frt"]["unanswered"] if u["past_limit"]}
+    assert {t["deal_id"] for t in demo_report["tasks"] if t["rule"] == "frt_breach"} == breached
+
+
+def test_writes_never_repeat_a_value_already_written(demo_report):
+    last: dict[tuple[int, int], object] = {}
+    for w in demo_report["writes"]:
+        key = (w["deal_id"], w["field_id"])
+        assert last.get(key) != w["value"], w
+        last[key] = w["value"]
+
+
+# --- determinism and disorder ---------------------------------------------------------------
+
+FIRST_LINES = 700
+
+
+@pytest.fixture(scope="module")
+def short_stream(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "short.jsonl"
+    lines = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:FIRST_LINES]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_same_stream_twice_gives_identical_bytes(short_stream, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    dump_report(replay(short_stream), a)
+    dump_report(replay(short_stream), b)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def _own_instant(line: dict) -> bool:
+    """A delivery whose instant is its arrival (no updated_at/last_modified) must not move."""
+    body = line.get("webhook", "")
+    return not body or "updated_at" in body or "last_modified" in body or "created_at" in body
+
+
+def test_shuffled_and_duplicated_deliveries_give_the_same_figures(short_stream, tmp_path):
+    rng = random.Random(7)
+    lines = [json.loads(s) for s in short_stream.read_text(encoding="utf-8").splitlines()]
+    windows: dict[int, list[dict]] = {}
+    for line in lines:
+        at = datetime.fromisoformat(line["at"])
+        windows.setdefault(int(at.timestamp()) // 300, []).append(line)
+    out = []
+    for key in sorted(windows):
+        group = windows[key]
+        movable = [ln for ln in group if "webhook" in ln and _own_instant(ln)]
+        rng.shuffle(movable)
+        it = iter(movable)
+        group = [next(it) if ("webhook" in ln and _own_instant(ln)) else ln for ln in group]
+        for ln in group:
+            out.append(ln)
+            if "webhook" in ln and rng.random() < 0.10:
+                out.append(dict(ln))  # the same body again: an amoCRM retry
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(json.dumps(ln, ensure_ascii=False) for ln in out) + "\n",
+                        encoding="utf-8")
+    clean, messy = replay(short_stream), replay(shuffled)
+    for name in FIGURES:
+        assert messy[name] == clean[name], name
+    assert messy["deliveries"]["duplicates"] > clean["deliveries"]["duplicates"]
+
+
+def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
+    good = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    at = json.loads(good[9])["at"]
+    bad = ["{not json", json.dumps({"at": at, "fax": "x"}), json.dumps({"at": at, "webhook": 42}),
+           json.dumps({"at": at, "webhook": "garbage=%ZZ&&"})]
+    lines = good[:10] + bad + good[10:]
+    stream = tmp_path / "bad.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["replay", str(stream), "--config", str(DEMO / "account.yaml"),
+                                       "--report", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    reasons = {b["line"]: b["reason"] for b in report["bad_lines"]}
+    assert reasons[11].startswith("not JSON")
+    assert reasons[12].startswith("unknown kind")
+    assert reasons[13].startswith("bad body")
+    assert len(reasons) == 3
+    # An unparseable webhook body is a delivery stored as unsupported, not a bad line.
+    assert 14 not in reasons and report["deliveries"]["unsupported"] == 1
+    webhooks = sum('"webhook"' in ln for ln in good)
+    assert report["deliveries"]["received"] == webhooks + 1
+    assert report["deliveries"]["processed"] + report["deliveries"]["rejected"] + \
+        report["deliveries"]["unsupported"] + report["deliveries"]["duplicates"] == webhooks + 1
