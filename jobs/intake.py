@@ -24,9 +24,10 @@ DRAIN_BATCH = 200
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
 
 
-def dedupe_key(body: bytes) -> str:
-    """Deliveries are deduplicated by their exact body (amoCRM retries resend it unchanged)."""
-    return hashlib.sha256(body).hexdigest()
+def dedupe_key(body: bytes, account_id: int | None) -> str:
+    """Deliveries are deduplicated per account by their exact body (amoCRM retries resend it
+    unchanged); the account is part of the key so one hook's body never hides another's."""
+    return hashlib.sha256(f"{account_id}\n".encode() + body).hexdigest()
 
 
 def store_delivery(session: Session, *, account_id: int | None, body: bytes | str,
@@ -37,7 +38,7 @@ def store_delivery(session: Session, *, account_id: int | None, body: bytes | st
     # Postgres text cannot hold NUL: such a body would fail here and wedge the spool forever.
     text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     result = insert_ignore(session, WebhookDelivery, [{
-        "account_id": account_id, "dedupe_key": dedupe_key(raw), "body": text,
+        "account_id": account_id, "dedupe_key": dedupe_key(raw, account_id), "body": text,
         "received_at": received_at, "status": status, "reason": reason, "attempts": 0,
     }], returning=WebhookDelivery.id)
     return result.scalar_one_or_none() if result is not None else None
