@@ -80,7 +80,8 @@ def redis_url() -> str:
     """A Redis database of its own for this test run (flushed before use)."""
     import redis
 
-    db = int(os.environ.get("AMOSCORE_TEST_REDIS_DB", "13"))
+    # A db per run (by pid) so two runs on one machine do not drain each other's queues.
+    db = int(os.environ.get("AMOSCORE_TEST_REDIS_DB", str(1 + os.getpid() % 15)))
     url = f"{REDIS_BASE}/{db}"
     try:
         redis.Redis.from_url(url).flushdb()
