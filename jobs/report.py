@@ -19,7 +19,7 @@ from app.metrics import frt as frt_m
 from app.metrics import referrals as referrals_m
 from app.metrics.periods import period_bounds
 from app.metrics.stats import round_half_up
-from app.models import WebhookDelivery
+from app.models import Interaction, WebhookDelivery
 from config.account import AccountConfig
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.planner import complaints_for, frt_episodes, survey_answers, win_instants
@@ -179,4 +179,18 @@ def build_report(session: Session, ctx: ReportContext, *, received: int | None =
                 "referrals": referrals_section, "surveys": surveys_section}
     for name in sections:
         report[name] = builders[name](ctx, ledgers)
+    if "frt" in report:
+        report["frt"]["unlinked_chats"] = unlinked_chats(session, ctx)
     return report
+
+
+def unlinked_chats(session: Session, ctx: ReportContext) -> dict[str, Any]:
+    """Client messages of chats not linked to any deal yet: kept per contact, never dropped."""
+    rows = session.execute(
+        select(Interaction.contact_id, func.count())
+        .where(Interaction.account_id == ctx.account.account_id, Interaction.deal_id.is_(None),
+               Interaction.kind == "incoming_chat_message",
+               Interaction.at >= ctx.start, Interaction.at < ctx.end)
+        .group_by(Interaction.contact_id).order_by(Interaction.contact_id)).all()
+    return {"contacts": len(rows), "messages": sum(n for _, n in rows),
+            "by_contact": {str(c): n for c, n in rows if c is not None}}

@@ -150,8 +150,29 @@ def test_task__add(client, runtime):
     assert task.complete_till == ts(1748379540)
 
 
+def test_unlinked_chat_is_counted_per_contact_then_joins_its_deal(client, runtime, example_account):
+    """A chat with no deal is kept by contact and talk, and attached once the talk is linked."""
+    from jobs.report import ReportContext, build_report
+
+    deliver(client, runtime, "message__incoming_unlinked")
+    ctx = ReportContext(example_account, ts(1748271000).date(), ts(1748271000).date(),
+                        ts(1748272000))
+    with runtime.sessions() as s:
+        chats = build_report(s, ctx, sections=("frt",))["frt"]["unlinked_chats"]
+    assert chats == {"contacts": 1, "messages": 1, "by_contact": {"93589700": 1}}
+    link = (FIXTURES / "webhooks" / "talk__add.txt").read_text().strip()
+    link = link.replace("talk_id%5D=100", "talk_id%5D=101").replace("contact_id%5D=93589657",
+                                                                    "contact_id%5D=93589700")
+    assert client.post("/webhooks/amocrm/s3cr3t-hook", data=link,
+                       content_type="application/x-www-form-urlencoded").status_code == 200
+    assert run_worker(runtime) == 0
+    [msg] = [i for i in rows(runtime, Interaction) if i.kind == "incoming_chat_message"]
+    assert (msg.deal_id, msg.talk_id) == (32966269, 101)
+
+
 def test_every_fixture_is_used():
     """Meta-test (runs last in this module): a fixture nobody posts is a gap in coverage."""
     names = {p.stem for p in (FIXTURES / "webhooks").glob("*.txt")}
     assert names - USED == set(), f"fixtures used by no test: {sorted(names - USED)}"
     assert Path(__file__).name in {p.name for p in Path(__file__).parent.glob("test_*.py")}
+
