@@ -83,8 +83,12 @@ def account_int(value: object) -> int | None:
 class AmoInt(fields.Integer):
     """An integer sent as a string; amoCRM sends "" for an empty value."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | None:
+    def _deserialize(  # type: ignore[override]  # "" loads as None, not an int
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> int | None:
         if value is None or (isinstance(value, str) and value.strip() == ""):
+            if self.required:  # an empty id would reach the database as NULL and fail the batch
+                raise ValidationError("empty")
             return None
         number = super()._deserialize(value, attr, data, **kwargs)
         # Out of BIGINT range would fail the whole drain batch in the database.
@@ -103,6 +107,8 @@ class UnixTime(fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
         if value is None or str(value).strip() in ("", "0"):
+            if self.required:  # a message without its instant would fail the batch (NOT NULL)
+                raise ValidationError("empty")
             return None
         try:
             return datetime.fromtimestamp(int(str(value).strip()), UTC)
