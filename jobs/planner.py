@@ -179,6 +179,12 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         return
     for kind, at in frt_m.due_checks(latest, account.frt, calendar):
         due[f"frt_{kind}"] = at
+    # green ≤ target, yellow ≤ limit: at those instants the zone is still unchanged, so look
+    # again one business second after each, when the waiting client's zone turns.
+    for kind, minutes in (("target", account.frt.target_minutes),
+                          ("limit", account.frt.limit_minutes)):
+        past = add_business_time(calendar, latest.opened_at, minutes * 60 + 1)
+        due[f"frt_{kind}_passed"] = past or latest.opened_at + timedelta(seconds=minutes * 60 + 1)
     rule = account.frt.breach_task
     limit_at = frt_m.breach_at(latest, account.frt, calendar)
     if rule and limit_at is not None and limit_at <= now:
