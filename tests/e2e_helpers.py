@@ -8,6 +8,7 @@ with a real ``AmoClient`` whose HTTP is answered by ``responses``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,8 +170,6 @@ class AmoFake:
     fail_next_task_post: bool = False
 
     def install(self) -> None:
-        import re
-
         self.rsps.add_callback(responses.GET, f"{BASE}/api/v4/events", callback=self._events)
         self.rsps.add_callback(responses.PATCH, f"{BASE}/api/v4/leads", callback=self._patch)
         self.rsps.add_callback(responses.POST, f"{BASE}/api/v4/tasks", callback=self._post_tasks)
