@@ -21,8 +21,6 @@ import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 
-from limits.storage import MemoryStorage  # noqa: E402
-
 from app.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from app.models import Base  # noqa: E402
 from integrations.amocrm.auth import StaticTokenAuth  # noqa: E402
@@ -96,7 +94,7 @@ def main() -> None:
                 declare_value(s, ACCOUNT_ID, deal, 752101, "numeric", deal % 120, at)
         account = make_account()
         per_second = account.writeback.max_requests_per_second
-        limiter = AccountLimiter(ACCOUNT_ID, per_second, storage=MemoryStorage(), flags=MemoryFlags())
+        limiter = AccountLimiter(ACCOUNT_ID, per_second, flags=MemoryFlags())
         client = AmoClient(base, StaticTokenAuth("bench"), limiter=limiter)
         start = time.perf_counter()
         result = flush(factory, account, client, datetime.now(UTC), dry_run=False)

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 from zoneinfo import ZoneInfo
 
 import responses
-from limits.storage import MemoryStorage
 
 from integrations.amocrm.auth import StaticTokenAuth
 from integrations.amocrm.client import AmoClient
@@ -238,7 +237,7 @@ def make_client_factory() -> Callable[[Any], AmoClient]:
 
     def factory(account: Any) -> AmoClient:
         limiter = memory_limiter(account.account_id, 1000, global_per_second=1000,
-                                 storage=MemoryStorage(), flags=MemoryFlags())
+                                 flags=MemoryFlags())
         return AmoClient(BASE, StaticTokenAuth("test-token"), limiter=limiter,
                          sleep=lambda _s: None)
 

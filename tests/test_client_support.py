@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from limits.storage import MemoryStorage
-
 from config.account import (
     AccountConfig,
     AccountInfo,
@@ -66,7 +64,7 @@ def memory_limiter(t: FakeTime | None = None, per_second: int = 1000,
     """A private in-process limiter (its own storage and flags) with a generous limit."""
     kw = {"clock": t.clock, "sleep": t.sleep} if t else {}
     return AccountLimiter(ACCOUNT_ID, per_second, global_per_second=per_second,
-                          storage=MemoryStorage(), flags=flags or MemoryFlags(), **kw)
+                          flags=flags or MemoryFlags(), **kw)
 
 
 def make_client(t: FakeTime | None = None, limiter: AccountLimiter | None = None,

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage, RedisStorage, Storage
-from limits.strategies import MovingWindowRateLimiter
 
 from integrations.amocrm.errors import AccountBlocked
 
 GLOBAL_PER_SECOND = 7  # amoCRM's documented ceiling; the host never passes it for all accounts
 _MIN_WAIT = 0.005
+# amoCRM counts requests as they arrive; network jitter can squeeze two sends closer together,
+# so our window is a little longer than its second.
+WINDOW_SECONDS = 1.05
 
 
 class MemoryFlags:
@@ -28,6 +28,7 @@ class MemoryFlags:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {}
         self._pause: dict[int, float] = {}
         self._stop: dict[int, str] = {}
         self._mutex = threading.Lock()
@@ -53,6 +54,19 @@ class MemoryFlags:
                 self._stop.pop(account_id, None)
             else:
                 self._stop[account_id] = reason
+
+    def window_wait(self, key: str, limit: int, now: float) -> float:
+        """Seconds until ``key`` has room (0.0 = now); call under ``mutex()``."""
+        log = self._windows.get(key)
+        if log is None or len(log) < limit:
+            return 0.0
+        return max(0.0, log[-limit] + WINDOW_SECONDS - now)
+
+    def window_hit(self, key: str, limit: int, now: float) -> None:
+        log = self._windows.setdefault(key, deque(maxlen=max(limit, 1)))
+        if log.maxlen is not None and log.maxlen < limit:
+            log = self._windows[key] = deque(log, maxlen=limit)
+        log.append(now)
 
 
 class RedisFlags:
@@ -96,9 +110,21 @@ class RedisFlags:
         else:
             self._conn.set(key, reason)
 
+    def window_wait(self, key: str, limit: int, now: float) -> float:
+        """Seconds until ``key`` has room: the limit-th latest request must be a window old."""
+        raw = self._conn.lindex(f"{self._prefix}:amocrm:window:{key}", limit - 1)
+        return 0.0 if raw is None else max(0.0, float(raw) + WINDOW_SECONDS - now)
+
+    def window_hit(self, key: str, limit: int, now: float) -> None:
+        name = f"{self._prefix}:amocrm:window:{key}"
+        pipe = self._conn.pipeline()
+        pipe.lpush(name, repr(now))
+        pipe.ltrim(name, 0, max(limit, 1) - 1)
+        pipe.expire(name, 60)
+        pipe.execute()
+
 
 _PROCESS_FLAGS = MemoryFlags()
-_PROCESS_STORAGE = MemoryStorage()
 
 
 class AccountLimiter:
@@ -110,15 +136,12 @@ class AccountLimiter:
         per_second: int = 6,
         *,
         global_per_second: int = GLOBAL_PER_SECOND,
-        storage: Storage | None = None,
         flags: MemoryFlags | RedisFlags | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.account_id = account_id
-        self._strategy = MovingWindowRateLimiter(storage or _PROCESS_STORAGE)
-        self._account_item = RateLimitItemPerSecond(per_second, 1)
-        self._global_item = RateLimitItemPerSecond(global_per_second, 1)
+        self._limits = ((f"account:{account_id}", per_second), ("host", global_per_second))
         self._flags = flags or _PROCESS_FLAGS
         self._clock = clock
         self._sleep = sleep
@@ -126,24 +149,20 @@ class AccountLimiter:
     def acquire(self) -> float:
         """Block until the account is not paused and both windows have room; take one slot.
 
-        Returns the instant the slot was taken. Test-and-hit of both windows runs under one
-        mutex (a Redis lock across processes) so the windows' entries are pushed in time order
-        and no account slot is spent while the host cap makes it wait."""
+        Returns the instant the slot was taken. Each window is the log of its latest ``limit``
+        requests; a request goes when the oldest of them is WINDOW_SECONDS old. Check and
+        record of both windows run under one mutex (a Redis lock across processes), so no
+        account slot is spent while the host cap makes it wait."""
         while True:
             self._wait_while_paused()
             with self._flags.mutex():
-                account_ids = ("amoscore", "account", str(self.account_id))
-                host_ids = ("amoscore", "host")
-                full = [(item, ids) for item, ids in ((self._account_item, account_ids),
-                                                      (self._global_item, host_ids))
-                        if not self._strategy.test(item, *ids)]
-                if not full:
-                    self._strategy.hit(self._account_item, *account_ids)
-                    self._strategy.hit(self._global_item, *host_ids)
-                    return time.time()
-                # limits measures its window in real time, whatever clock we were given
-                reset = max(self._strategy.get_window_stats(item, *ids).reset_time for item, ids in full)
-            self._sleep(max(_MIN_WAIT, reset - time.time()))
+                now = time.time()  # the window is real time, whatever clock we were given
+                wait = max(self._flags.window_wait(key, limit, now) for key, limit in self._limits)
+                if wait <= 0:
+                    for key, limit in self._limits:
+                        self._flags.window_hit(key, limit, now)
+                    return now
+            self._sleep(max(_MIN_WAIT, wait))
 
     def _wait_while_paused(self) -> None:
         while True:
@@ -200,7 +219,6 @@ def redis_limiter(
         account_id,
         per_second,
         global_per_second=global_per_second,
-        storage=RedisStorage(redis_url),
         flags=RedisFlags(redis.Redis.from_url(redis_url)),
         clock=clock,
         sleep=sleep,
