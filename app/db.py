@@ -58,18 +58,27 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def _insert(session: Session, model: type[Base]) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
 def insert_ignore(
     session: Session, model: type[Base], rows: Sequence[dict[str, Any]], *, returning: Any = None
 ) -> Any:
-    """``INSERT … ON CONFLICT DO NOTHING`` for either dialect; returns the result."""
+    """``INSERT … ON CONFLICT DO NOTHING`` for either dialect; returns the result.
+
+    Rows go as parameters of one cached statement (executemany), not as a multi-VALUES
+    literal, so SQLAlchemy compiles it once per process instead of once per call.
+    """
     if not rows:
         return None
-    dialect = session.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
-    stmt = ins.values(list(rows)).on_conflict_do_nothing()
+    stmt = _insert(session, model).on_conflict_do_nothing()
     if returning is not None:
         stmt = stmt.returning(returning)
-    return session.execute(stmt)
+        if len(rows) == 1:
+            return session.execute(stmt, dict(rows[0]))
+    return session.execute(stmt, list(rows))
 
 
 def upsert(
@@ -83,13 +92,11 @@ def upsert(
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
-    stmt = ins.values(list(rows))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+    ins = _insert(session, model)
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(keys), set_={c: ins.excluded[c] for c in update}
     )
-    session.execute(stmt)
+    session.execute(stmt, list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",

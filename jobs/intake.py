@@ -103,9 +103,11 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
             for row in rows:
                 touched |= process_delivery(session, row, now)
             if touched and account is not None:
-                from jobs.planner import plan_deals
+                from jobs.planner import mark_changed
 
-                plan_deals(session, rt, account, touched, now)
+                # Planning waits for the periodic sync, which plans every changed deal of the
+                # interval in one batch (and pulls the events API first).
+                mark_changed(session, account_id, touched, now)
             session.commit()
         done += len(rows)
         if len(rows) < size:

@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.calendar import BusinessCalendar, add_business_time, calendar_for
+from app.db import insert_ignore
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
@@ -101,15 +102,32 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
         rt.extra["writeback_pending"] = True
 
 
+CHANGED = "changed"  # the due check kind of a deal whose ledger changed and awaits planning
+
+
+def mark_changed(session: Session, account_id: int, deal_ids: Iterable[int], at: datetime) -> None:
+    """Note deals whose ledger changed; the next sync plans them together (one batch)."""
+    insert_ignore(session, DueCheck, [{"account_id": account_id, "deal_id": d, "kind": CHANGED,
+                                       "due_at": at} for d in sorted(set(deal_ids))])
+
+
 def due_deals(session: Session, account_id: int, now: datetime) -> list[int]:
+    """Deals with a due check at or before ``now`` (changed ones included)."""
     return sorted(set(session.execute(
         select(DueCheck.deal_id).where(DueCheck.account_id == account_id, DueCheck.due_at <= now)
     ).scalars()))
 
 
 def next_due(session: Session, account_id: int) -> datetime | None:
-    return session.execute(select(DueCheck.due_at).where(DueCheck.account_id == account_id)
+    """The next timed check (a wait reaching target or limit, a complaint becoming overdue)."""
+    return session.execute(select(DueCheck.due_at)
+                           .where(DueCheck.account_id == account_id, DueCheck.kind != CHANGED)
                            .order_by(DueCheck.due_at).limit(1)).scalar_one_or_none()
+
+
+def changed_pending(session: Session, account_id: int) -> bool:
+    return session.execute(select(DueCheck.deal_id).where(
+        DueCheck.account_id == account_id, DueCheck.kind == CHANGED).limit(1)).first() is not None
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -343,5 +361,5 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         key=lambda t: (t[0], t[1]))
 
 
-__all__ = ["plan_deals", "due_deals", "next_due", "frt_episodes", "complaints_for",
+__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due", "changed_pending", "frt_episodes", "complaints_for",
            "survey_answers", "win_instants", "field_value_at", "Deal"]

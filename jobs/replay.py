@@ -256,7 +256,9 @@ class Replay:
         i, n = 0, len(lines)
         leads: dict[int, dict[str, Any]] = {}
         due: datetime | None = None
+        changed = False
         plans_seen = -1
+        sync_every = min(sync.events_pull_seconds, sync.flush_seconds)
         while True:
             if rt.extra.get("plans", 0) != plans_seen:  # due checks change only when planning ran
                 plans_seen = rt.extra.get("plans", 0)
@@ -269,6 +271,8 @@ class Replay:
                 candidates.append(due)
             if unpulled:
                 candidates.append(_next_multiple(clock.now, sync.events_pull_seconds))
+            if changed:
+                candidates.append(_next_multiple(clock.now, sync_every))
             if rt.extra.get("writeback_pending"):
                 candidates.append(_next_multiple(clock.now, sync.flush_seconds))
             clock.now = max(clock.now, min(candidates))
@@ -276,21 +280,24 @@ class Replay:
                 line = lines[i]
                 if line.webhook is not None:
                     self._post(web, secret, line, leads)
+                    changed = True
                 elif self.fake is not None and line.event is not None:
                     self.fake.add_event(line.event, clock.now.timestamp())
                     unpulled += 1
                 i += 1
                 if self.opts.progress:
                     self.opts.progress(1)
+            at_end = clock.now >= end and i >= n
             due_now = due is not None and due <= clock.now
-            if unpulled and (due_now or _on_grid(clock.now, sync.events_pull_seconds)
-                             or clock.now >= end):
+            sync_now = _on_grid(clock.now, sync_every) or at_end
+            if unpulled and (due_now or _on_grid(clock.now, sync.events_pull_seconds) or at_end):
                 pull_and_plan(rt, self.account, clock.now)
                 unpulled = 0
-            if due_now:
+            if due_now or (changed and sync_now):
                 run_due_checks(rt, self.account, clock.now)
+                changed = False
             if rt.extra.get("writeback_pending") and (
-                    _on_grid(clock.now, sync.flush_seconds) or clock.now >= end):
+                    _on_grid(clock.now, sync.flush_seconds) or at_end):
                 rt.extra["writeback_pending"] = False
                 result = flush_writeback(rt, self.account, clock.now)
                 if rt.dry_run(self.account):

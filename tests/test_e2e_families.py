@@ -218,9 +218,10 @@ def test_low_scores_give_one_task_per_survey_and_the_zone_follows_the_latest_ans
         e.sync(msk("2026-04-15 10:15:00"))
         assert len(e.amo.patches) == 2 and len(e.amo.task_posts) == 1
 
-    # Tasks declared at the drain, Tue 11:01: 480 business minutes = 11:01–13:00 (119) +
-    # 14:00–18:00 (240) + Wed 09:00–11:01 (121) → Wed 15th 11:01.
-    due = unix(msk("2026-04-15 11:01:00"))
+    # Deals are planned by the sync (Tue 11:05), which declares and posts the tasks: 480
+    # business minutes = 11:05–13:00 (115) + 14:00–18:00 (240) + Wed 09:00–11:05 (125)
+    # → Wed 15th 11:05.
+    due = unix(msk("2026-04-15 11:05:00"))
     rows = {r.text: r for r in ledger_tasks(runtime)}
     nps_text = "Клиент поставил 3 (NPS). Узнайте, что пошло не так."
     csat_text = "Клиент поставил 2 (CSAT). Узнайте, что пошло не так."
