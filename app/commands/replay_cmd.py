@@ -55,8 +55,15 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     task is recorded, not sent (unless --send). Bad lines are reported with their number and
     the run goes on. The same stream and config always give the same report, byte for byte.
     """
+    import logging
+
     from config.loader import ConfigError, load_account
     from jobs.replay import Replay, ReplayOptions, dump_report
+
+    if logging.getLogger().level > logging.INFO:
+        # A stream's rejected or unsupported deliveries are counted in the report; without -v
+        # their log lines would only interleave with the summary.
+        logging.getLogger("amoscore").setLevel(logging.ERROR)
 
     try:
         account = load_account(config_path)
