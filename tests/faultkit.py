@@ -180,9 +180,13 @@ class TcpProxy:
 @contextmanager
 def serve_app(app: Any) -> Iterator[str]:
     """The Flask app under werkzeug's threaded server on a free port; yields its base URL."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
@@ -211,9 +215,12 @@ def start_worker(env: Mapping[str, str], *, burst: bool = False,
                  log: Path | None = None) -> subprocess.Popen[bytes]:
     exe = ROOT / ".venv" / "bin" / "amoscore"
     args = [str(exe), "worker"] + (["--burst"] if burst else [])
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    if log is None:
+        return subprocess.Popen(args, cwd=ROOT, env=dict(env), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, cwd=ROOT, env=dict(env), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def children_of(pid: int) -> list[int]:

@@ -1,0 +1,270 @@
+"""Faults with real processes: Redis killed or frozen under load, the database cut away, a worker
+SIGKILLed mid-batch. Nothing acknowledged may be lost, nothing may be applied twice.
+
+Each test starts its own redis-server / TCP proxy / worker processes and kills them by pid in a
+``finally``; the machine's Postgres and Redis are never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from app.db import insert_ignore, make_engine, make_session_factory
+from app.models import Interaction, StageChange, WebhookDelivery
+from config.settings import Settings
+from jobs.intake import dedupe_key, mark_queued, store_delivery, sweep_with
+from jobs.queues import JOB_TIMEOUT, RQJobQueue, receiver_redis, schedule_drain, worker_redis
+from jobs.runtime import Runtime, set_runtime
+from tests.conftest import SECRET, TEST_ENV, run_worker
+from tests.faultkit import (
+    ACCOUNT_ID,
+    RedisServer,
+    TcpProxy,
+    distinct_bodies,
+    kill_tree,
+    serve_app,
+    start_worker,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+ANSWER_BUDGET = 2.0  # seconds amoCRM waits before it counts a delivery as failed
+
+
+class ShiftedClock:
+    """Wall clock plus an offset the test moves (the sweeper's grace periods, without waiting)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def make_runtime(engine, redis_url: str, account, tmp_path: Path) -> Runtime:  # type: ignore[no-untyped-def]
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
+                        redis_url=redis_url, config_path="", var_dir=tmp_path,
+                        spool_dir=tmp_path / "spool")
+    return Runtime(settings=settings, accounts={account.account_id: account}, engine=engine,
+                   sessions=make_session_factory(engine), queue=RQJobQueue(receiver_redis(redis_url)),
+                   clock=ShiftedClock())
+
+
+@pytest.fixture()
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def post_timed(http: requests.Session, base: str, body: bytes) -> tuple[int, float]:
+    started = time.monotonic()
+    resp = http.post(f"{base}/webhooks/amocrm/{SECRET}", data=body, timeout=10,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return resp.status_code, time.monotonic() - started
+
+
+def statuses(rt: Runtime) -> dict[str, int]:
+    with rt.sessions() as s:
+        return dict(s.execute(select(WebhookDelivery.status, func.count())
+                              .group_by(WebhookDelivery.status)).all())
+
+
+def assert_ledger_matches(rt: Runtime, items: list[tuple[str, int, int, bytes]]) -> None:
+    """Exactly one StageChange per stage body and one Interaction per message body: what each
+    body must leave by construction, so a redone delivery shows up as a duplicate here."""
+    want_stages = sorted((deal, datetime.fromtimestamp(at, UTC)) for kind, deal, at, _ in items
+                         if kind == "stage")
+    want_msgs = sorted(f"msg:m-{deal - 40_000_000:08d}" for kind, deal, _, _ in items
+                       if kind == "message")
+    with rt.sessions() as s:
+        stages = sorted(tuple(r) for r in s.execute(select(StageChange.deal_id, StageChange.at)))
+        msgs = sorted(s.execute(select(Interaction.dedupe)
+                                .where(Interaction.kind == "incoming_chat_message")).scalars())
+    assert stages == want_stages
+    assert msgs == want_msgs
+
+
+# --- 1. Redis killed / frozen while amoCRM keeps posting ---------------------------------------
+
+
+def test_redis_killed_then_frozen_while_posting(pg_engine, private_redis, example_account,
+                                                tmp_path):
+    from app.web import create_app
+
+    rt = make_runtime(pg_engine, private_redis.url, example_account, tmp_path)
+    set_runtime(rt)
+    items = distinct_bodies(30)
+    before, killed, frozen = items[:3], items[3:23], items[23:]
+    http = requests.Session()
+    try:
+        with serve_app(create_app({"RUNTIME": rt, "ENV": TEST_ENV})) as base:
+            for *_, body in before:
+                assert post_timed(http, base, body)[0] == 200
+            assert statuses(rt) == {"queued": 3}
+
+            private_redis.kill()
+            answers = [post_timed(http, base, body) for *_, body in killed]
+            assert [code for code, _ in answers] == [200] * 20
+            assert max(t for _, t in answers) < ANSWER_BUDGET, answers
+            assert statuses(rt) == {"queued": 3, "stored": 20}
+
+            private_redis.start()  # same port, empty: the 3 queued rows' job died with it
+            private_redis.freeze()
+            try:
+                answers = [post_timed(http, base, body) for *_, body in frozen]
+            finally:
+                private_redis.thaw()
+            assert [code for code, _ in answers] == [200] * len(frozen)
+            assert max(t for _, t in answers) < ANSWER_BUDGET, answers
+            assert statuses(rt) == {"queued": 3, "stored": 27}
+
+        # Nothing runs before the 5 s grace; after it the sweeper enqueues one drain, and a
+        # drain takes the account's stored *and* queued rows (the 3 whose job Redis lost too).
+        assert sweep_with(rt)["drains_enqueued"] == 0
+        rt.clock.offset = timedelta(seconds=6)  # type: ignore[attr-defined]
+        assert sweep_with(rt)["drains_enqueued"] == 1
+        assert run_worker(rt) == 0
+        assert statuses(rt) == {"processed": 30}
+        assert_ledger_matches(rt, items)
+    finally:
+        http.close()
+        set_runtime(None)
+
+
+# --- 2. the database unreachable: bodies go to the spool ---------------------------------------
+
+
+def test_database_cut_spools_and_sweeper_loads(pg_engine, pg_url, redis_url, redis_conn,
+                                               example_account, tmp_path):
+    from app.web import create_app
+
+    target = make_url(pg_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    engine = make_engine(target.set(port=proxy.port).render_as_string(hide_password=False))
+    rt = make_runtime(engine, redis_url, example_account, tmp_path)
+    set_runtime(rt)
+    items = distinct_bodies(12, start=100)
+    http = requests.Session()
+    try:
+        with serve_app(create_app({"RUNTIME": rt, "ENV": TEST_ENV})) as base:
+            assert post_timed(http, base, items[0][3])[0] == 200  # warm pool, then cut it
+            proxy.cut()
+            answers = [post_timed(http, base, body) for *_, body in items[1:]]
+            assert [code for code, _ in answers] == [200] * 11
+            assert max(t for _, t in answers) < ANSWER_BUDGET, answers
+        spooled = sorted(rt.settings.spool_dir.glob("*.json"))
+        assert len(spooled) == 11
+        bodies = {json.loads(p.read_text(encoding="utf-8"))["body"] for p in spooled}
+        assert bodies == {body.decode() for *_, body in items[1:]}
+        assert not list(rt.settings.spool_dir.glob(".*.tmp"))  # every write completed
+
+        # While the database is still away the sweep job fails (RQ retries it) and the spool
+        # stays intact: no file is removed before its row is committed.
+        with pytest.raises(OperationalError):
+            sweep_with(rt)
+        assert len(list(rt.settings.spool_dir.glob("*.json"))) == 11
+
+        proxy.restore()
+        rt.clock.offset = timedelta(seconds=6)  # type: ignore[attr-defined]
+        assert sweep_with(rt) == {"spool_loaded": 11, "drains_enqueued": 1}
+        assert list(rt.settings.spool_dir.glob("*.json")) == []
+        assert run_worker(rt) == 0
+        assert statuses(rt) == {"processed": 12}
+        assert_ledger_matches(rt, items)
+        with rt.sessions() as s:
+            stored = set(s.execute(select(WebhookDelivery.body)).scalars())
+        assert stored == {body.decode() for *_, body in items}
+    finally:
+        http.close()
+        set_runtime(None)
+        proxy.cut()
+        engine.dispose()
+
+
+# --- 3. a worker SIGKILLed mid-batch -------------------------------------------------------------
+
+
+def _processed(rt: Runtime) -> int:
+    with rt.sessions() as s:
+        return s.execute(select(func.count()).select_from(WebhookDelivery)
+                         .where(WebhookDelivery.status == "processed")).scalar_one()
+
+
+def test_worker_sigkilled_mid_batch(pg_engine, pg_url, private_redis, example_account, tmp_path):
+    n = 2000
+    rt = make_runtime(pg_engine, private_redis.url, example_account, tmp_path)
+    items = distinct_bodies(n, start=1000)
+    now = rt.clock()
+    with rt.sessions() as s:  # what the receiver leaves: stored, enqueued, marked queued
+        insert_ignore(s, WebhookDelivery, [
+            {"account_id": ACCOUNT_ID, "dedupe_key": dedupe_key(body, ACCOUNT_ID),
+             "body": body.decode(), "received_at": now, "status": "queued", "queued_at": now,
+             "attempts": 0} for *_, body in items])
+        s.commit()
+    schedule_drain(RQJobQueue(worker_redis(private_redis.url)), ACCOUNT_ID)
+    # A dead amoCRM address: nothing a worker plans may leave the machine.
+    env = worker_env(pg_url, private_redis.url, SECRET,
+                     AMOSCORE_AMOCRM_BASE_URL="http://127.0.0.1:9", AMOSCORE_VAR_DIR=str(tmp_path))
+    first = start_worker(env, burst=True, log=tmp_path / "worker1.log")
+    try:
+        deadline = time.monotonic() + 20
+        while _processed(rt) == 0:
+            assert first.poll() is None, (tmp_path / "worker1.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the worker processed nothing in 20 s"
+            time.sleep(0.01)
+    finally:
+        kill_tree(first)
+    done_at_kill = _processed(rt)
+    assert 0 < done_at_kill < n, "the kill must land mid-drain"
+    assert statuses(rt) == {"processed": done_at_kill, "queued": n - done_at_kill}
+
+    # The killed job's rows stay "queued"; the sweeper re-queues them once JOB_TIMEOUT passed.
+    rt.clock.offset = timedelta(seconds=JOB_TIMEOUT + 1)  # type: ignore[attr-defined]
+    assert sweep_with(rt)["drains_enqueued"] == 1
+    second = start_worker(env, burst=True, log=tmp_path / "worker2.log")
+    try:
+        second.wait(60)
+    finally:
+        kill_tree(second)
+    assert statuses(rt) == {"processed": n}, (tmp_path / "worker2.log").read_text()[-2000:]
+    assert_ledger_matches(rt, items)
+    with rt.sessions() as s:
+        attempts = dict(s.execute(select(WebhookDelivery.attempts, func.count())
+                                  .group_by(WebhookDelivery.attempts)).all())
+    # The killed batch's attempts += 1 was rolled back with the rest of its transaction: every
+    # row shows exactly one committed processing, none was applied twice.
+    assert attempts == {1: n}
+
+
+def test_sweeper_leaves_fresh_queued_rows_alone(pg_engine, private_redis, example_account,
+                                               tmp_path):
+    """The other side of the re-queue rule: a queued row younger than JOB_TIMEOUT is not taken
+    back (its job may still be running)."""
+    rt = make_runtime(pg_engine, private_redis.url, example_account, tmp_path)
+    now = rt.clock()
+    with rt.sessions() as s:
+        delivery_id = store_delivery(s, account_id=ACCOUNT_ID, body=distinct_bodies(1)[0][3],
+                                     received_at=now)
+        mark_queued(s, delivery_id, now)
+        s.commit()
+    rt.clock.offset = timedelta(seconds=JOB_TIMEOUT - 5)  # type: ignore[attr-defined]
+    assert sweep_with(rt)["drains_enqueued"] == 0
+    assert statuses(rt) == {"queued": 1}
+    with rt.sessions() as s:
+        s.execute(update(WebhookDelivery).values(queued_at=now - timedelta(seconds=10)))
+        s.commit()
+    assert sweep_with(rt)["drains_enqueued"] == 1
+    assert statuses(rt) == {"stored": 1}
