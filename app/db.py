@@ -30,7 +30,10 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     url = url.replace("postgres://", "postgresql+psycopg://", 1)
     if url.startswith("postgresql://"):
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A database that does not answer must not hold a webhook past amoCRM's 2 s: the receiver
+    # spools the body instead (connect_timeout is in whole seconds).
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                         connect_args={"connect_timeout": 1})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
