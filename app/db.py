@@ -32,7 +32,10 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     # A database that does not answer must not hold a webhook past amoCRM's 2 s: the receiver
     # spools the body instead (connect_timeout is in whole seconds).
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+    # No pre-ping: it costs a round trip per request; a connection gone stale after a database
+    # restart fails once (the receiver spools that body, a job is retried by RQ) and the pool
+    # then drops it.
+    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
                          connect_args={"connect_timeout": 1})
 
 

@@ -40,14 +40,16 @@ def store_delivery(session: Session, *, account_id: int | None, body: bytes | st
     result = insert_ignore(session, WebhookDelivery, [{
         "account_id": account_id, "dedupe_key": dedupe_key(raw, account_id), "body": text,
         "received_at": received_at, "status": status, "reason": reason, "attempts": 0,
+        "queued_at": received_at if status == "queued" else None,
     }], returning=WebhookDelivery.id)
     return result.scalar_one_or_none() if result is not None else None
 
 
-def mark_queued(session: Session, delivery_id: int, at: datetime) -> None:
+def mark_stored(session: Session, delivery_id: int) -> None:
+    """Back to "stored" after a failed enqueue, so the sweeper takes it at once."""
     session.execute(update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "stored")
-                    .values(status="queued", queued_at=at))
+                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "queued")
+                    .values(status="stored", queued_at=None))
 
 
 def process_delivery(session: Session, row: WebhookDelivery, now: datetime) -> set[int]:
@@ -98,21 +100,57 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
             rows = list(session.execute(stmt).scalars())
             if not rows:
                 break
+            ids, failed = [r.id for r in rows], False
             now = rt.clock()
-            touched: set[int] = set()
-            for row in rows:
-                touched |= process_delivery(session, row, now)
-            if touched and account is not None:
-                from jobs.planner import mark_changed
-
-                # Planning waits for the periodic sync, which plans every changed deal of the
-                # interval in one batch (and pulls the events API first).
-                mark_changed(session, account_id, touched, now)
-            session.commit()
+            try:
+                _process_batch(session, account_id, rows, now, mark=account is not None)
+                session.commit()
+            except Exception:  # noqa: BLE001 - a bulkhead: find the bad row, keep the rest
+                session.rollback()
+                log.exception("drain.batch_failed account=%s size=%d", account_id, len(rows))
+                failed = True
+        if failed:
+            _process_one_by_one(rt, account_id, ids, mark=account is not None)
         done += len(rows)
         if len(rows) < size:
             break
     return done
+
+
+def _process_batch(session: Session, account_id: int, rows: list[WebhookDelivery],
+                   now: datetime, *, mark: bool) -> None:
+    touched: set[int] = set()
+    for row in rows:
+        touched |= process_delivery(session, row, now)
+    if touched and mark:
+        from jobs.planner import mark_changed
+
+        # Planning waits for the periodic sync, which plans every changed deal of the
+        # interval in one batch (and pulls the events API first).
+        mark_changed(session, account_id, touched, now)
+
+
+def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: bool) -> None:
+    """After a failed batch: each delivery in its own transaction; one that still fails is
+    marked unsupported with the error, so it cannot block the account's intake."""
+    for delivery_id in ids:
+        with rt.sessions() as session:
+            row = session.get(WebhookDelivery, delivery_id)
+            if row is None or row.status not in ("stored", "queued"):
+                continue
+            now = rt.clock()
+            try:
+                _process_batch(session, account_id, [row], now, mark=mark)
+                session.commit()
+                continue
+            except Exception as exc:  # noqa: BLE001 - recorded on the row, and logged
+                session.rollback()
+                log.exception("drain.delivery_failed delivery=%s", delivery_id)
+                reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:500]
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                            .values(status="unsupported", reason=reason, processed_at=now,
+                                    attempts=WebhookDelivery.attempts + 1))
+            session.commit()
 
 
 def sweep(account_id: int | None = None) -> dict[str, int]:

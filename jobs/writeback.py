@@ -100,8 +100,10 @@ def _changed_values(session: Session, account_id: int) -> list[DesiredValue]:
                    & (WrittenValue.deal_id == DesiredValue.deal_id)
                    & (WrittenValue.field_id == DesiredValue.field_id))
         .where(DesiredValue.account_id == account_id,
+               # A value declared and written at the same instant was written after it was
+               # declared (a sync declares, then flushes); ">=" would keep it a candidate forever.
                or_(WrittenValue.written_at.is_(None),
-                   DesiredValue.declared_at >= WrittenValue.written_at))
+                   DesiredValue.declared_at > WrittenValue.written_at))
         .order_by(DesiredValue.deal_id, DesiredValue.field_id)
     ).all()
     return [d for d, written in rows if written != d.value]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import insert_ignore, make_engine, make_session_factory
 from app.models import Interaction, StageChange, WebhookDelivery
 from config.settings import Settings
-from jobs.intake import dedupe_key, mark_queued, store_delivery, sweep_with
+from jobs.intake import dedupe_key, store_delivery, sweep_with
 from jobs.queues import JOB_TIMEOUT, RQJobQueue, receiver_redis, schedule_drain, worker_redis
 from jobs.runtime import Runtime, set_runtime
 from tests.conftest import SECRET, TEST_ENV, run_worker
@@ -256,9 +256,9 @@ def test_sweeper_leaves_fresh_queued_rows_alone(pg_engine, private_redis, exampl
     rt = make_runtime(pg_engine, private_redis.url, example_account, tmp_path)
     now = rt.clock()
     with rt.sessions() as s:
-        delivery_id = store_delivery(s, account_id=ACCOUNT_ID, body=distinct_bodies(1)[0][3],
-                                     received_at=now)
-        mark_queued(s, delivery_id, now)
+        # As the receiver stores it when the queue took the job.
+        store_delivery(s, account_id=ACCOUNT_ID, body=distinct_bodies(1)[0][3], received_at=now,
+                       status="queued")
         s.commit()
     rt.clock.offset = timedelta(seconds=JOB_TIMEOUT - 5)  # type: ignore[attr-defined]
     assert sweep_with(rt)["drains_enqueued"] == 0

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
-from jobs.intake import mark_queued, store_delivery
+from jobs.intake import mark_stored, store_delivery
 from jobs.queues import EnqueueFailed, schedule_drain
 
 log = logging.getLogger("amoscore.webhook")
@@ -30,10 +30,14 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     body = request.get_data(cache=False)
     now = runtime.clock()
     status, reason, code = _classify(body, account)
+    # With a real queue the row is stored as "queued" in the one transaction the request needs;
+    # only a failed enqueue costs a second one (back to "stored", for the sweeper).
+    queued = status == "stored" and not runtime.queue.runs_inline
     try:
         with runtime.sessions() as session:
             delivery_id = store_delivery(session, account_id=account.account_id, body=body,
-                                         received_at=now, status=status, reason=reason)
+                                         received_at=now, status="queued" if queued else status,
+                                         reason=reason)
             session.commit()
     except SQLAlchemyError as exc:
         log.error("webhook.db_down account=%s error=%s", account.account_id, exc.__class__.__name__)
@@ -50,14 +54,16 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     if delivery_id is not None and status == "stored":
         try:
             schedule_drain(runtime.queue, account.account_id)
-            if not runtime.queue.runs_inline:  # an inline drain has already processed it
-                with runtime.sessions() as session:
-                    mark_queued(session, delivery_id, now)
-                    session.commit()
-        except (EnqueueFailed, SQLAlchemyError) as exc:
-            # The row stays "stored"; the sweeper enqueues it once the queue is back.
+        except EnqueueFailed as exc:
             log.warning("webhook.enqueue_failed account=%s delivery=%s error=%s",
                         account.account_id, delivery_id, exc.__class__.__name__)
+            try:
+                with runtime.sessions() as session:
+                    mark_stored(session, delivery_id)
+                    session.commit()
+            except SQLAlchemyError:
+                # Still "queued": the sweeper re-queues it after JOB_TIMEOUT. Nothing is lost.
+                log.warning("webhook.unqueue_failed delivery=%s", delivery_id)
     return "", code
 
 
