@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,13 +64,13 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def _insert(session: Session, model: type[Base]) -> Any:
-    dialect = session.get_bind().dialect.name
+def _insert(session: Session | Connection, model: type[Base]) -> Any:
+    dialect = (session.dialect if isinstance(session, Connection) else session.get_bind().dialect).name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def insert_ignore(
-    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], *, returning: Any = None
+    session: Session | Connection, model: type[Base], rows: Sequence[dict[str, Any]], *, returning: Any = None
 ) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for either dialect; returns the result.
 

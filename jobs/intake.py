@@ -6,7 +6,7 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ def dedupe_key(body: bytes, account_id: int | None) -> str:
     return hashlib.sha256(f"{account_id}\n".encode() + body).hexdigest()
 
 
-def store_delivery(session: Session, *, account_id: int | None, body: bytes | str,
+def store_delivery(session: Session | Connection, *, account_id: int | None, body: bytes | str,
                    received_at: datetime, status: str = "stored",
                    reason: str | None = None) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING; the new row's id, or None for a duplicate."""
