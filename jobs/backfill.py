@@ -269,7 +269,7 @@ def _talk_ids(events: list[dict[str, Any]]) -> set[int]:
 def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
                  seen: set[int]) -> int:
     """Read each named talk once per run; its rating and deal link go through ingest."""
-    from jobs.ingest import handle_talk
+    from jobs.ingest import apply_talk
 
     read = 0
     for talk_id in sorted(ids - seen):
@@ -281,7 +281,7 @@ def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
         stamp = talk.updated_at or talk.created_at
         if stamp is None:
             continue
-        handle_talk(session, account_id, {
+        apply_talk(session, account_id, {
             "talk_id": talk.talk_id, "entity_id": talk.entity_id, "entity_type": talk.entity_type,
             "contact_id": talk.contact_id, "is_read": talk.is_read, "is_in_work": talk.is_in_work,
             "rate": talk.rate, "updated_at": _at(stamp),

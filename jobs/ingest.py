@@ -1,18 +1,25 @@
-"""Normalise parsed webhooks and pulled events into the domain ledger.
+"""Normalise parsed webhooks and pulled events into the domain ledger, a batch at a time.
 
-Every handler is idempotent (unique keys, ``ON CONFLICT DO NOTHING``) and order-tolerant: a
-deal's current state only moves forward by amoCRM's own ``updated_at``, and the ledgers
+Handlers only *collect* what a delivery says into an ``IngestBatch``; ``flush`` then writes the
+whole batch with a handful of statements (one SELECT of the deals and talks involved, one
+executemany per table), so a drain of 200 deliveries costs about as many round trips as one.
+
+Idempotent (unique keys, ``ON CONFLICT``) and order-tolerant: a deal's, talk's or task's
+current state only moves forward by amoCRM's own ``updated_at`` (changes are applied in
+delivery order, each only if its instant is not older than the state's), and the ledgers
 (stage, responsible, field values, interactions) record observations with their own instants,
-so any arrival order gives the same rows. Each handler returns the deal ids it touched.
+so any arrival order gives the same rows.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore, upsert
@@ -30,210 +37,293 @@ from app.models import (
 from config.account import AccountConfig
 from integrations.amocrm.webhooks import WebhookEvent, event_instant
 
-Handler = Callable[[Session, int, dict[str, Any], datetime], set[int]]
+DEAL_STATE = ("name", "pipeline_id", "status_id", "responsible_user_id", "price")
 
 
-# --- deals ----------------------------------------------------------------------------------
+@dataclass
+class IngestBatch:
+    """What a batch of deliveries (or pulled events) says, gathered before one write."""
+
+    account_id: int
+    deal_ops: dict[int, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    contacts: dict[int, int] = field(default_factory=dict)  # deal -> contact seen with it
+    talk_ops: dict[int, list[tuple[datetime, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list))
+    task_ops: dict[int, list[tuple[str, datetime, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list))
+    interactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    links: list[tuple[int, int | None, int | None]] = field(default_factory=list)
+    rows: dict[type, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    touched: set[int] = field(default_factory=set)
+
+    # --- collecting -------------------------------------------------------------------------
+
+    def deal(self, deal_id: int, op: str = "touch", payload: Any = None) -> None:
+        self.deal_ops[deal_id].append((op, payload))
+
+    def observe(self, model: type, **row: Any) -> None:
+        self.rows[model].append({"account_id": self.account_id, **row})
+
+    def interaction(self, *, dedupe: str, kind: str, deal_id: int | None, created_by: int | None,
+                    at: datetime, source: str, contact_id: int | None = None,
+                    talk_id: int | None = None) -> None:
+        """The same message seen twice fills in what the first sighting lacked."""
+        new = {"account_id": self.account_id, "dedupe": dedupe, "kind": kind, "deal_id": deal_id,
+               "created_by": created_by, "at": at, "source": source, "contact_id": contact_id,
+               "talk_id": talk_id}
+        old = self.interactions.get(dedupe)
+        if old is None:
+            self.interactions[dedupe] = new
+            return
+        for key in ("deal_id", "contact_id", "talk_id", "created_by"):
+            if old[key] is None:
+                old[key] = new[key]
+
+    def link_chat(self, deal_id: int, *, talk_id: int | None, contact_id: int | None) -> None:
+        """Attach a chat's unlinked messages to the deal it is now linked to."""
+        self.links.append((deal_id, talk_id, contact_id))
+        self.deal(deal_id)
+        if contact_id is not None:
+            self.contacts.setdefault(deal_id, contact_id)
+        self.touched.add(deal_id)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def flush(self, session: Session | Connection) -> set[int]:
+        """Write everything collected; returns the deal ids touched."""
+        self._write_deals(session)
+        if self.interactions:
+            _upsert_interactions(session, list(self.interactions.values()))
+        self._write_links(session)
+        self._write_talks(session)
+        self._write_tasks(session)
+        for model in (StageChange, ResponsibleChange, FieldValue, NoteSeen, TalkRate):
+            insert_ignore(session, model, self.rows.get(model, []))
+        return self.touched
+
+    def _write_deals(self, session: Session | Connection) -> None:
+        if not self.deal_ops:
+            return
+        table = Deal.__table__
+        ids = sorted(self.deal_ops)
+        current = {r.id: dict(r._mapping) for r in session.execute(
+            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        changed = []
+        for deal_id in ids:
+            state = current.get(deal_id)
+            before = dict(state) if state else None
+            if state is None:
+                state = {c.name: None for c in table.columns}
+                state.update(account_id=self.account_id, id=deal_id, custom_fields={},
+                             is_deleted=False)
+            for op, payload in self.deal_ops[deal_id]:
+                _apply_deal_op(state, op, payload)
+            if state["contact_id"] is None and deal_id in self.contacts:
+                state["contact_id"] = self.contacts[deal_id]
+            if state != before:
+                changed.append(state)
+        upsert(session, Deal, changed, keys=("account_id", "id"),
+               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
+
+    def _write_links(self, session: Session | Connection) -> None:
+        by_talk = [{"deal": d, "talk": t} for d, t, _ in self.links if t is not None]
+        by_contact = [{"deal": d, "contact": c} for d, _, c in self.links if c is not None]
+        base = (update(Interaction)
+                .where(Interaction.account_id == self.account_id, Interaction.deal_id.is_(None))
+                .values(deal_id=bindparam("deal")))
+        conn = session.connection() if isinstance(session, Session) else session
+        if by_talk:
+            conn.execute(base.where(Interaction.talk_id == bindparam("talk")), by_talk)
+        if by_contact:
+            conn.execute(base.where(and_(Interaction.contact_id == bindparam("contact"),
+                                         Interaction.talk_id.is_(None))), by_contact)
+
+    def _write_talks(self, session: Session | Connection) -> None:
+        if not self.talk_ops:
+            return
+        table = Talk.__table__
+        ids = sorted(self.talk_ops)
+        current = {r.id: dict(r._mapping) for r in session.execute(
+            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        rows = []
+        for talk_id in ids:
+            state = current.get(talk_id) or {
+                **{c.name: None for c in table.columns}, "account_id": self.account_id,
+                "id": talk_id, "is_read": False, "is_in_work": True, "rate": 0}
+            for at, d in self.talk_ops[talk_id]:
+                if state["updated_at"] is None or at >= state["updated_at"]:
+                    state.update(
+                        contact_id=d.get("contact_id") or state["contact_id"],
+                        chat_id=d.get("chat_id") or state["chat_id"],
+                        deal_id=_talk_deal(d) or state["deal_id"],
+                        is_read=bool(d.get("is_read")), is_in_work=bool(d.get("is_in_work")),
+                        rate=d.get("rate") or 0,
+                        created_at=d.get("created_at") or state["created_at"], updated_at=at)
+            rows.append(state)
+            if state["deal_id"] and any(d.get("rate") for _, d in self.talk_ops[talk_id]):
+                self.touched.add(state["deal_id"])
+        upsert(session, Talk, rows, keys=("account_id", "id"),
+               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
+
+    def _write_tasks(self, session: Session | Connection) -> None:
+        if not self.task_ops:
+            return
+        table = TaskSeen.__table__
+        ids = sorted(self.task_ops)
+        current = {r.id: dict(r._mapping) for r in session.execute(
+            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        rows = []
+        for task_id in ids:
+            state = current.get(task_id) or {
+                **{c.name: None for c in table.columns}, "account_id": self.account_id,
+                "id": task_id, "is_completed": False}
+            for op, at, d in self.task_ops[task_id]:
+                if op == "delete":
+                    state["is_completed"] = True
+                elif state["updated_at"] is None or at >= state["updated_at"]:
+                    state.update(
+                        deal_id=d.get("element_id") if d.get("element_type") == 2 else state["deal_id"],
+                        task_type=d.get("task_type") or state["task_type"],
+                        text=d.get("text") or state["text"],
+                        responsible_user_id=d.get("responsible_user_id") or state["responsible_user_id"],
+                        complete_till=d.get("complete_before") or state["complete_till"],
+                        is_completed=bool(d.get("status") == 1 or d.get("action_close") == 1),
+                        updated_at=at)
+            rows.append(state)
+        upsert(session, TaskSeen, rows, keys=("account_id", "id"),
+               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
 
 
-def _deal(session: Session, account_id: int, deal_id: int) -> Deal:
-    deal = session.get(Deal, (account_id, deal_id))
-    if deal is None:
-        deal = Deal(account_id=account_id, id=deal_id, custom_fields={}, is_deleted=False)
-        session.add(deal)
-        session.flush()
-    return deal
+def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
+    """One change to a deal's state, in delivery order (as the handlers used to apply them)."""
+    if op == "delete":
+        state["is_deleted"] = True
+    elif op == "lead":
+        at, d, restore = payload
+        # amoCRM gives no ordering guarantee: only a newer (or equal) updated_at moves the state.
+        if state["updated_at"] is None or at >= state["updated_at"]:
+            for attr in DEAL_STATE:
+                if d.get(attr) is not None:
+                    state[attr] = d[attr]
+            if d.get("custom_fields_present"):
+                state["custom_fields"] = {str(k): v for k, v in d["custom_fields"].items()}
+            state["updated_at"] = at
+            if restore:
+                state["is_deleted"] = False
+        born = d.get("created_at") or d.get("date_create")
+        if born is not None and state["created_at"] is None:
+            state["created_at"] = born
 
 
-def _apply_lead(session: Session, account_id: int, d: dict[str, Any], received_at: datetime,
-                *, created: bool, restore: bool = False) -> set[int]:
+def _upsert_interactions(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
+    from app.db import _insert
+
+    ins = _insert(session, Interaction)
+    table = Interaction.__table__
+    stmt = ins.on_conflict_do_update(
+        index_elements=["account_id", "dedupe"],
+        set_={c: func.coalesce(table.c[c], ins.excluded[c])
+              for c in ("deal_id", "contact_id", "talk_id", "created_by")})
+    session.execute(stmt, rows)
+
+
+def _talk_deal(d: dict[str, Any]) -> int | None:
+    return d.get("entity_id") if d.get("entity_type") in (None, "", "lead") else None
+
+
+# --- webhook handlers: (batch, data, received_at) -----------------------------------------
+
+Handler = Callable[[IngestBatch, dict[str, Any], datetime], None]
+
+
+def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool,
+          restore: bool = False) -> None:
     at = event_instant(d, received_at)
-    deal = _deal(session, account_id, d["id"])
-    # amoCRM gives no ordering guarantee: only a newer (or equal) updated_at moves the state.
-    if deal.updated_at is None or at >= deal.updated_at:
-        for attr in ("name", "pipeline_id", "status_id", "responsible_user_id", "price"):
-            if d.get(attr) is not None:
-                setattr(deal, attr, d[attr])
-        if d.get("custom_fields_present"):
-            deal.custom_fields = {str(k): v for k, v in d["custom_fields"].items()}
-        deal.updated_at = at
-        if restore:
-            deal.is_deleted = False
-    born = d.get("created_at") or d.get("date_create")
-    if born is not None and deal.created_at is None:
-        deal.created_at = born
+    deal_id = d["id"]
+    batch.deal(deal_id, "lead", (at, d, restore))
+    batch.touched.add(deal_id)
     if d.get("pipeline_id") is not None or d.get("status_id") is not None:
-        insert_ignore(session, StageChange, [{
-            "account_id": account_id, "deal_id": d["id"], "at": at,
-            "old_pipeline_id": d.get("old_pipeline_id"), "old_status_id": d.get("old_status_id"),
-            "pipeline_id": d.get("pipeline_id"), "status_id": d.get("status_id"),
-            "created": created, "source": "webhook",
-        }])
+        batch.observe(StageChange, deal_id=deal_id, at=at, old_pipeline_id=d.get("old_pipeline_id"),
+                      old_status_id=d.get("old_status_id"), pipeline_id=d.get("pipeline_id"),
+                      status_id=d.get("status_id"), created=created, source="webhook")
     if d.get("responsible_user_id") is not None:
-        insert_ignore(session, ResponsibleChange, [{
-            "account_id": account_id, "deal_id": d["id"], "at": at,
-            "old_responsible_user_id": d.get("old_responsible_user_id"),
-            "responsible_user_id": d["responsible_user_id"],
-        }])
+        batch.observe(ResponsibleChange, deal_id=deal_id, at=at,
+                      old_responsible_user_id=d.get("old_responsible_user_id"),
+                      responsible_user_id=d["responsible_user_id"])
     if d.get("custom_fields_present"):
-        insert_ignore(session, FieldValue, [
-            {"account_id": account_id, "deal_id": d["id"], "field_id": fid, "values": values,
-             "at": at, "source": "webhook"}
-            for fid, values in d["custom_fields"].items()
-        ])
+        for fid, values in d["custom_fields"].items():
+            batch.observe(FieldValue, deal_id=deal_id, field_id=fid, values=values, at=at,
+                          source="webhook")
     if created:
-        _interaction(session, account_id, dedupe=f"lead_added:{d['id']}", kind="lead_added",
-                     deal_id=d["id"], created_by=None, at=born or at, source="webhook")
-    return {d["id"]}
+        born = d.get("created_at") or d.get("date_create")
+        batch.interaction(dedupe=f"lead_added:{deal_id}", kind="lead_added", deal_id=deal_id,
+                          created_by=None, at=born or at, source="webhook")
 
 
-def handle_lead_add(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    return _apply_lead(session, account_id, d, at, created=True)
+def handle_lead_add(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
+    _lead(batch, d, at, created=True)
 
 
-def handle_lead_change(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    return _apply_lead(session, account_id, d, at, created=False)
+def handle_lead_change(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
+    _lead(batch, d, at, created=False)
 
 
-def handle_lead_restore(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    return _apply_lead(session, account_id, d, at, created=False, restore=True)
+def handle_lead_restore(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
+    _lead(batch, d, at, created=False, restore=True)
 
 
-def handle_lead_delete(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    deal = _deal(session, account_id, d["id"])
-    deal.is_deleted = True
-    return {d["id"]}
+def handle_lead_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
+    batch.deal(d["id"], "delete")
+    batch.touched.add(d["id"])
 
 
-# --- interactions ---------------------------------------------------------------------------
-
-
-def _interaction(session: Session, account_id: int, *, dedupe: str, kind: str,
-                 deal_id: int | None, created_by: int | None, at: datetime, source: str,
-                 contact_id: int | None = None, talk_id: int | None = None) -> None:
-    """Insert an interaction; the same message seen twice fills in what the first lacked."""
-    row = session.execute(
-        select(Interaction).filter_by(account_id=account_id, dedupe=dedupe)
-    ).scalar_one_or_none()
-    if row is None:
-        session.add(Interaction(account_id=account_id, dedupe=dedupe, kind=kind, deal_id=deal_id,
-                                created_by=created_by, at=at, source=source,
-                                contact_id=contact_id, talk_id=talk_id))
-        session.flush()
-        return
-    row.deal_id = row.deal_id or deal_id
-    row.contact_id = row.contact_id or contact_id
-    row.talk_id = row.talk_id or talk_id
-    if row.created_by is None and created_by is not None:
-        row.created_by = created_by
-
-
-def _link_chat(session: Session, account_id: int, deal_id: int, *, talk_id: int | None,
-               contact_id: int | None) -> set[int]:
-    """Attach a chat's unlinked messages to the deal it is now linked to."""
-    conds = []
-    if talk_id is not None:
-        conds.append(Interaction.talk_id == talk_id)
-    if contact_id is not None:
-        conds.append((Interaction.contact_id == contact_id) & Interaction.talk_id.is_(None))
-    if conds:
-        session.execute(
-            update(Interaction)
-            .where(Interaction.account_id == account_id, Interaction.deal_id.is_(None), or_(*conds))
-            .values(deal_id=deal_id)
-        )
-    deal = _deal(session, account_id, deal_id)
-    if contact_id is not None and deal.contact_id is None:
-        deal.contact_id = contact_id
-    return {deal_id}
-
-
-def handle_message(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
+def handle_message(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
     deal_id = d.get("entity_id") or d.get("element_id")
     if d.get("entity_type") not in (None, "", "lead"):
         deal_id = None
     # Outgoing chat messages come reliably only through the events API; a webhook's author is a
     # chat uuid, not a user id, so it cannot close an episode by itself (created_by stays None).
     outgoing = (d.get("type") or "incoming") != "incoming"
-    _interaction(session, account_id, dedupe=f"msg:{d['id']}",
-                 kind="outgoing_chat_message" if outgoing else "incoming_chat_message",
-                 deal_id=deal_id, created_by=None, at=d["created_at"], source="webhook",
-                 contact_id=d.get("contact_id"), talk_id=d.get("talk_id"))
+    batch.interaction(dedupe=f"msg:{d['id']}",
+                      kind="outgoing_chat_message" if outgoing else "incoming_chat_message",
+                      deal_id=deal_id, created_by=None, at=d["created_at"], source="webhook",
+                      contact_id=d.get("contact_id"), talk_id=d.get("talk_id"))
     if deal_id:
-        return _link_chat(session, account_id, deal_id, talk_id=d.get("talk_id"),
-                          contact_id=d.get("contact_id"))
-    return set()
+        batch.link_chat(deal_id, talk_id=d.get("talk_id"), contact_id=d.get("contact_id"))
 
 
-def handle_talk(session: Session, account_id: int, d: dict[str, Any], received: datetime) -> set[int]:
+def handle_talk(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
     at = d.get("updated_at") or d.get("created_at") or received
-    talk = session.get(Talk, (account_id, d["talk_id"]))
-    if talk is None:
-        talk = Talk(account_id=account_id, id=d["talk_id"])
-        session.add(talk)
-    deal_id = d.get("entity_id") if d.get("entity_type") in (None, "", "lead") else None
-    if talk.updated_at is None or at >= talk.updated_at:
-        talk.contact_id = d.get("contact_id") or talk.contact_id
-        talk.chat_id = d.get("chat_id") or talk.chat_id
-        talk.deal_id = deal_id or talk.deal_id
-        talk.is_read = bool(d.get("is_read"))
-        talk.is_in_work = bool(d.get("is_in_work"))
-        talk.rate = d.get("rate") or 0
-        talk.created_at = d.get("created_at") or talk.created_at
-        talk.updated_at = at
-    session.flush()
-    touched: set[int] = set()
+    batch.talk_ops[d["talk_id"]].append((at, d))
     if d.get("rate"):  # 0 = not rated: no answer
-        insert_ignore(session, TalkRate, [{"account_id": account_id, "talk_id": d["talk_id"],
-                                            "rate": d["rate"], "at": at}])
-        if talk.deal_id:
-            touched.add(talk.deal_id)
+        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"], at=at)
+    deal_id = _talk_deal(d)
     if deal_id:
-        touched |= _link_chat(session, account_id, deal_id, talk_id=d["talk_id"],
-                              contact_id=d.get("contact_id"))
+        batch.link_chat(deal_id, talk_id=d["talk_id"], contact_id=d.get("contact_id"))
         if d.get("is_read"):
-            _interaction(session, account_id, dedupe=f"talk_read:{d['talk_id']}:{int(at.timestamp())}",
-                         kind="talk_read", deal_id=deal_id, created_by=None, at=at,
-                         source="webhook", talk_id=d["talk_id"])
-    return touched
+            batch.interaction(dedupe=f"talk_read:{d['talk_id']}:{int(at.timestamp())}",
+                              kind="talk_read", deal_id=deal_id, created_by=None, at=at,
+                              source="webhook", talk_id=d["talk_id"])
 
 
-def handle_note(session: Session, account_id: int, d: dict[str, Any], received: datetime) -> set[int]:
+def handle_note(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
     at = d.get("created_at") or received
     deal_id = d.get("element_id") if d.get("element_type") == 2 else None
-    insert_ignore(session, NoteSeen, [{"account_id": account_id, "id": d["id"], "deal_id": deal_id,
-                                        "note_type": d.get("note_type"),
-                                        "created_by": d.get("created_by"), "text": d.get("text"),
-                                        "at": at}])
-    if deal_id is None:
-        return set()
-    _interaction(session, account_id, dedupe=f"note:{d['id']}", kind="note", deal_id=deal_id,
-                 created_by=d.get("created_by"), at=at, source="webhook")
-    return {deal_id}
+    batch.observe(NoteSeen, id=d["id"], deal_id=deal_id, note_type=d.get("note_type"),
+                  created_by=d.get("created_by"), text=d.get("text"), at=at)
+    if deal_id is not None:
+        batch.interaction(dedupe=f"note:{d['id']}", kind="note", deal_id=deal_id,
+                          created_by=d.get("created_by"), at=at, source="webhook")
+        batch.deal(deal_id)
+        batch.touched.add(deal_id)
 
 
-def handle_task(session: Session, account_id: int, d: dict[str, Any], received: datetime) -> set[int]:
-    at = d.get("updated_at") or received
-    task = session.get(TaskSeen, (account_id, d["id"]))
-    if task is None:
-        task = TaskSeen(account_id=account_id, id=d["id"])
-        session.add(task)
-    if task.updated_at is None or at >= task.updated_at:
-        task.deal_id = d.get("element_id") if d.get("element_type") == 2 else task.deal_id
-        task.task_type = d.get("task_type") or task.task_type
-        task.text = d.get("text") or task.text
-        task.responsible_user_id = d.get("responsible_user_id") or task.responsible_user_id
-        task.complete_till = d.get("complete_before") or task.complete_till
-        task.is_completed = bool(d.get("status") == 1 or d.get("action_close") == 1)
-        task.updated_at = at
-    return set()
+def handle_task(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
+    batch.task_ops[d["id"]].append(("task", d.get("updated_at") or received, d))
 
 
-def handle_task_delete(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    task = session.get(TaskSeen, (account_id, d["id"]))
-    if task is not None:
-        task.is_completed = True
-    return set()
+def handle_task_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
+    batch.task_ops[d["id"]].append(("delete", at, d))
 
 
 EVENT_HANDLERS: dict[str, Handler] = {
@@ -253,12 +343,25 @@ EVENT_HANDLERS: dict[str, Handler] = {
 }
 
 
+def collect_webhook_events(batch: IngestBatch, events: Iterable[WebhookEvent],
+                           received_at: datetime) -> None:
+    for event in events:
+        EVENT_HANDLERS[event.kind](batch, event.data, received_at)
+
+
 def apply_webhook_events(session: Session, account_id: int, events: Iterable[WebhookEvent],
                          received_at: datetime) -> set[int]:
-    touched: set[int] = set()
-    for event in events:
-        touched |= EVENT_HANDLERS[event.kind](session, account_id, event.data, received_at)
-    return touched
+    """One delivery's events, written at once; returns the deal ids touched."""
+    batch = IngestBatch(account_id)
+    collect_webhook_events(batch, events, received_at)
+    return batch.flush(session)
+
+
+def apply_talk(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
+    """A talk read through the API (backfill), as if its webhook had come."""
+    batch = IngestBatch(account_id)
+    handle_talk(batch, d, at)
+    return batch.flush(session)
 
 
 # --- events API -----------------------------------------------------------------------------
@@ -287,8 +390,7 @@ def _as_int(value: Any) -> int | None:
 
 def apply_events(session: Session, account: AccountConfig, events: Iterable[dict[str, Any]]) -> set[int]:
     """Apply events as ``GET /api/v4/events`` returns them; returns the deal ids touched."""
-    account_id = account.account_id
-    touched: set[int] = set()
+    batch = IngestBatch(account.account_id)
     for ev in events:
         etype = str(ev.get("type", ""))
         created = _as_int(ev.get("created_at"))
@@ -296,7 +398,6 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
             continue
         at = datetime.fromtimestamp(created, UTC)
         deal_id = _as_int(ev.get("entity_id")) if ev.get("entity_type") == "lead" else None
-        created_by = _as_int(ev.get("created_by"))
         if etype in INTERACTION_EVENT_TYPES:
             message = _first_value(ev.get("value_after"), "message")
             if etype.endswith("chat_message") and message and message.get("id"):
@@ -305,38 +406,33 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
                 dedupe = f"lead_added:{deal_id}"
             else:
                 dedupe = f"event:{ev.get('id')}"
-            if deal_id:
-                _deal(session, account_id, deal_id)
             # An incoming message's author is the client, whatever the event's created_by says.
-            by = None if etype.startswith("incoming") else created_by
-            _interaction(session, account_id, dedupe=dedupe, kind=etype, deal_id=deal_id,
-                         created_by=by, at=at, source="event")
-            if deal_id:
-                touched.add(deal_id)
+            by = None if etype.startswith("incoming") else _as_int(ev.get("created_by"))
+            batch.interaction(dedupe=dedupe, kind=etype, deal_id=deal_id, created_by=by, at=at,
+                              source="event")
         elif etype == "lead_status_changed" and deal_id:
             after = _first_value(ev.get("value_after"), "lead_status") or {}
             before = _first_value(ev.get("value_before"), "lead_status") or {}
-            _deal(session, account_id, deal_id)
-            insert_ignore(session, StageChange, [{
-                "account_id": account_id, "deal_id": deal_id, "at": at,
-                "old_pipeline_id": _as_int(before.get("pipeline_id")),
-                "old_status_id": _as_int(before.get("id")),
-                "pipeline_id": _as_int(after.get("pipeline_id")),
-                "status_id": _as_int(after.get("id")), "created": False, "source": "event",
-            }])
-            touched.add(deal_id)
+            batch.observe(StageChange, deal_id=deal_id, at=at,
+                          old_pipeline_id=_as_int(before.get("pipeline_id")),
+                          old_status_id=_as_int(before.get("id")),
+                          pipeline_id=_as_int(after.get("pipeline_id")),
+                          status_id=_as_int(after.get("id")), created=False, source="event")
         elif etype == "entity_responsible_changed" and deal_id:
             after = _first_value(ev.get("value_after"), "responsible_user") or {}
             before = _first_value(ev.get("value_before"), "responsible_user") or {}
             user = _as_int(after.get("id"))
-            if user is not None:
-                _deal(session, account_id, deal_id)
-                insert_ignore(session, ResponsibleChange, [{
-                    "account_id": account_id, "deal_id": deal_id, "at": at,
-                    "old_responsible_user_id": _as_int(before.get("id")),
-                    "responsible_user_id": user,
-                }])
-                touched.add(deal_id)
+            if user is None:
+                continue
+            batch.observe(ResponsibleChange, deal_id=deal_id, at=at,
+                          old_responsible_user_id=_as_int(before.get("id")),
+                          responsible_user_id=user)
+        else:
+            continue
+        if deal_id:
+            batch.deal(deal_id)
+            batch.touched.add(deal_id)
+    touched = batch.flush(session)
     # The events pull commits these with its watermark; its caller plans the touched deals.
     session.info.setdefault("touched_deals", set()).update(touched)
     return touched
@@ -349,3 +445,7 @@ def store_api_lead(session: Session, account_id: int, deal_id: int,
         {"account_id": account_id, "deal_id": deal_id, "field_id": fid, "values": values,
          "at": at, "source": "api"} for fid, values in custom_fields.items()
     ], keys=["account_id", "deal_id", "field_id", "at"], update=["values", "source"])
+
+
+__all__ = ["IngestBatch", "EVENT_HANDLERS", "apply_webhook_events", "apply_events", "apply_talk",
+           "collect_webhook_events", "store_api_lead"]

@@ -14,7 +14,7 @@ from app.db import insert_ignore
 from app.models import WebhookDelivery
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
-from jobs.ingest import apply_webhook_events
+from jobs.ingest import IngestBatch, collect_webhook_events
 from jobs.queues import JOB_TIMEOUT, EnqueueFailed, schedule_drain
 from jobs.runtime import Runtime, get_runtime
 
@@ -52,8 +52,10 @@ def mark_stored(session: Session, delivery_id: int) -> None:
                     .values(status="stored", queued_at=None))
 
 
-def process_delivery(session: Session, row: WebhookDelivery, now: datetime) -> set[int]:
-    """Normalise one stored delivery; returns the deal ids it touched."""
+def process_delivery(session: Session, row: WebhookDelivery, now: datetime,
+                     batch: IngestBatch | None = None) -> set[int]:
+    """Normalise one stored delivery (into ``batch`` when given, written by its caller);
+    returns the deal ids it touched when it writes on its own."""
     row.attempts += 1
     try:
         parsed = parse_delivery(row.body)
@@ -67,14 +69,16 @@ def process_delivery(session: Session, row: WebhookDelivery, now: datetime) -> s
         row.processed_at = now
         log.warning("webhook.unsupported delivery=%s reason=%s", row.id, row.reason)
         return set()
-    touched = apply_webhook_events(session, row.account_id or 0, parsed.events, row.received_at)
+    own = batch is None
+    target = IngestBatch(row.account_id or 0) if batch is None else batch
+    collect_webhook_events(target, parsed.events, row.received_at)
     notes = []
     if parsed.ignored:
         notes.append("ignored: " + ", ".join(sorted(set(parsed.ignored))))
     if parsed.unknown:
         notes.append("unknown: " + ", ".join(sorted(set(parsed.unknown))))
     row.status, row.reason, row.processed_at = "processed", "; ".join(notes) or None, now
-    return touched
+    return target.flush(session) if own else set()
 
 
 def drain_deliveries(account_id: int, limit: int | None = None) -> int:
@@ -119,9 +123,11 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
 
 def _process_batch(session: Session, account_id: int, rows: list[WebhookDelivery],
                    now: datetime, *, mark: bool) -> None:
-    touched: set[int] = set()
+    batch = IngestBatch(account_id)
     for row in rows:
-        touched |= process_delivery(session, row, now)
+        process_delivery(session, row, now, batch)
+    session.flush()  # the rows' statuses first: the batch writes through Core statements
+    touched = batch.flush(session)
     if touched and mark:
         from jobs.planner import mark_changed
 

@@ -24,10 +24,10 @@ def test_a_poison_delivery_is_set_aside_and_the_batch_goes_through(runtime, monk
         s.commit()
     real = ingest.EVENT_HANDLERS["leads.add"]
 
-    def explode_on_the_third(session, account_id, d, at):  # type: ignore[no-untyped-def]
+    def explode_on_the_third(batch, d, at):  # type: ignore[no-untyped-def]
         if d["id"] == 32966271:
             raise RuntimeError("a bug the tests did not foresee")
-        return real(session, account_id, d, at)
+        return real(batch, d, at)
 
     monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", explode_on_the_third)
     assert drain_with(runtime, ACCOUNT) == 5
