@@ -34,8 +34,9 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     # only a failed enqueue costs a second one (back to "stored", for the sweeper).
     queued = status == "stored" and not runtime.queue.runs_inline
     try:
-        # A plain connection: the hot path needs no ORM session, only one INSERT and a commit.
-        with runtime.engine.begin() as conn:
+        # One INSERT in autocommit: a single statement is atomic, durable when it returns, and
+        # costs one round trip instead of BEGIN, INSERT, COMMIT (no ORM session either).
+        with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             delivery_id = store_delivery(conn, account_id=account.account_id, body=body,
                                          received_at=now, status="queued" if queued else status,
                                          reason=reason)
