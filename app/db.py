@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +38,24 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     # then drops it.
     return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
                          connect_args={"connect_timeout": 1})
+
+
+_AUTOCOMMIT: dict[str, Engine] = {}
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """An engine (one per database and process) whose connections stay in autocommit, for the
+    receiver's single INSERT: one round trip, no BEGIN/COMMIT, no per-checkout toggling."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    key = engine.url.render_as_string(hide_password=False)
+    if key not in _AUTOCOMMIT:
+        if not _AUTOCOMMIT:
+            atexit.register(lambda: [e.dispose() for e in _AUTOCOMMIT.values()])
+        _AUTOCOMMIT[key] = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=5,
+                                         max_overflow=5, pool_recycle=1800,
+                                         connect_args={"connect_timeout": 1})
+    return _AUTOCOMMIT[key]
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -12,6 +12,7 @@ import logging
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.db import autocommit_engine
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
 from jobs.intake import mark_stored, store_delivery
@@ -36,7 +37,7 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     try:
         # One INSERT in autocommit: a single statement is atomic, durable when it returns, and
         # costs one round trip instead of BEGIN, INSERT, COMMIT (no ORM session either).
-        with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with autocommit_engine(runtime.engine).connect() as conn:
             delivery_id = store_delivery(conn, account_id=account.account_id, body=body,
                                          received_at=now, status="queued" if queued else status,
                                          reason=reason)
