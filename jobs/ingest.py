@@ -104,26 +104,20 @@ class IngestBatch:
     def _write_deals(self, session: Session | Connection) -> None:
         if not self.deal_ops:
             return
-        table = Deal.__table__
         ids = sorted(self.deal_ops)
-        current = {r.id: dict(r._mapping) for r in session.execute(
-            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        current = _current_states(session, Deal, self.account_id, ids)
         changed = []
         for deal_id in ids:
-            state = current.get(deal_id)
-            before = dict(state) if state else None
-            if state is None:
-                state = {c.name: None for c in table.columns}
-                state.update(account_id=self.account_id, id=deal_id, custom_fields={},
-                             is_deleted=False)
+            before = current.get(deal_id)
+            state = dict(before) if before else _new_state(
+                Deal, self.account_id, deal_id, custom_fields={}, is_deleted=False)
             for op, payload in self.deal_ops[deal_id]:
                 _apply_deal_op(state, op, payload)
             if state["contact_id"] is None and deal_id in self.contacts:
                 state["contact_id"] = self.contacts[deal_id]
             if state != before:
                 changed.append(state)
-        upsert(session, Deal, changed, keys=("account_id", "id"),
-               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
+        _write_states(session, Deal, changed)
 
     def _write_links(self, session: Session | Connection) -> None:
         by_talk = [{"deal": d, "talk": t} for d, t, _ in self.links if t is not None]
@@ -141,15 +135,12 @@ class IngestBatch:
     def _write_talks(self, session: Session | Connection) -> None:
         if not self.talk_ops:
             return
-        table = Talk.__table__
         ids = sorted(self.talk_ops)
-        current = {r.id: dict(r._mapping) for r in session.execute(
-            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        current = _current_states(session, Talk, self.account_id, ids)
         rows = []
         for talk_id in ids:
-            state = current.get(talk_id) or {
-                **{c.name: None for c in table.columns}, "account_id": self.account_id,
-                "id": talk_id, "is_read": False, "is_in_work": True, "rate": 0}
+            state = current.get(talk_id) or _new_state(
+                Talk, self.account_id, talk_id, is_read=False, is_in_work=True, rate=0)
             for at, d in self.talk_ops[talk_id]:
                 if state["updated_at"] is None or at >= state["updated_at"]:
                     state.update(
@@ -162,21 +153,17 @@ class IngestBatch:
             rows.append(state)
             if state["deal_id"] and any(d.get("rate") for _, d in self.talk_ops[talk_id]):
                 self.touched.add(state["deal_id"])
-        upsert(session, Talk, rows, keys=("account_id", "id"),
-               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
+        _write_states(session, Talk, rows)
 
     def _write_tasks(self, session: Session | Connection) -> None:
         if not self.task_ops:
             return
-        table = TaskSeen.__table__
         ids = sorted(self.task_ops)
-        current = {r.id: dict(r._mapping) for r in session.execute(
-            select(table).where(table.c.account_id == self.account_id, table.c.id.in_(ids)))}
+        current = _current_states(session, TaskSeen, self.account_id, ids)
         rows = []
         for task_id in ids:
-            state = current.get(task_id) or {
-                **{c.name: None for c in table.columns}, "account_id": self.account_id,
-                "id": task_id, "is_completed": False}
+            state = current.get(task_id) or _new_state(
+                TaskSeen, self.account_id, task_id, is_completed=False)
             for op, at, d in self.task_ops[task_id]:
                 if op == "delete":
                     state["is_completed"] = True
@@ -190,8 +177,27 @@ class IngestBatch:
                         is_completed=bool(d.get("status") == 1 or d.get("action_close") == 1),
                         updated_at=at)
             rows.append(state)
-        upsert(session, TaskSeen, rows, keys=("account_id", "id"),
-               update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
+        _write_states(session, TaskSeen, rows)
+
+
+def _current_states(session: Session | Connection, model: type, account_id: int,
+                    ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The stored rows of these ids as dicts (one SELECT)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return {r.id: dict(r._mapping) for r in session.execute(
+        select(table).where(table.c.account_id == account_id, table.c.id.in_(ids)))}
+
+
+def _new_state(model: type, account_id: int, row_id: int, **defaults: Any) -> dict[str, Any]:
+    table = model.__table__  # type: ignore[attr-defined]
+    return {**{c.name: None for c in table.columns}, "account_id": account_id, "id": row_id,
+            **defaults}
+
+
+def _write_states(session: Session | Connection, model: type, rows: list[dict[str, Any]]) -> None:
+    table = model.__table__  # type: ignore[attr-defined]
+    upsert(session, model, rows, keys=("account_id", "id"),
+           update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
 
 
 def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:

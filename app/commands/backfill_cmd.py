@@ -7,20 +7,13 @@ from datetime import date
 
 import click
 
-
-def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from exc
+from app.commands.options import parse_date
 
 
 @click.command("backfill")
-@click.option("--since", required=True, callback=_date,
+@click.option("--since", required=True, callback=parse_date,
               help="First day to read (YYYY-MM-DD, in the account's timezone).")
-@click.option("--until", callback=_date,
+@click.option("--until", callback=parse_date,
               help="Last day to read, inclusive (default: now; a resume keeps the first run's end).")
 @click.option("--account", "account_ids", type=int, multiple=True,
               help="Only this amoCRM account id (repeatable; default: every configured account).")

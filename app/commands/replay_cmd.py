@@ -9,26 +9,7 @@ from pathlib import Path
 
 import click
 
-
-def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from exc
-
-
-def _instant(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 instant") from exc
-    if at.tzinfo is None:
-        raise click.BadParameter("give the UTC offset, e.g. 2026-04-01T09:00:00+03:00")
-    return at
+from app.commands.options import parse_date, parse_instant
 
 
 @click.command("replay")
@@ -38,9 +19,9 @@ def _instant(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
               help="The account YAML to check against the stream.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON report here (replay.md's schema).")
-@click.option("--from", "period_from", callback=_date, help="First day of the period (account timezone).")
-@click.option("--to", "period_to", callback=_date, help="Last day of the period, inclusive.")
-@click.option("--now", callback=_instant, help="The report's 'now' (default: the last line's at).")
+@click.option("--from", "period_from", callback=parse_date, help="First day of the period (account timezone).")
+@click.option("--to", "period_to", callback=parse_date, help="Last day of the period, inclusive.")
+@click.option("--now", callback=parse_instant, help="The report's 'now' (default: the last line's at).")
 @click.option("--database", "database_url", help="Database URL (default: a temporary SQLite file).")
 @click.option("--send", is_flag=True,
               help="Send writes and tasks to the account's API (AMOSCORE_AMOCRM_BASE_URL may "

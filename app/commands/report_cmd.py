@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from app.commands.replay_cmd import _date, _instant
+from app.commands.options import parse_date, parse_instant
 
 
 def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -66,10 +66,10 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
 
 def _command(section: str, doc: str) -> click.Command:
     @click.command(section, help=doc)
-    @click.option("--from", "period_from", callback=_date, required=True,
+    @click.option("--from", "period_from", callback=parse_date, required=True,
                   help="First day (account timezone).")
-    @click.option("--to", "period_to", callback=_date, required=True, help="Last day, inclusive.")
-    @click.option("--now", callback=_instant, help="As of this instant (default: now).")
+    @click.option("--to", "period_to", callback=parse_date, required=True, help="Last day, inclusive.")
+    @click.option("--now", callback=parse_instant, help="As of this instant (default: now).")
     @click.option("--account", "account_id", type=int, help="Only this account id.")
     @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
     def cmd(period_from: date, period_to: date, now: datetime | None, account_id: int | None,
