@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
@@ -57,11 +57,16 @@ def account_of(body: bytes) -> tuple[int | None, str | None]:
     """The (account id, subdomain) a delivery claims, read without parsing the rest."""
     account_id: int | None = None
     subdomain: str | None = None
-    for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
+    # The receiver calls this for every webhook: decode only the account pairs, not the body.
+    for pair in body.decode("utf-8", errors="replace").split("&"):
+        if not pair.startswith("account"):
+            continue
+        raw_key, _, raw_value = pair.partition("=")
+        key = unquote_plus(raw_key)
         if key == "account[id]":
-            account_id = account_int(value)
+            account_id = account_int(unquote_plus(raw_value))
         elif key == "account[subdomain]":
-            subdomain = value.strip() or None
+            subdomain = unquote_plus(raw_value).strip() or None
     return account_id, subdomain
 
 
