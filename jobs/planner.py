@@ -20,7 +20,7 @@ from app.db import insert_ignore
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
-from app.models import Deal, DesiredValue, DueCheck, FieldValue, ReactionEpisode
+from app.models import DesiredValue, DueCheck, FieldValue, ReactionEpisode
 from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
@@ -361,5 +361,5 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         key=lambda t: (t[0], t[1]))
 
 
-__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due", "changed_pending", "frt_episodes", "complaints_for",
-           "survey_answers", "win_instants", "field_value_at", "Deal"]
+__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due", "changed_pending",
+           "frt_episodes", "complaints_for", "survey_answers", "win_instants", "field_value_at"]
