@@ -95,7 +95,7 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
         due_rows += [{"account_id": acc_id, "deal_id": deal_id, "kind": kind, "due_at": at}
                      for kind, at in due.items() if at > now]
     if due_rows:
-        session.execute(insert(DueCheck), due_rows)
+        session.execute(insert(DueCheck.__table__), due_rows)
     # Replay reads these to know when a flush or a due check is worth a stop.
     rt.extra["plans"] = rt.extra.get("plans", 0) + 1
     if values.declared or session.info.get("tasks_declared"):
@@ -177,7 +177,7 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         session.execute(delete(ReactionEpisode).where(
             ReactionEpisode.account_id == account.account_id, ReactionEpisode.deal_id == deal.id))
         if rows:
-            session.execute(insert(ReactionEpisode), rows)
+            session.execute(insert(ReactionEpisode.__table__), rows)
     if not episodes:
         return
     fields, acc_id = account.frt.fields, account.account_id
