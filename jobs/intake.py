@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -52,33 +54,47 @@ def mark_stored(session: Session, delivery_id: int) -> None:
                     .values(status="stored", queued_at=None))
 
 
-def process_delivery(session: Session, row: WebhookDelivery, now: datetime,
-                     batch: IngestBatch | None = None) -> set[int]:
-    """Normalise one stored delivery (into ``batch`` when given, written by its caller);
-    returns the deal ids it touched when it writes on its own."""
-    row.attempts += 1
+class Delivery(NamedTuple):
+    """The columns of a stored delivery that processing reads."""
+
+    id: int
+    account_id: int | None
+    body: str
+    received_at: datetime
+
+
+_DELIVERIES = WebhookDelivery.__table__
+_PENDING_COLUMNS = (_DELIVERIES.c.id, _DELIVERIES.c.account_id, _DELIVERIES.c.body,
+                    _DELIVERIES.c.received_at)
+# Built once: a batch's outcomes are written with one UPDATE per distinct (status, reason),
+# usually one in all, instead of one per row. attempts counts in SQL: the rows are locked (or,
+# on SQLite, the transaction is the only writer), so it is the same as counting in Python.
+_MARK_DONE = (update(_DELIVERIES)
+              .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+              .values(status=bindparam("new_status"), reason=bindparam("new_reason"),
+                      processed_at=bindparam("done_at"), attempts=_DELIVERIES.c.attempts + 1))
+
+Outcome = tuple[str, str | None]  # (status, reason) to store on the delivery
+
+
+def process_delivery(delivery: Delivery, batch: IngestBatch) -> Outcome:
+    """Collect one stored delivery's events into ``batch``; the status and reason it earns."""
     try:
-        parsed = parse_delivery(row.body)
+        parsed = parse_delivery(delivery.body)
     except WebhookParseError as exc:
-        row.status, row.reason, row.processed_at = "unsupported", str(exc), now
-        log.warning("webhook.unsupported delivery=%s reason=%s", row.id, exc)
-        return set()
+        log.warning("webhook.unsupported delivery=%s reason=%s", delivery.id, exc)
+        return "unsupported", str(exc)
     if not parsed.events and parsed.unknown:
-        row.status = "unsupported"
-        row.reason = "unknown event(s): " + ", ".join(sorted(set(parsed.unknown)))
-        row.processed_at = now
-        log.warning("webhook.unsupported delivery=%s reason=%s", row.id, row.reason)
-        return set()
-    own = batch is None
-    target = IngestBatch(row.account_id or 0) if batch is None else batch
-    collect_webhook_events(target, parsed.events, row.received_at)
+        reason = "unknown event(s): " + ", ".join(sorted(set(parsed.unknown)))
+        log.warning("webhook.unsupported delivery=%s reason=%s", delivery.id, reason)
+        return "unsupported", reason
+    collect_webhook_events(batch, parsed.events, delivery.received_at)
     notes = []
     if parsed.ignored:
         notes.append("ignored: " + ", ".join(sorted(set(parsed.ignored))))
     if parsed.unknown:
         notes.append("unknown: " + ", ".join(sorted(set(parsed.unknown))))
-    row.status, row.reason, row.processed_at = "processed", "; ".join(notes) or None, now
-    return target.flush(session) if own else set()
+    return "processed", "; ".join(notes) or None
 
 
 def drain_deliveries(account_id: int, limit: int | None = None) -> int:
@@ -94,17 +110,17 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
     while limit is None or done < limit:
         size = DRAIN_BATCH if limit is None else min(DRAIN_BATCH, limit - done)
         with rt.sessions() as session:
-            stmt = (select(WebhookDelivery)
-                    .where(WebhookDelivery.account_id == account_id,
-                           WebhookDelivery.status.in_(("stored", "queued")))
-                    .order_by(WebhookDelivery.id).limit(size))
+            stmt = (select(*_PENDING_COLUMNS)
+                    .where(_DELIVERIES.c.account_id == account_id,
+                           _DELIVERIES.c.status.in_(("stored", "queued")))
+                    .order_by(_DELIVERIES.c.id).limit(size))
             if session.get_bind().dialect.name == "postgresql":
                 # Two workers draining at once take disjoint batches.
                 stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(session.execute(stmt).scalars())
+            rows = [Delivery(*r) for r in session.execute(stmt)]
             if not rows:
                 break
-            ids, failed = [r.id for r in rows], False
+            failed = False
             now = rt.clock()
             try:
                 _process_batch(session, account_id, rows, now, mark=account is not None)
@@ -114,19 +130,23 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
                 log.exception("drain.batch_failed account=%s size=%d", account_id, len(rows))
                 failed = True
         if failed:
-            _process_one_by_one(rt, account_id, ids, mark=account is not None)
+            _process_one_by_one(rt, account_id, [r.id for r in rows], mark=account is not None)
         done += len(rows)
         if len(rows) < size:
             break
     return done
 
 
-def _process_batch(session: Session, account_id: int, rows: list[WebhookDelivery],
+def _process_batch(session: Session, account_id: int, rows: list[Delivery],
                    now: datetime, *, mark: bool) -> None:
     batch = IngestBatch(account_id)
+    outcomes: dict[Outcome, list[int]] = defaultdict(list)
     for row in rows:
-        process_delivery(session, row, now, batch)
-    session.flush()  # the rows' statuses first: the batch writes through Core statements
+        outcomes[process_delivery(row, batch)].append(row.id)
+    conn = session.connection()
+    for (status, reason), ids in outcomes.items():
+        conn.execute(_MARK_DONE, {"ids": ids, "new_status": status, "new_reason": reason,
+                                  "done_at": now})
     touched = batch.flush(session)
     if touched and mark:
         from jobs.planner import mark_changed
@@ -141,12 +161,15 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: b
     marked unsupported with the error, so it cannot block the account's intake."""
     for delivery_id in ids:
         with rt.sessions() as session:
-            row = session.get(WebhookDelivery, delivery_id)
-            if row is None or row.status not in ("stored", "queued"):
+            found = session.execute(
+                select(*_PENDING_COLUMNS).where(_DELIVERIES.c.id == delivery_id,
+                                                _DELIVERIES.c.status.in_(("stored", "queued")))
+            ).first()
+            if found is None:
                 continue
             now = rt.clock()
             try:
-                _process_batch(session, account_id, [row], now, mark=mark)
+                _process_batch(session, account_id, [Delivery(*found)], now, mark=mark)
                 session.commit()
                 continue
             except Exception as exc:  # noqa: BLE001 - recorded on the row, and logged
