@@ -9,10 +9,12 @@ several entities and several actions, companies arrive under ``contacts`` with
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
@@ -35,13 +37,21 @@ class WebhookParseError(ValueError):
 
 
 def parse_form(body: bytes | str) -> dict[str, Any]:
-    """PHP-style bracket keys → nested dicts (list indexes stay string keys "0", "1", …)."""
+    """PHP-style bracket keys → nested dicts (list indexes stay string keys "0", "1", …).
+
+    Splits and decodes pairs exactly as ``parse_qsl(text, keep_blank_values=True)`` does; the
+    keys repeat from one delivery to the next, so their decoding is cached."""
     text = body.decode("utf-8") if isinstance(body, bytes) else body
     out: dict[str, Any] = {}
-    for key, value in parse_qsl(text, keep_blank_values=True, strict_parsing=False):
-        parts = _KEY_PARTS.findall(key)
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        raw_key, _, value = pair.partition("=")
+        parts = _key_parts(raw_key) if len(raw_key) <= _CACHED_KEY_LEN else _split_key(raw_key)
         if not parts:
             continue
+        if "%" in value or "+" in value:
+            value = unquote(value.replace("+", " "))
         node = out
         for part in parts[:-1]:
             child = node.get(part)
@@ -51,6 +61,14 @@ def parse_form(body: bytes | str) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _split_key(raw_key: str) -> tuple[str, ...]:
+    return tuple(_KEY_PARTS.findall(unquote(raw_key.replace("+", " "))))
+
+
+_CACHED_KEY_LEN = 200  # a bounded cache of short keys: a hostile body cannot make it grow large
+_key_parts = lru_cache(maxsize=4096)(_split_key)
 
 
 def account_of(body: bytes) -> tuple[int | None, str | None]:
@@ -241,6 +259,113 @@ _SCHEMAS: dict[str, Schema] = {
 _NOTE_SCHEMA = NoteSchema()
 
 
+# --- hand loaders ---------------------------------------------------------------------------
+# marshmallow costs more than the rest of a delivery's parse. Every value of a parsed form is a
+# string, so each schema is compiled once into plain converters for string values; whatever they
+# do not take as it comes (a non-string value, a bad number, a missing required key) goes to the
+# schema itself, so its result and its error messages stay the only word on the odd cases.
+# tests/test_webhook_loaders.py checks both agree.
+
+
+class _Slow(Exception):
+    """This item needs the schema's own load."""
+
+
+def _fast_int(required: bool) -> Callable[[str], int | None]:
+    def convert(value: str) -> int | None:
+        if not value.strip():
+            if required:
+                raise _Slow
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            raise _Slow from None
+        if abs(number) > INT64_MAX:
+            raise _Slow
+        return number
+    return convert
+
+
+def _fast_time(required: bool) -> Callable[[str], datetime | None]:
+    def convert(value: str) -> datetime | None:
+        text = value.strip()
+        if text in ("", "0"):
+            if required:
+                raise _Slow
+            return None
+        try:
+            return datetime.fromtimestamp(int(text), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise _Slow from None
+    return convert
+
+
+def _fast_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "y", "yes")
+
+
+def _fast_str(value: str) -> str:
+    return value
+
+
+_MISSING = object()
+
+
+class HandLoader:
+    """``schema.load(item)`` by hand when every value the schema reads is a plain string."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        # (key, converter or None to keep the value as it is, required, default), in order.
+        self.plan: list[tuple[str, Callable[[str], Any] | None, bool, Any]] = []
+        if any(schema._hooks.values()):
+            raise TypeError(f"{type(schema).__name__}: no hand loader for schema hooks")
+        for name, f in schema.load_fields.items():
+            if (f.data_key or f.attribute or f.validators or f.pre_load or f.post_load
+                    or callable(f.load_default)):
+                raise TypeError(f"{type(schema).__name__}.{name}: no hand loader for its options")
+            kind = type(f)
+            convert: Callable[[str], Any] | None
+            if kind is AmoInt:
+                convert = _fast_int(f.required)
+            elif kind is UnixTime:
+                convert = _fast_time(f.required)
+            elif kind is AmoBool:
+                convert = _fast_bool
+            elif kind is fields.String:
+                convert = _fast_str
+            elif kind is fields.Raw:
+                convert = None
+            else:
+                raise TypeError(f"{type(schema).__name__}.{name}: no hand loader for "
+                                f"{kind.__name__}")
+            self.plan.append((name, convert, f.required, f.load_default))
+
+    def load(self, item: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            for name, convert, required, default in self.plan:
+                value = item.get(name, _MISSING)
+                if value is _MISSING:
+                    if required:
+                        raise _Slow
+                    out[name] = default
+                elif convert is None:
+                    out[name] = value
+                elif isinstance(value, str):
+                    out[name] = convert(value)
+                else:
+                    raise _Slow
+        except _Slow:
+            return self.schema.load(item)
+        return out
+
+
+_LOADERS = {root: HandLoader(schema) for root, schema in _SCHEMAS.items()}
+_NOTE_LOADER = HandLoader(_NOTE_SCHEMA)
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -305,8 +430,8 @@ def _load(root: str, action: str, item: Any) -> dict[str, Any]:
         raise ValidationError("not an object")
     if root == "leads" and action == "note":
         note = item.get("note", item)
-        return _NOTE_SCHEMA.load(note if isinstance(note, dict) else {})
-    data = _SCHEMAS[root].load(item)
+        return _NOTE_LOADER.load(note if isinstance(note, dict) else {})
+    data = _LOADERS[root].load(item)
     if root == "leads":
         # A status delivery may carry no custom fields: absent is not "cleared".
         data["custom_fields_present"] = item.get("custom_fields") is not None
