@@ -14,11 +14,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,13 +64,16 @@ class WebhookDelivery(Base):
     """One POST from amoCRM, kept raw; never deleted by processing."""
 
     __tablename__ = "webhook_deliveries"
+    # The drain (account's stored/queued rows) and the sweeper (stored/queued rows) pin status
+    # first; an account_id-only index made SQLite scan every delivery the account ever sent.
+    __table_args__ = (Index("ix_webhook_deliveries_status_account", "status", "account_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16), index=True, default="stored")
+    status: Mapped[str] = mapped_column(String(16), default="stored")
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     queued_at: Mapped[datetime | None]
@@ -153,13 +159,14 @@ class Interaction(Base):
     """
 
     __tablename__ = "interactions"
-    __table_args__ = (UniqueConstraint("account_id", "dedupe"),)
+    __table_args__ = (UniqueConstraint("account_id", "dedupe"),
+                      Index("ix_interactions_account_deal", "account_id", "deal_id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger)
     dedupe: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(40))
-    deal_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    deal_id: Mapped[int | None] = mapped_column(BigInteger)
     contact_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     talk_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_by: Mapped[int | None] = mapped_column(BigInteger)  # user id; None for the client
@@ -169,12 +176,13 @@ class Interaction(Base):
 
 class Talk(Base):
     __tablename__ = "talks"
+    __table_args__ = (Index("ix_talks_account_deal", "account_id", "deal_id"),)
 
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     contact_id: Mapped[int | None] = mapped_column(BigInteger)
     chat_id: Mapped[str | None] = mapped_column(String(64))
-    deal_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    deal_id: Mapped[int | None] = mapped_column(BigInteger)
     is_read: Mapped[bool] = mapped_column(Boolean, default=False)
     is_in_work: Mapped[bool] = mapped_column(Boolean, default=True)
     rate: Mapped[int] = mapped_column(Integer, default=0)
@@ -268,11 +276,12 @@ class DueCheck(Base):
     a complaint becoming overdue). The periodic sync job and replay both run due checks."""
 
     __tablename__ = "due_checks"
+    __table_args__ = (Index("ix_due_checks_account_due", "account_id", "due_at"),)
 
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     deal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    due_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 # --- write-back -----------------------------------------------------------------------------
@@ -282,6 +291,9 @@ class DesiredValue(Base):
     """What a metric wants a deal field to hold; the executor sends what differs from written."""
 
     __tablename__ = "desired_values"
+    # A flush reads only the pending rows: without this it scanned every value ever declared.
+    __table_args__ = (Index("ix_desired_values_pending", "account_id",
+                            postgresql_where=text("pending"), sqlite_where=text("pending = 1")),)
 
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     deal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -289,6 +301,8 @@ class DesiredValue(Base):
     field_type: Mapped[str] = mapped_column(String(16))  # numeric | text | select | date
     value: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"v": value}
     declared_at: Mapped[datetime]
+    # Declared and not yet written (or found equal to what was written); a failed write stays.
+    pending: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class WrittenValue(Base):
@@ -322,9 +336,10 @@ class TaskLedger(Base):
     """A task we mean to create; committed before the POST so a retry never doubles it."""
 
     __tablename__ = "created_tasks"
+    __table_args__ = (Index("ix_created_tasks_status", "account_id", "status"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     deal_id: Mapped[int] = mapped_column(BigInteger)
     rule: Mapped[str] = mapped_column(String(32))

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.calendar import BusinessCalendar, add_business_time, calendar_for
@@ -25,9 +25,26 @@ from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
 from jobs.writeback import declare_task as _declare_task
-from jobs.writeback import declare_value
+from jobs.writeback import declare_values
 
 WON = 142
+
+CHANGED = "changed"  # the due check kind of a deal whose ledger changed and awaits planning
+
+
+class _STMTS:
+    """The statements a plan runs at every sync, built once: building one costs SQLAlchemy
+    more than running it does on an indexed table."""
+
+    _account = DueCheck.account_id == bindparam("account")
+    desired = select(DesiredValue.deal_id, DesiredValue.field_id, DesiredValue.value).where(
+        DesiredValue.account_id == bindparam("account"),
+        DesiredValue.deal_id.in_(bindparam("ids", expanding=True)))
+    delete_due = delete(DueCheck).where(_account,
+                                        DueCheck.deal_id.in_(bindparam("ids", expanding=True)))
+    due_deals = select(DueCheck.deal_id).where(_account, DueCheck.due_at <= bindparam("now"))
+    next_due = (select(DueCheck.due_at).where(_account, DueCheck.kind != CHANGED)
+                .order_by(DueCheck.due_at).limit(1))
 
 
 def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
@@ -48,26 +65,34 @@ def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | 
 
 
 class Values:
-    """Declares field values, skipping those already desired (most re-plans change nothing)."""
+    """Declares field values, skipping those already desired (most re-plans change nothing);
+    what changed is written in one statement by ``write``."""
 
     _MISSING = object()
 
     def __init__(self, session: Session, account_id: int, deal_ids: list[int]) -> None:
         self.session, self.account_id = session, account_id
-        self.declared = 0
         self.current: dict[tuple[int, int], Any] = {
-            (deal, fid): value.get("v") for deal, fid, value in session.execute(
-                select(DesiredValue.deal_id, DesiredValue.field_id, DesiredValue.value)
-                .where(DesiredValue.account_id == account_id, DesiredValue.deal_id.in_(deal_ids)))
+            (deal, fid): value.get("v") for deal, fid, value in session.connection().execute(
+                _STMTS.desired, {"account": account_id, "ids": deal_ids})
         }
+        self.changed: dict[tuple[int, int], tuple[str, Any]] = {}
+
+    @property
+    def declared(self) -> int:
+        return len(self.changed)
 
     def declare(self, deal_id: int, field_id: int, field_type: str, value: Any,
                 now: datetime) -> None:
         if self.current.get((deal_id, field_id), self._MISSING) == value:
             return
-        declare_value(self.session, self.account_id, deal_id, field_id, field_type, value, now)
         self.current[(deal_id, field_id)] = value
-        self.declared += 1
+        self.changed[(deal_id, field_id)] = (field_type, value)
+
+    def write(self, now: datetime) -> None:
+        declare_values(self.session, self.account_id,
+                       [(deal, fid, ftype, value)
+                        for (deal, fid), (ftype, value) in sorted(self.changed.items())], now)
 
 
 def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: Iterable[int],
@@ -80,8 +105,7 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
     ledgers = load_ledgers(session, account.account_id, ids)
     values = Values(session, account.account_id, ids)
     acc_id = account.account_id
-    session.execute(delete(DueCheck).where(DueCheck.account_id == acc_id,
-                                           DueCheck.deal_id.in_(ids)))
+    session.connection().execute(_STMTS.delete_due, {"account": acc_id, "ids": ids})
     due_rows = []
     for deal_id in ids:
         ledger = ledgers.get(deal_id)
@@ -96,13 +120,11 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
                      for kind, at in due.items() if at > now]
     if due_rows:
         session.execute(insert(DueCheck.__table__), due_rows)
+    values.write(now)
     # Replay reads these to know when a flush or a due check is worth a stop.
     rt.extra["plans"] = rt.extra.get("plans", 0) + 1
     if values.declared or session.info.get("tasks_declared"):
         rt.extra["writeback_pending"] = True
-
-
-CHANGED = "changed"  # the due check kind of a deal whose ledger changed and awaits planning
 
 
 def mark_changed(session: Session, account_id: int, deal_ids: Iterable[int], at: datetime) -> None:
@@ -113,16 +135,14 @@ def mark_changed(session: Session, account_id: int, deal_ids: Iterable[int], at:
 
 def due_deals(session: Session, account_id: int, now: datetime) -> list[int]:
     """Deals with a due check at or before ``now`` (changed ones included)."""
-    return sorted(set(session.execute(
-        select(DueCheck.deal_id).where(DueCheck.account_id == account_id, DueCheck.due_at <= now)
-    ).scalars()))
+    return sorted(set(session.connection().execute(
+        _STMTS.due_deals, {"account": account_id, "now": now}).scalars()))
 
 
 def next_due(session: Session, account_id: int) -> datetime | None:
     """The next timed check (a wait reaching target or limit, a complaint becoming overdue)."""
-    return session.execute(select(DueCheck.due_at)
-                           .where(DueCheck.account_id == account_id, DueCheck.kind != CHANGED)
-                           .order_by(DueCheck.due_at).limit(1)).scalar_one_or_none()
+    return session.connection().execute(
+        _STMTS.next_due, {"account": account_id}).scalar_one_or_none()
 
 
 def changed_pending(session: Session, account_id: int) -> bool:

@@ -106,7 +106,9 @@ class RQJobQueue:
 
 
 class InProcessQueue:
-    """Runs each job at once in this process (embedded default, replay, tests).
+    """Runs jobs in this process (embedded default, replay, tests): each at once, or, when
+    ``deferred``, when the owner calls ``run_pending`` (replay drains the deliveries of many
+    lines in one batch, right before the sync that reads them).
 
     Like RQ, a failing job does not fail the caller: the error is logged and kept in
     ``failed``, and the delivery rows it held stay stored for the sweeper.
@@ -114,14 +116,32 @@ class InProcessQueue:
 
     runs_inline = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, deferred: bool = False) -> None:
+        self.deferred = deferred
         self.ran = 0
         self.failed: list[tuple[str, BaseException]] = []
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._drains: set[int] = set()
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 queue: str = INTAKE_QUEUE) -> None:
         if job_id:
             check_job_id(job_id)
+        if self.deferred:
+            self.pending.append((func, args))
+        else:
+            self._run(func, args)
+
+    def run_pending(self) -> int:
+        """Run the deferred jobs in the order they were enqueued; returns how many ran."""
+        ran = 0
+        while self.pending:
+            func, args = self.pending.pop(0)
+            self._run(func, args)
+            ran += 1
+        return ran
+
+    def _run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.ran += 1
         try:
             func(*args)
@@ -130,10 +150,16 @@ class InProcessQueue:
             self.failed.append((getattr(func, "__name__", str(func)), exc))
 
     def claim_drain(self, account_id: int) -> bool:
+        """Deferred: one pending drain per account, as the Redis flag gives RQ."""
+        if not self.deferred:
+            return True
+        if account_id in self._drains:
+            return False
+        self._drains.add(account_id)
         return True
 
     def release_drain(self, account_id: int) -> None:
-        return None
+        self._drains.discard(account_id)
 
 
 def schedule_drain(queue: JobQueue, account_id: int) -> None:

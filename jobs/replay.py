@@ -174,7 +174,7 @@ class Replay:
         settings = Settings(database_url=url, redis_url="", config_path=str(self.opts.stream),
                             var_dir=workdir, spool_dir=workdir / "spool")
         rt = Runtime(settings=settings, accounts={self.account.account_id: self.account},
-                     engine=engine, sessions=make_session_factory(engine), queue=InProcessQueue(),
+                     engine=engine, sessions=make_session_factory(engine), queue=InProcessQueue(deferred=True),
                      clock=clock, dry_run_override=not self.opts.send)
         rt.client_factory = lambda _account: self.client
         return rt
@@ -246,7 +246,7 @@ class Replay:
     def _drive(self, rt: Runtime, clock: SimClock, lines: list[Line], end: datetime) -> None:
         from app.web import create_app
         from jobs.planner import next_due
-        from jobs.sync import flush_writeback, pull_and_plan, run_due_checks
+        from jobs.sync import flush_writeback, plan_step
 
         secret = secrets.token_urlsafe(16)
         env = {self.account.account.webhook_secret_env: secret}
@@ -290,12 +290,15 @@ class Replay:
             at_end = clock.now >= end and i >= n
             due_now = due is not None and due <= clock.now
             sync_now = _on_grid(clock.now, sync_every) or at_end
-            if unpulled and (due_now or _on_grid(clock.now, sync.events_pull_seconds) or at_end):
-                pull_and_plan(rt, self.account, clock.now)
-                unpulled = 0
-            if due_now or (changed and sync_now):
-                run_due_checks(rt, self.account, clock.now)
-                changed = False
+            pull = bool(unpulled) and (due_now or _on_grid(clock.now, sync.events_pull_seconds)
+                                       or at_end)
+            check = due_now or (changed and sync_now)
+            if pull or check:
+                # The lines' deliveries are drained in one batch before anything reads them.
+                rt.queue.run_pending()
+                plan_step(rt, self.account, clock.now, pull=pull, check=check)
+                unpulled = 0 if pull else unpulled
+                changed = changed and not check
             if rt.extra.get("writeback_pending") and (
                     _on_grid(clock.now, sync.flush_seconds) or at_end):
                 rt.extra["writeback_pending"] = False
@@ -305,6 +308,7 @@ class Replay:
                     self.dry_post += result.post_requests
             if clock.now >= end and i >= n:
                 break
+        rt.queue.run_pending()  # nothing stays queued for the report
 
     def _post(self, web: Any, secret: str, line: Line, leads: dict[int, dict[str, Any]]) -> None:
         self.received += 1

@@ -25,29 +25,21 @@ def api_client(rt: Runtime, account: AccountConfig) -> Any:
     return client_for(account, redis_url=rt.settings.redis_url or None)
 
 
-def pull_and_plan(rt: Runtime, account: AccountConfig, now: datetime) -> int:
-    """Pull new events, then plan the deals they touched; returns the number of new events."""
+def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool = True,
+              check: bool = True) -> tuple[int, int]:
+    """Pull new events (when ``pull``), then plan in one batch the deals they touched and
+    (when ``check``) the deals whose due check has come; returns (new events, deals planned)."""
     from jobs.events_pull import pull_events
-    from jobs.planner import plan_deals
-
-    client = api_client(rt, account)
-    with rt.sessions() as session:
-        new = pull_events(session, client, account, now)
-        touched = session.info.pop("touched_deals", set())
-        plan_deals(session, rt, account, touched, now)
-        session.commit()
-    return new
-
-
-def run_due_checks(rt: Runtime, account: AccountConfig, now: datetime) -> int:
-    """Plan every deal whose due check has come; returns how many deals."""
     from jobs.planner import due_deals, plan_deals
 
     with rt.sessions() as session:
-        deals = due_deals(session, account.account_id, now)
+        new = pull_events(session, api_client(rt, account), account, now) if pull else 0
+        deals: set[int] = session.info.pop("touched_deals", set())
+        if check:
+            deals.update(due_deals(session, account.account_id, now))
         plan_deals(session, rt, account, deals, now)
         session.commit()
-    return len(deals)
+    return new, len(deals)
 
 
 def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
@@ -63,8 +55,7 @@ def sync_account(account_id: int) -> dict[str, int]:
     rt = get_runtime()
     account = rt.account(account_id)
     now = rt.clock()
-    pulled = pull_and_plan(rt, account, now)
-    checked = run_due_checks(rt, account, now)
+    pulled, checked = plan_step(rt, account, now)
     result = flush_writeback(rt, account, now)
     return {"events": pulled, "due_deals": checked, "writes": len(result.writes),
             "tasks": len(result.tasks)}

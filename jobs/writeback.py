@@ -10,11 +10,12 @@ A task row is committed before its POST and marked ``posting`` around it; a row 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignore, session_scope, upsert
@@ -68,12 +69,21 @@ class FlushResult:
 def declare_value(session: Session, account_id: int, deal_id: int, field_id: int,
                   field_type: str, value: Any, at: datetime) -> None:
     """Record what a deal field should hold; the next flush sends it if it differs."""
-    if field_type not in FIELD_TYPES:
-        raise ValueError(f"unknown field type {field_type!r} (expected one of {FIELD_TYPES})")
+    declare_values(session, account_id, [(deal_id, field_id, field_type, value)], at)
+
+
+def declare_values(session: Session, account_id: int,
+                   values: Sequence[tuple[int, int, str, Any]], at: datetime) -> None:
+    """``declare_value`` for many (deal, field, type, value) in one statement."""
+    for _deal, _field, field_type, _value in values:
+        if field_type not in FIELD_TYPES:
+            raise ValueError(f"unknown field type {field_type!r} (expected one of {FIELD_TYPES})")
     upsert(session, DesiredValue,
            [{"account_id": account_id, "deal_id": deal_id, "field_id": field_id,
-             "field_type": field_type, "value": {"v": value}, "declared_at": at}],
-           keys=("account_id", "deal_id", "field_id"), update=("field_type", "value", "declared_at"))
+             "field_type": field_type, "value": {"v": value}, "declared_at": at, "pending": True}
+            for deal_id, field_id, field_type, value in values],
+           keys=("account_id", "deal_id", "field_id"),
+           update=("field_type", "value", "declared_at", "pending"))
 
 
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
@@ -93,20 +103,28 @@ def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, 
 
 
 def _changed_values(session: Session, account_id: int) -> list[DesiredValue]:
-    """Desired values declared since their last write (or never written) that differ from it."""
+    """Pending desired values that differ from the value last written; the pending ones
+    already equal to it (our own write coming back, a value declared twice) are cleared."""
     rows = session.execute(
         select(DesiredValue, WrittenValue.value)
         .outerjoin(WrittenValue, (WrittenValue.account_id == DesiredValue.account_id)
                    & (WrittenValue.deal_id == DesiredValue.deal_id)
                    & (WrittenValue.field_id == DesiredValue.field_id))
-        .where(DesiredValue.account_id == account_id,
-               # A value declared and written at the same instant was written after it was
-               # declared (a sync declares, then flushes); ">=" would keep it a candidate forever.
-               or_(WrittenValue.written_at.is_(None),
-                   DesiredValue.declared_at > WrittenValue.written_at))
+        .where(DesiredValue.account_id == account_id, DesiredValue.pending)
         .order_by(DesiredValue.deal_id, DesiredValue.field_id)
     ).all()
+    _clear_pending(session, [d for d, written in rows if written == d.value])
     return [d for d, written in rows if written != d.value]
+
+
+def _clear_pending(session: Session, rows: Sequence[DesiredValue]) -> None:
+    # Only if not declared again since it was read: a newer value must stay pending.
+    if rows:
+        session.execute(update(DesiredValue.__table__).where(
+            DesiredValue.account_id == bindparam("a"), DesiredValue.deal_id == bindparam("d"),
+            DesiredValue.field_id == bindparam("f"), DesiredValue.declared_at == bindparam("at"),
+        ).values(pending=False), [{"a": d.account_id, "d": d.deal_id, "f": d.field_id,
+                                   "at": d.declared_at} for d in rows])
 
 
 def _record_values(session: Session, account_id: int, rows: list[DesiredValue], now: datetime,
@@ -116,6 +134,7 @@ def _record_values(session: Session, account_id: int, rows: list[DesiredValue], 
                [{"account_id": account_id, "deal_id": d.deal_id, "field_id": d.field_id,
                  "value": d.value, "written_at": now} for d in rows],
                keys=("account_id", "deal_id", "field_id"), update=("value", "written_at"))
+        _clear_pending(session, rows)
     for d in rows:
         session.add(WriteLog(account_id=account_id, deal_id=d.deal_id, field_id=d.field_id,
                              value=d.value, at=now, status=status, reason=reason))

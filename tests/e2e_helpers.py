@@ -274,11 +274,10 @@ class E2E:
 
     def sync(self, at: datetime) -> Any:
         """The periodic sync at ``at``: events pull and plan → due checks → write-back flush."""
-        from jobs.sync import flush_writeback, pull_and_plan, run_due_checks
+        from jobs.sync import flush_writeback, plan_step
 
         self.at(at)
-        pull_and_plan(self.rt, self.account, self.clock)
-        run_due_checks(self.rt, self.account, self.clock)
+        plan_step(self.rt, self.account, self.clock)
         return flush_writeback(self.rt, self.account, self.clock)
 
 

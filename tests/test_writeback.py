@@ -159,6 +159,13 @@ def test_400_on_one_entity_of_50_writes_the_other_49(factory) -> None:
         assert log_row.status == "failed" and "not a valid choice" in (log_row.reason or "")
         assert s.get(WrittenValue, (ACCOUNT_ID, bad, FIELD_MIN)) is None
         assert s.get(DesiredValue, (ACCOUNT_ID, bad, FIELD_MIN)) is not None
+    # The failed value stays pending: the next flush sends it, and only it.
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body([bad]),
+                   match=[matchers.json_params_matcher(_expected_body([bad], lambda d: d))])
+        retry = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=1),
+                      dry_run=False)
+    assert [(w.deal_id, w.status) for w in retry.writes] == [(bad, "sent")]
 
 
 def test_dry_run_records_and_counts_without_http(factory) -> None:
@@ -251,3 +258,21 @@ def test_posting_row_not_found_is_posted_again(factory) -> None:
 def test_make_client_uses_injected_time_only() -> None:
     t = FakeTime()
     assert make_client(t).clock() == t.now
+
+
+def test_a_value_declared_again_during_a_flush_stays_pending(factory) -> None:
+    """A sync declaring a new value while a flush is sending the old one: the new one is not
+    marked written with the old one, so the next flush sends it."""
+    from jobs.writeback import FlushResult, _changed_values, _record_values
+
+    _declare_minutes(factory, [5], lambda d: 10)
+    with session_scope(factory) as s:
+        read = _changed_values(s, ACCOUNT_ID)
+    later = NOW + timedelta(seconds=30)
+    with session_scope(factory) as s:
+        declare_value(s, ACCOUNT_ID, 5, FIELD_MIN, "numeric", 11, later)
+    with session_scope(factory) as s:
+        _record_values(s, ACCOUNT_ID, read, NOW, "sent", None, FlushResult())
+    result = flush(factory, make_account(), None, later, dry_run=True)
+    assert [(w.deal_id, w.value) for w in result.writes] == [(5, 11)]
+    assert flush(factory, make_account(), None, later, dry_run=True).writes == []

@@ -7,6 +7,7 @@ from a dict the caller keeps current, and accepts lead PATCHes and task POSTs, r
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Callable
@@ -26,6 +27,9 @@ class FakeAmoAdapter(BaseAdapter):
         self.base_url = base_url.rstrip("/")
         self.now = now
         self._lock = threading.Lock()
+        # Kept sorted by (created_at, id), the API's order, so a pull from a watermark
+        # bisects to its slice instead of scanning every event of the stream.
+        self._event_keys: list[tuple[int, str]] = []
         self._events: list[tuple[float, dict[str, Any]]] = []
         self.leads: dict[int, dict[str, Any]] = {}
         self.counts: dict[str, int] = {"GET": 0, "PATCH": 0, "POST": 0}
@@ -36,8 +40,11 @@ class FakeAmoAdapter(BaseAdapter):
     # --- what the caller feeds in -----------------------------------------------------------
 
     def add_event(self, event: dict[str, Any], visible_at: float) -> None:
+        key = (int(event["created_at"]), str(event["id"]))
         with self._lock:
-            self._events.append((float(visible_at), event))
+            i = bisect.bisect_right(self._event_keys, key)
+            self._event_keys.insert(i, key)
+            self._events.insert(i, (float(visible_at), event))
 
     def set_lead(self, lead_id: int, lead_json: dict[str, Any]) -> None:
         with self._lock:
@@ -89,12 +96,10 @@ class FakeAmoAdapter(BaseAdapter):
         now = self.now()
         lo = query.get("filter[created_at][from]")
         hi = query.get("filter[created_at][to]")
-        visible = sorted(
-            (e for at, e in self._events if at <= now
-             and (lo is None or int(e["created_at"]) >= int(lo))
-             and (hi is None or int(e["created_at"]) <= int(hi))),
-            key=lambda e: (int(e["created_at"]), str(e["id"])),
-        )
+        start = 0 if lo is None else bisect.bisect_left(self._event_keys, (int(lo), ""))
+        stop = (len(self._events) if hi is None
+                else bisect.bisect_left(self._event_keys, (int(hi) + 1, "")))
+        visible = [e for at, e in self._events[start:stop] if at <= now]
         limit = max(1, min(int(query.get("limit", 50)), 100))
         page = max(1, int(query.get("page", 1)))
         chunk = visible[(page - 1) * limit: page * limit]
