@@ -110,13 +110,17 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
     while limit is None or done < limit:
         size = DRAIN_BATCH if limit is None else min(DRAIN_BATCH, limit - done)
         with rt.sessions() as session:
-            stmt = (select(*_PENDING_COLUMNS)
+            # Pick the ids first: Postgres sorts every pending row to find the lowest ids, and
+            # sorting the bodies along spilled a drain of 20,000 rows to disk on each batch.
+            pick = (select(_DELIVERIES.c.id)
                     .where(_DELIVERIES.c.account_id == account_id,
                            _DELIVERIES.c.status.in_(("stored", "queued")))
                     .order_by(_DELIVERIES.c.id).limit(size))
             if session.get_bind().dialect.name == "postgresql":
                 # Two workers draining at once take disjoint batches.
-                stmt = stmt.with_for_update(skip_locked=True)
+                pick = pick.with_for_update(skip_locked=True)
+            stmt = (select(*_PENDING_COLUMNS).where(_DELIVERIES.c.id.in_(pick.scalar_subquery()))
+                    .order_by(_DELIVERIES.c.id))
             rows = [Delivery(*r) for r in session.execute(stmt)]
             if not rows:
                 break
