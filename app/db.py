@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -83,11 +84,29 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def _insert(session: Session | Connection, model: type[Base]) -> Any:
-    dialect = (session.dialect if isinstance(session, Connection) else session.get_bind().dialect).name
-    # The Table, not the mapped class: a Core INSERT skips the ORM's bulk-persistence layer
-    # (several times the statement's own cost on the hot paths).
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model.__table__)
+def _connection(target: Session | Connection) -> Connection:
+    """The Core connection of a session's transaction: Core statements skip the ORM layer."""
+    return target if isinstance(target, Connection) else target.connection()
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+# Built once per (dialect, table, …): building an INSERT … ON CONFLICT costs SQLAlchemy more
+# than running it on the hot paths. The Table, not the mapped class, so the executemany
+# skips the ORM's bulk-persistence layer.
+@cache
+def _insert_ignore_stmt(dialect: str, table: Any, returning: str | None) -> Any:
+    stmt = _insert(dialect, table).on_conflict_do_nothing()
+    return stmt.returning(table.c[returning]) if returning else stmt
+
+
+@cache
+def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...]) -> Any:
+    ins = _insert(dialect, table)
+    return ins.on_conflict_do_update(index_elements=list(keys),
+                                     set_={c: ins.excluded[c] for c in update})
 
 
 def insert_ignore(
@@ -95,21 +114,22 @@ def insert_ignore(
 ) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for either dialect; returns the result.
 
-    Rows go as parameters of one cached statement (executemany), not as a multi-VALUES
-    literal, so SQLAlchemy compiles it once per process instead of once per call.
+    ``returning`` is a column of ``model`` (its key is what counts). Rows go as parameters of
+    one statement (executemany), not as a multi-VALUES literal, so SQLAlchemy compiles it
+    once per process instead of once per call.
     """
     if not rows:
         return None
-    stmt = _insert(session, model).on_conflict_do_nothing()
-    if returning is not None:
-        stmt = stmt.returning(returning)
-        if len(rows) == 1:
-            return session.execute(stmt, dict(rows[0]))
-    return session.execute(stmt, list(rows))
+    conn = _connection(session)
+    stmt = _insert_ignore_stmt(conn.dialect.name, model.__table__,
+                               returning.key if returning is not None else None)
+    if returning is not None and len(rows) == 1:
+        return conn.execute(stmt, dict(rows[0]))
+    return conn.execute(stmt, list(rows))
 
 
 def upsert(
-    session: Session,
+    session: Session | Connection,
     model: type[Base],
     rows: Sequence[dict[str, Any]],
     *,
@@ -119,11 +139,9 @@ def upsert(
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect."""
     if not rows:
         return
-    ins = _insert(session, model)
-    stmt = ins.on_conflict_do_update(
-        index_elements=list(keys), set_={c: ins.excluded[c] for c in update}
-    )
-    session.execute(stmt, list(rows))
+    conn = _connection(session)
+    conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update)),
+                 list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",

@@ -11,15 +11,21 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
+from app.db import insert_ignore, upsert
 from app.models import EventWatermark, SeenEvent
 from config.account import AccountConfig
 from integrations.amocrm.client import AmoClient
 
 log = logging.getLogger(__name__)
+
+
+_WATERMARK = select(EventWatermark.created_at, EventWatermark.last_event_id).where(
+    EventWatermark.account_id == bindparam("account"))
+_SEEN = select(SeenEvent.id).where(SeenEvent.account_id == bindparam("account"),
+                                   SeenEvent.id.in_(bindparam("ids", expanding=True)))
 
 
 def _key(event: dict[str, Any]) -> tuple[int, str]:
@@ -31,7 +37,8 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
     from jobs.ingest import apply_events
 
     account_id = account.account_id
-    mark = session.get(EventWatermark, account_id)
+    conn = session.connection()
+    mark = conn.execute(_WATERMARK, {"account": account_id}).first()
     since = None
     if mark is not None:
         since = int((mark.created_at - timedelta(minutes=account.sync.events_overlap_minutes)).timestamp())
@@ -41,8 +48,7 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
             fetched.setdefault(str(event["id"]), event)  # overlapping pages repeat events
     if not fetched:
         return 0
-    seen = set(session.scalars(select(SeenEvent.id).where(
-        SeenEvent.account_id == account_id, SeenEvent.id.in_(list(fetched)))))
+    seen = set(conn.execute(_SEEN, {"account": account_id, "ids": list(fetched)}).scalars())
     new = sorted((e for i, e in fetched.items() if i not in seen), key=_key)
     if new:
         insert_ignore(session, SeenEvent, [
@@ -51,11 +57,10 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
         apply_events(session, account, new)
     newest = max(fetched.values(), key=_key)
     newest_at = datetime.fromtimestamp(int(newest["created_at"]), UTC)
-    if mark is None:
-        session.add(EventWatermark(account_id=account_id, created_at=newest_at,
-                                   last_event_id=str(newest["id"])))
-    elif (newest_at, str(newest["id"])) > (mark.created_at, mark.last_event_id or ""):
-        mark.created_at, mark.last_event_id = newest_at, str(newest["id"])
+    if mark is None or (newest_at, str(newest["id"])) > (mark.created_at, mark.last_event_id or ""):
+        upsert(conn, EventWatermark, [{"account_id": account_id, "created_at": newest_at,
+                                       "last_event_id": str(newest["id"])}],
+               keys=("account_id",), update=("created_at", "last_event_id"))
     log.info("events.pulled account=%d fetched=%d new=%d at=%s", account_id, len(fetched),
              len(new), now.isoformat())
     return len(new)

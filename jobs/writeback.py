@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignore, session_scope, upsert
@@ -102,32 +102,37 @@ def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, 
 # --- values ---------------------------------------------------------------------------------
 
 
-def _changed_values(session: Session, account_id: int) -> list[DesiredValue]:
+_PENDING_VALUES = (
+    select(DesiredValue.__table__, WrittenValue.value.label("written"))
+    .outerjoin(WrittenValue, (WrittenValue.account_id == DesiredValue.account_id)
+               & (WrittenValue.deal_id == DesiredValue.deal_id)
+               & (WrittenValue.field_id == DesiredValue.field_id))
+    .where(DesiredValue.account_id == bindparam("account"), DesiredValue.pending)
+    .order_by(DesiredValue.deal_id, DesiredValue.field_id)
+)
+_CLEAR_PENDING = update(DesiredValue.__table__).where(
+    DesiredValue.account_id == bindparam("a"), DesiredValue.deal_id == bindparam("d"),
+    DesiredValue.field_id == bindparam("f"), DesiredValue.declared_at == bindparam("at"),
+).values(pending=False)
+
+
+def _changed_values(session: Session, account_id: int) -> list[Any]:
     """Pending desired values that differ from the value last written; the pending ones
     already equal to it (our own write coming back, a value declared twice) are cleared."""
-    rows = session.execute(
-        select(DesiredValue, WrittenValue.value)
-        .outerjoin(WrittenValue, (WrittenValue.account_id == DesiredValue.account_id)
-                   & (WrittenValue.deal_id == DesiredValue.deal_id)
-                   & (WrittenValue.field_id == DesiredValue.field_id))
-        .where(DesiredValue.account_id == account_id, DesiredValue.pending)
-        .order_by(DesiredValue.deal_id, DesiredValue.field_id)
-    ).all()
-    _clear_pending(session, [d for d, written in rows if written == d.value])
-    return [d for d, written in rows if written != d.value]
+    rows = session.connection().execute(_PENDING_VALUES, {"account": account_id}).all()
+    _clear_pending(session, [d for d in rows if d.written == d.value])
+    return [d for d in rows if d.written != d.value]
 
 
-def _clear_pending(session: Session, rows: Sequence[DesiredValue]) -> None:
+def _clear_pending(session: Session, rows: Sequence[Any]) -> None:
     # Only if not declared again since it was read: a newer value must stay pending.
     if rows:
-        session.execute(update(DesiredValue.__table__).where(
-            DesiredValue.account_id == bindparam("a"), DesiredValue.deal_id == bindparam("d"),
-            DesiredValue.field_id == bindparam("f"), DesiredValue.declared_at == bindparam("at"),
-        ).values(pending=False), [{"a": d.account_id, "d": d.deal_id, "f": d.field_id,
-                                   "at": d.declared_at} for d in rows])
+        session.connection().execute(_CLEAR_PENDING, [
+            {"a": d.account_id, "d": d.deal_id, "f": d.field_id, "at": d.declared_at}
+            for d in rows])
 
 
-def _record_values(session: Session, account_id: int, rows: list[DesiredValue], now: datetime,
+def _record_values(session: Session, account_id: int, rows: list[Any], now: datetime,
                    status: str, reason: str | None, result: FlushResult) -> None:
     if status != "failed":
         upsert(session, WrittenValue,
@@ -135,11 +140,11 @@ def _record_values(session: Session, account_id: int, rows: list[DesiredValue], 
                  "value": d.value, "written_at": now} for d in rows],
                keys=("account_id", "deal_id", "field_id"), update=("value", "written_at"))
         _clear_pending(session, rows)
-    for d in rows:
-        session.add(WriteLog(account_id=account_id, deal_id=d.deal_id, field_id=d.field_id,
-                             value=d.value, at=now, status=status, reason=reason))
-        result.writes.append(WriteRecord(d.deal_id, d.field_id, d.field_type, d.value["v"],
-                                         status, reason))
+    session.connection().execute(insert(WriteLog.__table__), [
+        {"account_id": account_id, "deal_id": d.deal_id, "field_id": d.field_id,
+         "value": d.value, "at": now, "status": status, "reason": reason} for d in rows])
+    result.writes += [WriteRecord(d.deal_id, d.field_id, d.field_type, d.value["v"], status,
+                                  reason) for d in rows]
 
 
 def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig,
@@ -148,7 +153,7 @@ def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig
     account_id = account.account_id
     with session_scope(session_factory) as session:
         changed = _changed_values(session, account_id)
-    by_deal: dict[int, list[DesiredValue]] = {}
+    by_deal: dict[int, list[Any]] = {}
     for d in changed:
         by_deal.setdefault(d.deal_id, []).append(d)
     deals = list(by_deal)
