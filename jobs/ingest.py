@@ -17,9 +17,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore, upsert
@@ -120,17 +122,28 @@ class IngestBatch:
         _write_states(session, Deal, changed)
 
     def _write_links(self, session: Session | Connection) -> None:
-        by_talk = [{"deal": d, "talk": t} for d, t, _ in self.links if t is not None]
-        by_contact = [{"deal": d, "contact": c} for d, _, c in self.links if c is not None]
-        base = (update(Interaction)
-                .where(Interaction.account_id == self.account_id, Interaction.deal_id.is_(None))
-                .values(deal_id=bindparam("deal")))
-        conn = session.connection() if isinstance(session, Session) else session
+        if not self.links:
+            return
+        conn = _connection(session)
+        # Most links find nothing to attach. Ask once which of these talks and contacts still
+        # have unlinked messages and run the per-link UPDATEs for those only: the UPDATEs only
+        # ever fill deal_id, so a talk or contact without such a row now cannot gain one below.
+        talks = {t for _, t, _ in self.links if t is not None}
+        contacts = {c for _, _, c in self.links if c is not None}
+        if talks:
+            talks = set(conn.execute(_UNLINKED_TALKS, {"account": self.account_id,
+                                                       "talks": sorted(talks)}).scalars())
+        if contacts:
+            contacts = set(conn.execute(_UNLINKED_CONTACTS, {"account": self.account_id,
+                                                             "contacts": sorted(contacts)}).scalars())
+        by_talk = [{"account": self.account_id, "deal": d, "talk": t}
+                   for d, t, _ in self.links if t in talks]
+        by_contact = [{"account": self.account_id, "deal": d, "contact": c}
+                      for d, _, c in self.links if c in contacts]
         if by_talk:
-            conn.execute(base.where(Interaction.talk_id == bindparam("talk")), by_talk)
+            conn.execute(_LINK_BY_TALK, by_talk)
         if by_contact:
-            conn.execute(base.where(and_(Interaction.contact_id == bindparam("contact"),
-                                         Interaction.talk_id.is_(None))), by_contact)
+            conn.execute(_LINK_BY_CONTACT, by_contact)
 
     def _write_talks(self, session: Session | Connection) -> None:
         if not self.talk_ops:
@@ -222,15 +235,38 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
 
 
 def _upsert_interactions(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    from app.db import _insert
+    conn = _connection(session)
+    conn.execute(_interactions_upsert(conn.dialect.name), rows)
 
-    ins = _insert(session, Interaction)
+
+def _connection(session: Session | Connection) -> Connection:
+    return session.connection() if isinstance(session, Session) else session
+
+
+@cache
+def _interactions_upsert(dialect: str) -> Any:
+    """Built once per dialect: building an upsert costs SQLAlchemy more than running it."""
     table = Interaction.__table__
-    stmt = ins.on_conflict_do_update(
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return ins.on_conflict_do_update(
         index_elements=["account_id", "dedupe"],
         set_={c: func.coalesce(table.c[c], ins.excluded[c])
               for c in ("deal_id", "contact_id", "talk_id", "created_by")})
-    session.execute(stmt, rows)
+
+
+_INTERACTIONS = Interaction.__table__
+_UNLINKED = and_(_INTERACTIONS.c.account_id == bindparam("account"),
+                 _INTERACTIONS.c.deal_id.is_(None))
+_UNLINKED_TALKS = (select(_INTERACTIONS.c.talk_id).distinct()
+                   .where(_UNLINKED,
+                          _INTERACTIONS.c.talk_id.in_(bindparam("talks", expanding=True))))
+_UNLINKED_CONTACTS = (select(_INTERACTIONS.c.contact_id).distinct()
+                      .where(_UNLINKED, _INTERACTIONS.c.talk_id.is_(None),
+                             _INTERACTIONS.c.contact_id.in_(bindparam("contacts", expanding=True))))
+_LINK = update(_INTERACTIONS).where(_UNLINKED).values(deal_id=bindparam("deal"))
+_LINK_BY_TALK = _LINK.where(_INTERACTIONS.c.talk_id == bindparam("talk"))
+_LINK_BY_CONTACT = _LINK.where(_INTERACTIONS.c.contact_id == bindparam("contact"),
+                               _INTERACTIONS.c.talk_id.is_(None))
 
 
 def _talk_deal(d: dict[str, Any]) -> int | None:

@@ -1,0 +1,80 @@
+"""A chat's unlinked messages join the deal the chat is later linked to, by talk or by contact,
+on Postgres and on SQLite, whether the link comes in the same batch or a later one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from app.db import create_schema, make_engine, make_session_factory
+from app.models import Interaction
+from integrations.amocrm.webhooks import WebhookEvent
+from jobs.ingest import IngestBatch, collect_webhook_events
+
+ACCOUNT = 32427762
+AT = datetime(2025, 5, 26, 12, 0, tzinfo=UTC)
+
+
+def message(msg: str, *, talk: int | None, contact: int | None, deal: int | None) -> WebhookEvent:
+    return WebhookEvent("message.add", {
+        "id": msg, "talk_id": talk, "contact_id": contact, "created_at": AT, "type": "incoming",
+        "entity_type": "lead" if deal else "contact", "entity_id": deal, "element_id": None})
+
+
+def talk(talk_id: int, *, contact: int, deal: int) -> WebhookEvent:
+    return WebhookEvent("talk.update", {
+        "talk_id": talk_id, "contact_id": contact, "chat_id": None, "entity_type": "lead",
+        "entity_id": deal, "rate": 0, "is_read": False, "is_in_work": True, "created_at": AT,
+        "updated_at": AT})
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def sessions(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "postgresql":
+        engine = request.getfixturevalue("pg_engine")
+    else:
+        engine = make_engine(f"sqlite:///{tmp_path / 'links.db'}")
+        create_schema(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def write(sessions, *events: WebhookEvent) -> None:  # type: ignore[no-untyped-def]
+    batch = IngestBatch(ACCOUNT)
+    collect_webhook_events(batch, events, AT)
+    with sessions() as s:
+        batch.flush(s)
+        s.commit()
+
+
+def deals_of(sessions) -> dict[str, int | None]:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        return dict(s.execute(select(Interaction.dedupe, Interaction.deal_id)).all())
+
+
+@pytest.mark.integration
+def test_links_in_a_later_batch(sessions):
+    write(sessions,
+          message("a", talk=10, contact=5, deal=None),    # joins by its talk
+          message("b", talk=None, contact=6, deal=None),  # joins by its contact
+          message("c", talk=11, contact=6, deal=None),    # has a talk: never joins by contact
+          message("d", talk=None, contact=7, deal=None))  # nothing links it
+    write(sessions,
+          talk(10, contact=5, deal=100),
+          message("e", talk=None, contact=6, deal=200),
+          talk(10, contact=5, deal=101))  # the talk's messages already joined deal 100
+    assert deals_of(sessions) == {"msg:a": 100, "msg:b": 200, "msg:c": None, "msg:d": None,
+                                  "msg:e": 200}
+
+
+@pytest.mark.integration
+def test_links_in_the_same_batch_and_first_link_wins(sessions):
+    write(sessions,
+          message("a", talk=10, contact=5, deal=None),
+          message("b", talk=None, contact=6, deal=None),
+          message("c", talk=None, contact=6, deal=300),
+          talk(10, contact=5, deal=100),
+          message("d", talk=10, contact=5, deal=101))
+    assert deals_of(sessions) == {"msg:a": 100, "msg:b": 300, "msg:c": 300, "msg:d": 101}
