@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -42,13 +43,16 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
 
 
 _AUTOCOMMIT: dict[str, Engine] = {}
+_SQLITE_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def autocommit_engine(engine: Engine) -> Engine:
     """An engine (one per database and process) whose connections stay in autocommit, for the
     receiver's single INSERT: one round trip, no BEGIN/COMMIT, no per-checkout toggling."""
     if engine.dialect.name != "postgresql":
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
+        if engine not in _SQLITE_AUTOCOMMIT:
+            _SQLITE_AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return _SQLITE_AUTOCOMMIT[engine]
     key = engine.url.render_as_string(hide_password=False)
     if key not in _AUTOCOMMIT:
         if not _AUTOCOMMIT:
