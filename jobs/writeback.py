@@ -215,6 +215,11 @@ def _resolve_posting(session_factory: sessionmaker[Session], account_id: int,
             session.commit()
 
 
+_PENDING_TASKS = select(TaskLedger.id).where(
+    TaskLedger.account_id == bindparam("account"),
+    TaskLedger.status.in_(bindparam("statuses", expanding=True))).order_by(TaskLedger.id)
+
+
 def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
                  client: AmoClient | None, now: datetime, dry_run: bool,
                  result: FlushResult) -> None:
@@ -223,11 +228,10 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
         assert client is not None
         client.ensure_ready()
         _resolve_posting(session_factory, account_id, client, now, result)
-    with session_scope(session_factory) as session:
-        pending_ids = session.scalars(select(TaskLedger.id).where(
-            TaskLedger.account_id == account_id,
-            TaskLedger.status.in_(("pending", "posting") if dry_run else ("pending",)),
-        ).order_by(TaskLedger.id)).all()
+    with session_factory() as session:
+        pending_ids = session.connection().execute(_PENDING_TASKS, {
+            "account": account_id,
+            "statuses": ("pending", "posting") if dry_run else ("pending",)}).scalars().all()
     size = max(1, min(account.writeback.batch_size, 250))
     for start in range(0, len(pending_ids), size):
         ids = pending_ids[start:start + size]
