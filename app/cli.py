@@ -46,4 +46,5 @@ def _optional(module: str, attr: str) -> None:
 
 _optional("app.commands.config_cmd", "config_group")
 _optional("app.commands.oauth_cmd", "oauth_group")
+_optional("app.commands.amocrm_cmd", "amocrm_group")
 _optional("app.commands.backfill_cmd", "backfill_command")

@@ -179,7 +179,7 @@ class AccountLimiter:
             raise AccountBlocked(
                 f"amoCRM traffic of account {self.account_id} is stopped: {reason}. "
                 "An admin must check the account and the integration in amoCRM, then clear the "
-                "stop (AccountLimiter.clear_stop / `redis-cli DEL` of the stop key)."
+                f"stop with `amoscore amocrm resume --account {self.account_id}`."
             )
 
     def pause_for(self, seconds: float) -> float:

@@ -1,0 +1,57 @@
+"""`amoscore amocrm status` and `amoscore amocrm resume`: the shared pause and stop switch.
+
+A 401 that a refresh cannot mend, or a 403, stops every worker's traffic to the account (amoCRM
+blocks the integration after repeated bad calls); only an admin, after checking the account
+and the integration in amoCRM, lifts the stop. Without REDIS_URL the switch lives inside one
+process and ends with it, so these commands need REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+
+def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
+    from app.commands.oauth_cmd import _pick_account
+    from integrations.amocrm.ratelimit import redis_limiter
+
+    settings, account = _pick_account(account_id)
+    if not settings.redis_url:
+        raise click.UsageError("REDIS_URL is not set: without Redis the pause and stop of an "
+                               "account live inside one process and end with it")
+    return account, redis_limiter(settings.redis_url, account.account_id)
+
+
+@click.group("amocrm")
+def amocrm_group() -> None:
+    """The shared pause (after a 429) and stop (after a 401/403) of an account's API traffic."""
+
+
+@amocrm_group.command("status")
+@click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
+def status(account_id: int | None) -> None:
+    """Show whether the account's amoCRM traffic is running, paused or stopped."""
+    account, limiter = _limiter(account_id)
+    reason = limiter.stopped_reason()
+    wait = limiter.paused_until() - time.time()
+    if reason:
+        click.echo(f"account {account.account_id}: stopped: {reason}")
+    elif wait > 0:
+        click.echo(f"account {account.account_id}: paused for {wait:.0f} s more (429 back-off)")
+    else:
+        click.echo(f"account {account.account_id}: running")
+
+
+@amocrm_group.command("resume")
+@click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
+def resume(account_id: int | None) -> None:
+    """Lift a stop once the cause is fixed in amoCRM; the next sync sends what waited."""
+    account, limiter = _limiter(account_id)
+    reason = limiter.stopped_reason()
+    if not reason:
+        click.echo(f"account {account.account_id} was not stopped; nothing to do")
+        return
+    limiter.clear_stop()
+    click.echo(f"account {account.account_id} resumed (it was stopped: {reason})")

@@ -1,0 +1,58 @@
+"""`amoscore amocrm status|resume` against the machine's Redis: the stop a 403 leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from integrations.amocrm.errors import AccountBlocked
+from integrations.amocrm.ratelimit import redis_limiter
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "account.example.yaml"
+ACCOUNT = 32427762
+
+
+def _run(args: list[str], redis_url: str) -> object:
+    env = {"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": redis_url}
+    return CliRunner().invoke(main, ["amocrm", *args], env=env)
+
+
+def test_resume_lifts_a_stop_that_every_worker_sees(redis_url, redis_conn) -> None:
+    worker = redis_limiter(redis_url, ACCOUNT)
+    worker.stop("403 Forbidden: the integration is blocked")
+    with pytest.raises(AccountBlocked, match="amoscore amocrm resume --account 32427762"):
+        worker.check_stopped()
+
+    status = _run(["status"], redis_url)
+    assert status.exit_code == 0, status.output
+    assert "stopped: 403 Forbidden: the integration is blocked" in status.output
+
+    resumed = _run(["resume", "--account", str(ACCOUNT)], redis_url)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed (it was stopped: 403 Forbidden" in resumed.output
+    worker.check_stopped()  # another process's limiter sees the stop gone
+    assert "running" in _run(["status"], redis_url).output
+    assert "was not stopped" in _run(["resume"], redis_url).output
+
+
+def test_status_shows_a_pause(redis_url, redis_conn) -> None:
+    redis_limiter(redis_url, ACCOUNT).pause_for(120)
+    result = _run(["status"], redis_url)
+    assert "paused for" in result.output and "429" in result.output
+
+
+def test_without_redis_the_commands_explain_why_they_cannot_work() -> None:
+    result = CliRunner().invoke(main, ["amocrm", "status"],
+                                env={"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": ""})
+    assert result.exit_code == 2
+    assert "REDIS_URL is not set" in result.output
+
+
+def test_an_unknown_account_lists_the_ids(redis_url) -> None:
+    result = _run(["status", "--account", "1"], redis_url)
+    assert result.exit_code == 2 and "32427762" in result.output
