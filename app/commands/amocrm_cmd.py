@@ -1,8 +1,7 @@
 """`amoscore amocrm status` and `amoscore amocrm resume`: the shared pause and stop switch.
 
-A 401 that a refresh cannot mend, or a 403, stops every worker's traffic to the account (amoCRM
-blocks the integration after repeated bad calls); only an admin, after checking the account
-and the integration in amoCRM, lifts the stop. Without REDIS_URL the switch lives inside one
+A 403 stops every worker's traffic to the account (more bad calls make an IP block worse);
+only an admin, after checking the account and the integration in amoCRM, lifts the stop. Without REDIS_URL the switch lives inside one
 process and ends with it, so these commands need REDIS_URL.
 """
 
@@ -26,7 +25,7 @@ def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
 
 @click.group("amocrm")
 def amocrm_group() -> None:
-    """The shared pause (after a 429) and stop (after a 401/403) of an account's API traffic."""
+    """The shared pause (after a 429) and stop (after a 403) of an account's API traffic."""
 
 
 @amocrm_group.command("status")
