@@ -22,7 +22,10 @@ from jobs.runtime import Runtime, get_runtime
 
 log = logging.getLogger("amoscore.intake")
 
-DRAIN_BATCH = 200
+# Each batch's pick reads every pending row of the account (no index gives them in id order), so
+# a backlog drains in fewer, larger batches; 500 still keeps a failed batch's one-by-one retry
+# and its transaction short.
+DRAIN_BATCH = 500
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
 
 
