@@ -15,7 +15,7 @@ import math
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -55,12 +55,6 @@ class Line:
     event: dict[str, Any] | None = None
 
 
-@dataclass
-class Stream:
-    lines: list[Line] = field(default_factory=list)
-    bad: list[dict[str, Any]] = field(default_factory=list)
-
-
 def _parse_at(raw: Any) -> datetime | None:
     if not isinstance(raw, str):
         return None
@@ -71,49 +65,53 @@ def _parse_at(raw: Any) -> datetime | None:
     return at if at.tzinfo is not None else None
 
 
-def read_stream(path: Path) -> Stream:
-    """Lines in file order; bad ones are listed with their number and reason, never dropped."""
-    stream = Stream()
+def iter_stream(path: Path, bad: list[dict[str, Any]],
+                progress: Callable[[int], None] | None = None) -> Iterator[Line]:
+    """The usable lines in file order, read as they are needed (a long stream is never held
+    in memory); bad ones go to ``bad`` with their number and reason, never dropped.
+    ``progress`` is told how many bytes each line took."""
     last: datetime | None = None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for no, raw in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for no, raw_bytes in enumerate(fh, start=1):
+            if progress is not None:
+                progress(len(raw_bytes))
+            raw = raw_bytes.decode("utf-8", errors="replace")
             if not raw.strip():
-                stream.bad.append({"line": no, "reason": "empty line"})
+                bad.append({"line": no, "reason": "empty line"})
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
-                stream.bad.append({"line": no, "reason": f"not JSON: {exc.msg}"})
+                bad.append({"line": no, "reason": f"not JSON: {exc.msg}"})
                 continue
             if not isinstance(obj, dict):
-                stream.bad.append({"line": no, "reason": "not a JSON object"})
+                bad.append({"line": no, "reason": "not a JSON object"})
                 continue
             at = _parse_at(obj.get("at"))
             if at is None:
-                stream.bad.append({"line": no, "reason": "no valid 'at' (ISO 8601 with offset)"})
+                bad.append({"line": no, "reason": "no valid 'at' (ISO 8601 with offset)"})
                 continue
             if "webhook" in obj:
                 if not isinstance(obj["webhook"], str):
-                    stream.bad.append({"line": no, "reason": "bad body: 'webhook' is not a string"})
+                    bad.append({"line": no, "reason": "bad body: 'webhook' is not a string"})
                     continue
                 line = Line(no, at, webhook=obj["webhook"])
             elif "event" in obj:
                 ev = obj["event"]
                 if not (isinstance(ev, dict) and ev.get("id") and ev.get("type")
                         and isinstance(ev.get("created_at"), int | str)):
-                    stream.bad.append({"line": no, "reason": "bad event: needs id, type, created_at"})
+                    bad.append({"line": no, "reason": "bad event: needs id, type, created_at"})
                     continue
                 line = Line(no, at, event=ev)
             else:
-                stream.bad.append({"line": no, "reason": "unknown kind (expected 'webhook' or 'event')"})
+                bad.append({"line": no, "reason": "unknown kind (expected 'webhook' or 'event')"})
                 continue
             if last is not None and at < last:
                 # Still handled, at the current clock, and reported.
-                stream.bad.append({"line": no, "reason": f"'at' goes backwards ({obj['at']})"})
+                bad.append({"line": no, "reason": f"'at' goes backwards ({obj['at']})"})
                 line.at = last
             last = line.at
-            stream.lines.append(line)
-    return stream
+            yield line
 
 
 def _next_multiple(after: datetime, every: int) -> datetime:
@@ -161,8 +159,7 @@ class Replay:
         self.opts = opts
         self.account = opts.account
         self.tz = ZoneInfo(self.account.account.timezone)
-        self.stream = read_stream(opts.stream)
-        self.bad = list(self.stream.bad)
+        self.bad: list[dict[str, Any]] = []
         self.received = 0
         self.requests = {"GET": 0, "PATCH": 0, "POST": 0}
         self.dry_patch = 0
@@ -210,24 +207,22 @@ class Replay:
     # --- the run ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        lines = self.stream.lines
-        if not lines and self.opts.now is None:
+        lines = self._usable_lines()
+        first = next(lines, None)
+        if first is None and self.opts.now is None:
             raise ValueError(f"{self.opts.stream}: no usable lines")
-        end = self.opts.now or lines[-1].at
-        late = [ln for ln in lines if ln.at > end]
-        for ln in late:
-            self.bad.append({"line": ln.no, "reason": "after --now: not handled"})
-        lines = [ln for ln in lines if ln.at <= end]
-        start = lines[0].at if lines else end
-        period_from = self.opts.period_from or start.astimezone(self.tz).date().replace(day=1)
-        period_to = self.opts.period_to or (lines[-1].at if lines else end).astimezone(self.tz).date()
+        start = first.at if first is not None else self.opts.now
+        assert start is not None
         with tempfile.TemporaryDirectory(prefix="amoscore-replay-") as tmp:
             clock = SimClock(start)
             self.client = self._client(clock)
             rt = self._runtime(Path(tmp), clock)
             set_runtime(rt)
             try:
-                self._drive(rt, clock, lines, end)
+                end, last_at = self._drive(rt, clock, first, lines)
+                period_from = (self.opts.period_from
+                               or start.astimezone(self.tz).date().replace(day=1))
+                period_to = self.opts.period_to or last_at.astimezone(self.tz).date()
                 ctx = ReportContext(self.account, period_from, period_to, end)
                 with rt.sessions() as session:
                     report = build_report(session, ctx, received=self.received)
@@ -246,7 +241,18 @@ class Replay:
             report["job_failures"] = [f"{name}: {exc}" for name, exc in failed]
         return _ordered(report)
 
-    def _drive(self, rt: Runtime, clock: SimClock, lines: list[Line], end: datetime) -> None:
+    def _usable_lines(self) -> Iterator[Line]:
+        """The stream's lines up to ``--now``; later ones are listed as bad, not handled."""
+        for line in iter_stream(self.opts.stream, self.bad, self.opts.progress):
+            if self.opts.now is not None and line.at > self.opts.now:
+                self.bad.append({"line": line.no, "reason": "after --now: not handled"})
+                continue
+            yield line
+
+    def _drive(self, rt: Runtime, clock: SimClock, first: Line | None,
+               lines: Iterator[Line]) -> tuple[datetime, datetime]:
+        """Run the clock to the end; returns (now, the last line's at). ``now`` is --now or,
+        without it, the last line's at, known only once the stream is read to its end."""
         from app.web import create_app
         from jobs.planner import next_due
         from jobs.sync import flush_writeback, plan_step
@@ -256,7 +262,9 @@ class Replay:
         web = create_app({"RUNTIME": rt, "ENV": env})
         sync = self.account.sync
         unpulled = 0
-        i, n = 0, len(lines)
+        nxt = first
+        end = self.opts.now
+        last_at = clock.now
         leads: dict[int, dict[str, Any]] = {}
         due: datetime | None = None
         changed = False
@@ -267,9 +275,9 @@ class Replay:
                 plans_seen = rt.extra.get("plans", 0)
                 with rt.sessions() as session:
                     due = next_due(session, self.account.account_id)
-            candidates = [end]
-            if i < n:
-                candidates.append(lines[i].at)
+            candidates = [end] if end is not None else []
+            if nxt is not None:
+                candidates.append(nxt.at)
             if due is not None and due > clock.now:
                 candidates.append(due)
             if unpulled:
@@ -279,18 +287,18 @@ class Replay:
             if rt.extra.get("writeback_pending"):
                 candidates.append(_next_multiple(clock.now, sync.flush_seconds))
             clock.now = max(clock.now, min(candidates))
-            while i < n and lines[i].at <= clock.now:
-                line = lines[i]
-                if line.webhook is not None:
-                    self._post(web, secret, line, leads)
+            while nxt is not None and nxt.at <= clock.now:
+                if nxt.webhook is not None:
+                    self._post(web, secret, nxt, leads)
                     changed = True
-                elif self.fake is not None and line.event is not None:
-                    self.fake.add_event(line.event, clock.now.timestamp())
+                elif self.fake is not None and nxt.event is not None:
+                    self.fake.add_event(nxt.event, clock.now.timestamp())
                     unpulled += 1
-                i += 1
-                if self.opts.progress:
-                    self.opts.progress(1)
-            at_end = clock.now >= end and i >= n
+                last_at = nxt.at
+                nxt = next(lines, None)
+            if nxt is None and end is None:
+                end = clock.now  # the last line's at: the clock never passes a pending line
+            at_end = nxt is None and end is not None and clock.now >= end
             due_now = due is not None and due <= clock.now
             sync_now = _on_grid(clock.now, sync_every) or at_end
             pull = bool(unpulled) and (due_now or _on_grid(clock.now, sync.events_pull_seconds)
@@ -309,9 +317,11 @@ class Replay:
                 if rt.dry_run(self.account):
                     self.dry_patch += result.patch_requests
                     self.dry_post += result.post_requests
-            if clock.now >= end and i >= n:
+            if at_end:
                 break
         rt.queue.run_pending()  # nothing stays queued for the report
+        assert end is not None
+        return end, last_at
 
     def _post(self, web: Flask, secret: str, line: Line, leads: dict[int, dict[str, Any]]) -> None:
         self.received += 1

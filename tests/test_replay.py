@@ -195,3 +195,21 @@ def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
     assert report["deliveries"]["received"] == webhooks + 1
     assert report["deliveries"]["processed"] + report["deliveries"]["rejected"] + \
         report["deliveries"]["unsupported"] + report["deliveries"]["duplicates"] == webhooks + 1
+
+
+def test_lines_after_now_are_listed_and_the_rest_replayed_with_progress(short_stream, tmp_path):
+    lines = short_stream.read_text(encoding="utf-8").splitlines()
+    cut = datetime.fromisoformat(json.loads(lines[299])["at"])
+    after = [i + 1 for i, ln in enumerate(lines) if datetime.fromisoformat(json.loads(ln)["at"]) > cut]
+    seen: list[int] = []
+    report = replay(short_stream, now=cut, progress=seen.append)
+    # The stream is read as it is replayed: progress counts every byte of it.
+    assert sum(seen) == short_stream.stat().st_size
+    late = [b["line"] for b in report["bad_lines"] if b["reason"] == "after --now: not handled"]
+    assert late == after and after
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("\n".join(ln for i, ln in enumerate(lines) if i + 1 not in after) + "\n",
+                    encoding="utf-8")
+    same = replay(kept, now=cut)
+    assert {k: report[k] for k in FIGURES} == {k: same[k] for k in FIGURES}
+    assert report["now"] == same["now"] and report["deliveries"] == same["deliveries"]

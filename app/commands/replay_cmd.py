@@ -54,9 +54,9 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     replay = Replay(ReplayOptions(stream=stream, account=account, period_from=period_from,
                                   period_to=period_to, now=now, database_url=database_url,
                                   send=send, env=dict(os.environ)))
-    total = len(replay.stream.lines)
-    if sys.stderr.isatty() and total > 500 and not quiet:
-        with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
+    size = stream.stat().st_size  # the stream is read as it is replayed: progress in bytes
+    if sys.stderr.isatty() and size > 500_000 and not quiet:
+        with click.progressbar(length=size, label="replaying", file=sys.stderr) as bar:
             replay.opts.progress = bar.update
             report = replay.run()
     else:
