@@ -1,0 +1,91 @@
+"""`GET /oauth/callback`: amoCRM's redirect after consent, through the real Flask app.
+
+amoCRM's token endpoint is faked with ``responses``; nothing else is called.
+"""
+
+from __future__ import annotations
+
+import pytest
+import responses
+from cryptography.fernet import Fernet
+from responses import matchers
+from sqlalchemy import create_engine, func, select
+
+from app.db import make_session_factory
+from app.models import Base, OAuthToken
+from app.web import create_app
+from config.settings import Settings
+from jobs.queues import InProcessQueue
+from jobs.runtime import Runtime
+from jobs.tokens import DbTokenStore, make_state
+from tests.test_auth import ENV, KEY, NEW_ACCESS, NEW_REFRESH, oauth_account
+from tests.test_client_support import ACCOUNT_ID, BASE
+
+WEB_ENV = {**ENV, "AMOSCORE_WEBHOOK_SECRET": "hook-secret"}
+CODE_BODY = {"client_id": "3f1c-client", "client_secret": "client-secret-xyz",
+             "grant_type": "authorization_code", "code": "code-123",
+             "redirect_uri": "https://scores.example.com/oauth/callback"}
+
+
+@pytest.fixture()
+def web(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    for name, value in WEB_ENV.items():
+        monkeypatch.setenv(name, value)  # the callback reads the process environment
+    engine = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
+    Base.metadata.create_all(engine)
+    account = oauth_account()
+    runtime = Runtime(settings=Settings(database_url="", redis_url="", config_path=""),
+                      accounts={ACCOUNT_ID: account}, engine=engine,
+                      sessions=make_session_factory(engine), queue=InProcessQueue())
+    client = create_app({"RUNTIME": runtime, "ENV": WEB_ENV}).test_client()
+    yield client, runtime, account
+    engine.dispose()
+
+
+def _stored(runtime):  # type: ignore[no-untyped-def]
+    with runtime.sessions() as s:
+        return s.scalar(select(func.count()).select_from(OAuthToken))
+
+
+def test_the_redirect_exchanges_the_code_and_stores_the_tokens_encrypted(web) -> None:
+    client, runtime, account = web
+    state = make_state(account, WEB_ENV)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/oauth2/access_token", match=[matchers.json_params_matcher(CODE_BODY)],
+                  json={"token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
+                        "refresh_token": NEW_REFRESH})
+        resp = client.get("/oauth/callback", query_string={"code": "code-123", "state": state})
+    assert resp.status_code == 200 and "connected" in resp.text
+    assert NEW_ACCESS not in resp.text and NEW_REFRESH not in resp.text
+    pair = DbTokenStore(runtime.sessions, ACCOUNT_ID, Fernet(KEY.encode())).load()
+    assert pair is not None and pair.access_token == NEW_ACCESS
+    with runtime.sessions() as s:
+        raw = s.scalars(select(OAuthToken)).one()
+        assert NEW_ACCESS not in str(raw.__dict__)  # only ciphertext at rest
+
+
+@pytest.mark.parametrize("query", [
+    {"code": "code-123", "state": f"{ACCOUNT_ID}.abcd.forged"},      # a state we did not sign
+    {"code": "code-123", "state": "not-a-state"},
+    {"code": "code-123", "state": "1.abcd.ef"},                       # an account we do not serve
+    {"state": "x"},                                                   # no code
+    {"error": "access_denied", "state": "x"},                         # the user said no
+])
+def test_a_bad_redirect_is_400_and_calls_nobody(web, query) -> None:
+    client, runtime, _ = web
+    with responses.RequestsMock(assert_all_requests_are_fired=False):  # any call would fail
+        resp = client.get("/oauth/callback", query_string=query)
+    assert resp.status_code == 400
+    assert _stored(runtime) == 0
+
+
+def test_a_code_amocrm_refuses_is_400_with_what_to_do(web) -> None:
+    client, runtime, account = web
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/oauth2/access_token", status=400,
+                  json={"hint": "Authorization code has expired", "title": "Некорректный запрос",
+                        "status": 400})
+        resp = client.get("/oauth/callback",
+                          query_string={"code": "code-123", "state": make_state(account, WEB_ENV)})
+    assert resp.status_code == 400 and "amoscore oauth connect" in resp.text
+    assert _stored(runtime) == 0
