@@ -58,15 +58,23 @@ class Base(DeclarativeBase):
 # --- intake -------------------------------------------------------------------------------
 
 DELIVERY_STATUSES = ("stored", "queued", "processed", "rejected", "unsupported")
+# Deliveries still to process, written out as the partial index's predicate: a query must
+# repeat it literally (not as bound parameters) for either database to use that index.
+PENDING_SQL = "status IN ('stored', 'queued')"
 
 
 class WebhookDelivery(Base):
     """One POST from amoCRM, kept raw; never deleted by processing."""
 
     __tablename__ = "webhook_deliveries"
-    # The drain (account's stored/queued rows) and the sweeper (stored/queued rows) pin status
-    # first; an account_id-only index made SQLite scan every delivery the account ever sent.
-    __table_args__ = (Index("ix_webhook_deliveries_status_account", "status", "account_id"),)
+    # The sweeper pins status first; an account_id-only index made SQLite scan every delivery
+    # the account ever sent. The drain takes an account's lowest pending ids from a partial
+    # index in id order, instead of sorting every pending row on each batch.
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_account", "status", "account_id"),
+        Index("ix_webhook_deliveries_pending", "account_id", "id",
+              postgresql_where=text(PENDING_SQL), sqlite_where=text(PENDING_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -8,12 +8,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
-from app.models import WebhookDelivery
+from app.models import PENDING_SQL, WebhookDelivery
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
 from jobs.ingest import IngestBatch, collect_webhook_events
@@ -116,8 +116,7 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
             # Pick the ids first: Postgres sorts every pending row to find the lowest ids, and
             # sorting the bodies along spilled a drain of 20,000 rows to disk on each batch.
             pick = (select(_DELIVERIES.c.id)
-                    .where(_DELIVERIES.c.account_id == account_id,
-                           _DELIVERIES.c.status.in_(("stored", "queued")))
+                    .where(_DELIVERIES.c.account_id == account_id, text(PENDING_SQL))
                     .order_by(_DELIVERIES.c.id).limit(size))
             if session.get_bind().dialect.name == "postgresql":
                 # Two workers draining at once take disjoint batches.
