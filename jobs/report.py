@@ -6,6 +6,8 @@ face shows the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +21,7 @@ from app.metrics import frt as frt_m
 from app.metrics import referrals as referrals_m
 from app.metrics.periods import period_bounds
 from app.metrics.stats import round_half_up
-from app.models import Interaction, WebhookDelivery
+from app.models import Deal, Interaction, WebhookDelivery
 from config.account import AccountConfig
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.planner import complaints_for, frt_episodes, survey_answers, win_instants
@@ -52,20 +54,59 @@ class ReportContext:
         return at is not None and self.start <= at < self.end
 
 
+# --- what the report needs of each deal -------------------------------------------------------
+
+LEDGER_CHUNK = 500  # deals whose ledgers are in memory at once while the report reads them
+
+
+@dataclass
+class DealFacts:
+    """What the report takes from one deal's ledger: far smaller than the ledger itself, so a
+    month of an account fits in memory while its ledgers are read a chunk at a time."""
+
+    deal_id: int
+    contact_id: int | None
+    episodes: list[tuple[frt_m.Episode, int | None]]  # opened in the period, with their owner
+    complaints: list[complaints_m.Complaint]
+    wins: list[datetime]
+    referral: referrals_m.WonDeal | None
+    answers: list[Any]
+
+
+def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
+    episodes = [
+        # An answered episode belongs to who reacted, an open one to the responsible at `now`.
+        (ep, ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now))
+        for ep in frt_episodes(ledger, ctx.account, ctx.calendar) if ctx.in_period(ep.opened_at)
+    ]
+    return DealFacts(
+        deal_id=ledger.deal.id, contact_id=ledger.deal.contact_id, episodes=episodes,
+        complaints=complaints_for(ledger, ctx.account), wins=win_instants(ledger, ctx.account),
+        referral=referral_deal(ctx, ledger) if ctx.account.referrals else None,
+        answers=survey_answers(ledger, ctx.account))
+
+
+def deal_facts(session: Session, ctx: ReportContext) -> Iterator[DealFacts]:
+    """Every deal's facts in deal id order, reading LEDGER_CHUNK ledgers at a time."""
+    account_id = ctx.account.account_id
+    ids = list(session.scalars(select(Deal.id).where(Deal.account_id == account_id)
+                               .order_by(Deal.id)))
+    for start in range(0, len(ids), LEDGER_CHUNK):
+        ledgers = load_ledgers(session, account_id, ids[start:start + LEDGER_CHUNK])
+        for deal_id in sorted(ledgers):
+            yield facts_of(ctx, ledgers[deal_id])
+
+
 # --- sections -------------------------------------------------------------------------------
 
 
-def frt_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+def frt_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
     rows, owned = [], []
-    for deal_id in sorted(ledgers):
-        ledger = ledgers[deal_id]
-        for ep in frt_episodes(ledger, ctx.account, ctx.calendar):
-            if not ctx.in_period(ep.opened_at):
-                continue
-            owner = ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now)
+    for f in facts:
+        for ep, owner in f.episodes:
             owned.append((ep, owner))
             rows.append({
-                "deal_id": deal_id, "source": ep.source,
+                "deal_id": f.deal_id, "source": ep.source,
                 "opened_at": iso(ep.opened_at, ctx.tz), "closed_at": iso(ep.closed_at, ctx.tz),
                 "reacted_by": ep.reacted_by, "business_seconds": seconds(ep.business_seconds),
                 "wall_seconds": seconds(ep.wall_seconds), "zone": ep.zone,
@@ -87,15 +128,12 @@ def frt_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str,
     return {"episodes": rows, "managers": managers}
 
 
-def complaints_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
-    complaints = [c for deal_id in sorted(ledgers) for c in complaints_for(ledgers[deal_id], ctx.account)]
+def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
+    complaints = [c for f in facts for c in f.complaints]
     st = complaints_m.complaint_stats(complaints, ctx.start, ctx.end, ctx.now, ctx.account.complaints,
                                       ctx.calendar)
-    won = []
-    contact_of = {d: lg.deal.contact_id for d, lg in ledgers.items()}
-    for deal_id in sorted(ledgers):
-        for at in win_instants(ledgers[deal_id], ctx.account):
-            won.append((deal_id, at, contact_of[deal_id]))
+    contact_of = {f.deal_id: f.contact_id for f in facts}
+    won = [(f.deal_id, at, f.contact_id) for f in facts for at in f.wins]
     entries = [(contact_of[c.deal_id], c.entered_at) for c in complaints
                if contact_of.get(c.deal_id) is not None]
     won_count, without, without_share = complaints_m.orders_without_complaints(
@@ -109,27 +147,24 @@ def complaints_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> di
     }
 
 
-def referral_deals(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> list[referrals_m.WonDeal]:
+def referral_deal(ctx: ReportContext, ledger: DealLedger) -> referrals_m.WonDeal | None:
     from jobs.planner import field_value_at
 
     ref = ctx.account.referrals
-    deals = []
-    for deal_id in sorted(ledgers):
-        ledger = ledgers[deal_id]
-        wins = win_instants(ledger, ctx.account)
-        if not wins or ledger.deal.is_deleted:
-            continue
-        values = field_value_at(ledger, ref.field_id, wins[-1]) if ref else None
-        deals.append(referrals_m.WonDeal(deal_id=deal_id, wins=tuple(wins), field_values=values,
-                                         responsible=ledger.responsible_at(wins[-1])))
-    return deals
+    wins = win_instants(ledger, ctx.account)
+    if not wins or ledger.deal.is_deleted:
+        return None
+    values = field_value_at(ledger, ref.field_id, wins[-1]) if ref else None
+    return referrals_m.WonDeal(deal_id=ledger.deal.id, wins=tuple(wins), field_values=values,
+                               responsible=ledger.responsible_at(wins[-1]))
 
 
-def referrals_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+def referrals_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
     ref = ctx.account.referrals
     if ref is None:
         return {"won": 0, "referred": 0, "share": None, "by_quarter": []}
-    st = referrals_m.referral_stats(referral_deals(ctx, ledgers), ctx.start, ctx.end, ctx.tz, ref)
+    won = [f.referral for f in facts if f.referral is not None]
+    st = referrals_m.referral_stats(won, ctx.start, ctx.end, ctx.tz, ref)
     return {
         "won": st.won, "referred": st.referred, "share": share(st.share),
         "by_quarter": [{"quarter": q.quarter, "won": q.won, "referred": q.referred,
@@ -139,10 +174,10 @@ def referrals_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dic
     }
 
 
-def surveys_section(ctx: ReportContext, ledgers: dict[int, DealLedger]) -> dict[str, Any]:
+def surveys_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
     from app.metrics import surveys as surveys_m
 
-    answers = [a for deal_id in sorted(ledgers) for a in survey_answers(ledgers[deal_id], ctx.account)]
+    answers = [a for f in facts for a in f.answers]
     st = surveys_m.survey_stats(answers, ctx.start, ctx.end, ctx.account.surveys)
     return surveys_m.report_dict(st)
 
@@ -166,7 +201,7 @@ def build_report(session: Session, ctx: ReportContext, *, received: int | None =
                  sections: tuple[str, ...] = ("frt", "complaints", "referrals", "surveys"),
                  ) -> dict[str, Any]:
     account = ctx.account
-    ledgers = load_ledgers(session, account.account_id)
+    facts = list(deal_facts(session, ctx))
     report: dict[str, Any] = {
         "account": account.account_id,
         "period": {"from": ctx.from_date.isoformat(), "to": ctx.to_date.isoformat(),
@@ -178,7 +213,7 @@ def build_report(session: Session, ctx: ReportContext, *, received: int | None =
     builders = {"frt": frt_section, "complaints": complaints_section,
                 "referrals": referrals_section, "surveys": surveys_section}
     for name in sections:
-        report[name] = builders[name](ctx, ledgers)
+        report[name] = builders[name](ctx, facts)
     if "frt" in report:
         report["frt"]["unlinked_chats"] = unlinked_chats(session, ctx)
     return report

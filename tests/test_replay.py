@@ -213,3 +213,32 @@ def test_lines_after_now_are_listed_and_the_rest_replayed_with_progress(short_st
     same = replay(kept, now=cut)
     assert {k: report[k] for k in FIGURES} == {k: same[k] for k in FIGURES}
     assert report["now"] == same["now"] and report["deliveries"] == same["deliveries"]
+
+
+def test_the_report_reads_ledgers_in_chunks_and_gets_the_same_figures(short_stream, tmp_path,
+                                                                       monkeypatch):
+    from app.db import make_engine, make_session_factory
+    from jobs import report as report_mod
+
+    url = f"sqlite:///{tmp_path / 'kept.sqlite3'}"
+    replayed = replay(short_stream, database_url=url)
+    engine = make_engine(url)
+    now = datetime.fromisoformat(replayed["now"])
+    ctx = report_mod.ReportContext(ACCOUNT, datetime.fromisoformat(replayed["period"]["from"]).date(),
+                                   datetime.fromisoformat(replayed["period"]["to"]).date(), now)
+    with make_session_factory(engine)() as session:
+        whole = report_mod.build_report(session, ctx)
+        loads: list[int] = []
+        real_load = report_mod.load_ledgers
+
+        def counted(*args, **kw):  # type: ignore[no-untyped-def]
+            loads.append(len(args[2]))
+            return real_load(*args, **kw)
+
+        monkeypatch.setattr(report_mod, "LEDGER_CHUNK", 7)
+        monkeypatch.setattr(report_mod, "load_ledgers", counted)
+        chunked = report_mod.build_report(session, ctx)
+    engine.dispose()
+    assert len(loads) > 3 and max(loads) == 7
+    assert {k: chunked[k] for k in FIGURES} == {k: whole[k] for k in FIGURES}
+    assert {k: whole[k] for k in FIGURES} == {k: replayed[k] for k in FIGURES}
