@@ -346,9 +346,11 @@ class Replay:
         writes = [
             {"at": iso(w.at, self.tz), "deal_id": w.deal_id, "field_id": w.field_id,
              "value": w.value.get("v") if isinstance(w.value, dict) else w.value}
-            for w in session.execute(select(WriteLog).where(WriteLog.account_id == acc,
-                                                            WriteLog.status != "failed")
-                                     .order_by(WriteLog.id)).scalars()
+            # Core rows, not ORM objects: a month of writes is tens of thousands of them.
+            for w in session.execute(select(WriteLog.at, WriteLog.deal_id, WriteLog.field_id,
+                                            WriteLog.value)
+                                     .where(WriteLog.account_id == acc, WriteLog.status != "failed")
+                                     .order_by(WriteLog.id))
         ]
         tasks = [
             {"at": iso(t.sent_at, self.tz), "deal_id": t.deal_id, "rule": t.rule,
