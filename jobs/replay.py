@@ -397,5 +397,9 @@ def _ordered(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump_report(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    # json.dump streams to the file: json.dumps with an indent first lists every small piece
+    # of the text (on a month's report that list was the replay's peak memory, ~100 MB).
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")
 
