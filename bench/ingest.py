@@ -24,7 +24,6 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 SECRET = "bench-secret"
@@ -32,7 +31,6 @@ SATURATE_SECONDS = 8.0
 FIXED_RPS = 200
 FIXED_SECONDS = 8.0
 PROCS, THREADS = 2, 4
-PG_ADMIN = os.environ.get("AMOSCORE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def bare_app() -> Any:
@@ -165,16 +163,19 @@ def pct(sorted_values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     from app.db import create_schema, make_engine
-    from tests.faultkit import RedisServer, free_port, kill_tree, worker_env
+    from tests.faultkit import (
+        RedisServer,
+        create_database,
+        drop_database,
+        free_port,
+        kill_tree,
+        worker_env,
+    )
 
-    name = f"amoscore_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    url = create_database("amoscore_bench")
     redis_server = RedisServer().start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -210,11 +211,7 @@ def main() -> None:
         for p in procs:
             kill_tree(p)
         redis_server.kill()
-        with admin.connect() as conn:
-            conn.execute(text(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        drop_database(url)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from app.db import create_schema, insert_ignore, make_engine, make_session_factory  # noqa: E402
 from app.models import WebhookDelivery  # noqa: E402
@@ -28,7 +27,9 @@ from jobs.queues import INTAKE_QUEUE, RQJobQueue, worker_redis  # noqa: E402
 from tests.faultkit import (  # noqa: E402
     ACCOUNT_ID,
     RedisServer,
+    create_database,
     distinct_bodies,
+    drop_database,
     kill_tree,
     start_worker,
     worker_env,
@@ -38,7 +39,6 @@ DELIVERIES = 20_000
 WORKERS = 2
 EMPTY_JOBS = 2_000
 TIME_LIMIT = 180.0  # seconds; past it the bench reports the rate so far
-PG_ADMIN = os.environ.get("AMOSCORE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def empty_job_rate(redis_url: str) -> float:
@@ -60,11 +60,7 @@ def empty_job_rate(redis_url: str) -> float:
 
 
 def main() -> None:
-    name = f"amoscore_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    url = create_database("amoscore_bench")
     redis_server = RedisServer().start()
     procs = []
     try:
@@ -112,11 +108,7 @@ def main() -> None:
         for p in procs:
             kill_tree(p)
         redis_server.kill()
-        with admin.connect() as conn:
-            conn.execute(text(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        drop_database(url)
 
 
 if __name__ == "__main__":

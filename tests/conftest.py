@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("AMOSCORE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("AMOSCORE_TEST_REDIS", "redis://127.0.0.1:6379")
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -36,27 +34,21 @@ socket.socket.connect = _loopback_only  # type: ignore[method-assign]
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh Postgres database for this test run, dropped at the end."""
-    from sqlalchemy import create_engine, text
+    from tests.faultkit import PG_ADMIN_URL, create_database, drop_database
 
-    name = f"amoscore_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - turn any connection error into a clear skip reason
+        url = create_database("amoscore_t")
+    except Exception as exc:  # noqa: BLE001 - turn any connection error into a clear reason
         pytest.fail(f"Postgres at {PG_ADMIN_URL} is not reachable: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    from app.db import create_schema, make_engine
+    try:
+        from app.db import create_schema, make_engine
 
-    engine = make_engine(url)
-    create_schema(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+        engine = make_engine(url)
+        create_schema(engine)
+        engine.dispose()
+        yield url
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture()

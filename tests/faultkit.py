@@ -27,6 +27,50 @@ SALES_PIPELINE = 9621010
 BASE_UNIX = 1_748_268_669  # 2025-05-26, the fixtures' epoch
 
 
+PG_ADMIN_URL = os.environ.get("AMOSCORE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def create_database(prefix: str) -> str:
+    """A fresh, empty Postgres database beside PG_ADMIN_URL's; returns its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by create_database, ending whatever still holds it."""
+    from sqlalchemy import create_engine, text
+
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE datname = :name"), {"name": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def temp_database(prefix: str) -> Iterator[str]:
+    """create_database … drop_database around a block (the benches)."""
+    url = create_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
