@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,7 +88,7 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def _connection(target: Session | Connection) -> Connection:
+def core_connection(target: Session | Connection) -> Connection:
     """The Core connection of a session's transaction: Core statements skip the ORM layer."""
     return target if isinstance(target, Connection) else target.connection()
 
@@ -107,10 +107,12 @@ def _insert_ignore_stmt(dialect: str, table: Any, returning: str | None) -> Any:
 
 
 @cache
-def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...]) -> Any:
+def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...],
+                 fill_only: bool) -> Any:
     ins = _insert(dialect, table)
-    return ins.on_conflict_do_update(index_elements=list(keys),
-                                     set_={c: ins.excluded[c] for c in update})
+    return ins.on_conflict_do_update(index_elements=list(keys), set_={
+        c: func.coalesce(table.c[c], ins.excluded[c]) if fill_only else ins.excluded[c]
+        for c in update})
 
 
 def insert_ignore(
@@ -124,7 +126,7 @@ def insert_ignore(
     """
     if not rows:
         return None
-    conn = _connection(session)
+    conn = core_connection(session)
     stmt = _insert_ignore_stmt(conn.dialect.name, model.__table__,
                                returning.key if returning is not None else None)
     if returning is not None and len(rows) == 1:
@@ -139,14 +141,16 @@ def upsert(
     *,
     keys: Sequence[str],
     update: Sequence[str],
+    fill_only: bool = False,
 ) -> None:
-    """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect."""
+    """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect. With
+    ``fill_only`` a stored value is kept and only a NULL is filled (``COALESCE(old, new)``)."""
     if not rows:
         return
-    conn = _connection(session)
-    conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update)),
-                 list(rows))
+    conn = core_connection(session)
+    conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update),
+                              fill_only), list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",
-           "insert_ignore", "upsert"]
+           "insert_ignore", "upsert", "core_connection"]

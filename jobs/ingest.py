@@ -17,14 +17,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore, upsert
+from app.db import core_connection, insert_ignore, upsert
 from app.models import (
     Deal,
     FieldValue,
@@ -94,8 +92,10 @@ class IngestBatch:
     def flush(self, session: Session | Connection) -> set[int]:
         """Write everything collected; returns the deal ids touched."""
         self._write_deals(session)
-        if self.interactions:
-            _upsert_interactions(session, list(self.interactions.values()))
+        # A message seen as a webhook and as an event: each fills what the other lacked.
+        upsert(session, Interaction, list(self.interactions.values()),
+               keys=("account_id", "dedupe"),
+               update=("deal_id", "contact_id", "talk_id", "created_by"), fill_only=True)
         self._write_links(session)
         self._write_talks(session)
         self._write_tasks(session)
@@ -124,7 +124,7 @@ class IngestBatch:
     def _write_links(self, session: Session | Connection) -> None:
         if not self.links:
             return
-        conn = _connection(session)
+        conn = core_connection(session)
         # Most links find nothing to attach. Ask once which of these talks and contacts still
         # have unlinked messages and run the per-link UPDATEs for those only: the UPDATEs only
         # ever fill deal_id, so a talk or contact without such a row now cannot gain one below.
@@ -232,26 +232,6 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born
-
-
-def _upsert_interactions(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    conn = _connection(session)
-    conn.execute(_interactions_upsert(conn.dialect.name), rows)
-
-
-def _connection(session: Session | Connection) -> Connection:
-    return session.connection() if isinstance(session, Session) else session
-
-
-@cache
-def _interactions_upsert(dialect: str) -> Any:
-    """Built once per dialect: building an upsert costs SQLAlchemy more than running it."""
-    table = Interaction.__table__
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return ins.on_conflict_do_update(
-        index_elements=["account_id", "dedupe"],
-        set_={c: func.coalesce(table.c[c], ins.excluded[c])
-              for c in ("deal_id", "contact_id", "talk_id", "created_by")})
 
 
 _INTERACTIONS = Interaction.__table__
