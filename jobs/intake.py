@@ -22,9 +22,9 @@ from jobs.runtime import Runtime, get_runtime
 
 log = logging.getLogger("amoscore.intake")
 
-# Each batch's pick reads every pending row of the account (no index gives them in id order), so
-# a backlog drains in fewer, larger batches; 500 still keeps a failed batch's one-by-one retry
-# and its transaction short.
+# Each batch costs a pick, a transaction and a round of statements, so a backlog drains in
+# fewer, larger batches; 500 still keeps a failed batch's one-by-one retry and its transaction
+# short.
 DRAIN_BATCH = 500
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
 
@@ -169,7 +169,7 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: b
         with rt.sessions() as session:
             found = session.execute(
                 select(*_PENDING_COLUMNS).where(_DELIVERIES.c.id == delivery_id,
-                                                _DELIVERIES.c.status.in_(("stored", "queued")))
+                                                text(PENDING_SQL))
             ).first()
             if found is None:
                 continue

@@ -82,8 +82,7 @@ class Values:
     def declared(self) -> int:
         return len(self.changed)
 
-    def declare(self, deal_id: int, field_id: int, field_type: str, value: Any,
-                now: datetime) -> None:
+    def declare(self, deal_id: int, field_id: int, field_type: str, value: Any) -> None:
         if self.current.get((deal_id, field_id), self._MISSING) == value:
             return
         self.current[(deal_id, field_id)] = value
@@ -204,15 +203,15 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
     first, closed = episodes[0], [ep for ep in episodes if not ep.is_open]
     if fields.first_minutes and not first.is_open and first.business_seconds is not None:
         values.declare(deal.id, fields.first_minutes, "numeric",
-                       _minutes_up(first.business_seconds), now)
+                       _minutes_up(first.business_seconds))
     if fields.last_minutes and closed and closed[-1].business_seconds is not None:
         values.declare(deal.id, fields.last_minutes, "numeric",
-                       _minutes_up(closed[-1].business_seconds), now)
+                       _minutes_up(closed[-1].business_seconds))
     latest = episodes[-1]
     if fields.zone:
         zone = frt_m.live_zone(latest, now, account.frt, calendar)
         if zone in fields.zone.enums:
-            values.declare(deal.id, fields.zone.field_id, "select", fields.zone.enums[zone], now)
+            values.declare(deal.id, fields.zone.field_id, "select", fields.zone.enums[zone])
     if not latest.is_open:
         return
     for kind, at in frt_m.due_checks(latest, account.frt, calendar):
@@ -260,7 +259,7 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
                                                   calendar=calendar)
         if seconds is not None:
             values.declare(deal.id, cfg.fields.resolution_hours, "numeric",
-                           round_half_up(seconds / 3600, 1), now)
+                           round_half_up(seconds / 3600, 1))
     for c in complaints:
         if c.state != "open":
             continue
@@ -302,7 +301,7 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
     if cfg.zone:
         zone = surveys_m.client_zone(answers, cfg)
         if zone in cfg.zone.enums:
-            values.declare(deal.id, cfg.zone.field_id, "select", cfg.zone.enums[zone], now)
+            values.declare(deal.id, cfg.zone.field_id, "select", cfg.zone.enums[zone])
     rule = cfg.low_score_task
     if rule is None:
         return

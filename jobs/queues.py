@@ -132,14 +132,11 @@ class InProcessQueue:
         else:
             self._run(func, args)
 
-    def run_pending(self) -> int:
-        """Run the deferred jobs in the order they were enqueued; returns how many ran."""
-        ran = 0
+    def run_pending(self) -> None:
+        """Run the deferred jobs in the order they were enqueued."""
         while self.pending:
             func, args = self.pending.pop(0)
             self._run(func, args)
-            ran += 1
-        return ran
 
     def _run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.ran += 1
