@@ -8,11 +8,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Connection, bindparam, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
+from app.db import autocommit_engine, insert_ignore
 from app.models import PENDING_SQL, WebhookDelivery
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
@@ -35,19 +35,66 @@ def dedupe_key(body: bytes, account_id: int | None) -> str:
     return hashlib.sha256(f"{account_id}\n".encode() + body).hexdigest()
 
 
+def _delivery_row(*, account_id: int | None, body: bytes | str, received_at: datetime,
+                  status: str, reason: str | None) -> dict[str, object]:
+    raw = body if isinstance(body, bytes) else body.encode("utf-8")
+    # Postgres text cannot hold NUL: such a body would fail here and wedge the spool forever.
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return {"account_id": account_id, "dedupe_key": dedupe_key(raw, account_id), "body": text,
+            "received_at": received_at, "status": status, "reason": reason, "attempts": 0,
+            "queued_at": received_at if status == "queued" else None}
+
+
 def store_delivery(session: Session | Connection, *, account_id: int | None, body: bytes | str,
                    received_at: datetime, status: str = "stored",
                    reason: str | None = None) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING; the new row's id, or None for a duplicate."""
-    raw = body if isinstance(body, bytes) else body.encode("utf-8")
-    # Postgres text cannot hold NUL: such a body would fail here and wedge the spool forever.
-    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    result = insert_ignore(session, WebhookDelivery, [{
-        "account_id": account_id, "dedupe_key": dedupe_key(raw, account_id), "body": text,
-        "received_at": received_at, "status": status, "reason": reason, "attempts": 0,
-        "queued_at": received_at if status == "queued" else None,
-    }], returning=WebhookDelivery.id)
+    row = _delivery_row(account_id=account_id, body=body, received_at=received_at, status=status,
+                        reason=reason)
+    result = insert_ignore(session, WebhookDelivery, [row], returning=WebhookDelivery.id)
     return result.scalar_one_or_none() if result is not None else None
+
+
+# store_delivery's statement, written out for the driver: on the receiver's hot path
+# SQLAlchemy's execution layer cost more CPU than Postgres spent on the INSERT itself
+# (bench/ingest.py). tests/test_receiver.py checks it against the model's columns.
+RECEIVE_SQL_PG = (
+    "INSERT INTO webhook_deliveries (account_id, dedupe_key, body, received_at, status, reason,"
+    " attempts, queued_at) VALUES (%(account_id)s, %(dedupe_key)s, %(body)s, %(received_at)s,"
+    " %(status)s, %(reason)s, %(attempts)s, %(queued_at)s)"
+    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+
+
+def receive_delivery(engine: Engine, *, account_id: int | None, body: bytes,
+                     received_at: datetime, status: str, reason: str | None) -> int | None:
+    """The receiver's store: one INSERT in autocommit, durable when it returns (one round
+    trip, no BEGIN/COMMIT, no ORM session); the new row's id, or None for a duplicate.
+    Raises SQLAlchemyError when the database cannot take it (the receiver then spools)."""
+    autocommit = autocommit_engine(engine)
+    if autocommit.dialect.name != "postgresql":
+        with autocommit.connect() as conn:
+            return store_delivery(conn, account_id=account_id, body=body,
+                                  received_at=received_at, status=status, reason=reason)
+    row = _delivery_row(account_id=account_id, body=body, received_at=received_at,
+                        status=status, reason=reason)
+    dbapi_error = autocommit.dialect.loaded_dbapi.Error
+    conn = None
+    try:
+        conn = autocommit.raw_connection()
+        with conn.cursor() as cur:
+            cur.execute(RECEIVE_SQL_PG, row)
+            found = cur.fetchone()
+    except dbapi_error as exc:
+        # Not pooled again: after a failed statement its state is unknown (a cut connection
+        # would fail the next request too; tests/test_faults.py posts after a cut).
+        if conn is not None:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(RECEIVE_SQL_PG, None, exc, dbapi_error,
+                                  hide_parameters=True) from exc
+    finally:
+        if conn is not None:
+            conn.close()
+    return found[0] if found else None
 
 
 def mark_stored(session: Session, delivery_id: int) -> None:

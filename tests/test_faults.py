@@ -178,11 +178,17 @@ def test_database_cut_spools_and_sweeper_loads(pg_engine, pg_url, redis_url, red
         assert len(list(rt.settings.spool_dir.glob("*.json"))) == 11
 
         proxy.restore()
+        # The connection the cut broke was dropped, not pooled again: the next body is stored.
+        later = distinct_bodies(1, start=200)
+        with serve_app(create_app({"RUNTIME": rt, "ENV": TEST_ENV})) as base:
+            assert post_timed(http, base, later[0][3])[0] == 200
+        assert len(list(rt.settings.spool_dir.glob("*.json"))) == 11
+        items += later
         rt.clock.offset = timedelta(seconds=6)  # type: ignore[attr-defined]
         assert sweep_with(rt) == {"spool_loaded": 11, "drains_enqueued": 1}
         assert list(rt.settings.spool_dir.glob("*.json")) == []
         assert run_worker(rt) == 0
-        assert statuses(rt) == {"processed": 12}
+        assert statuses(rt) == {"processed": 13}
         assert_ledger_matches(rt, items)
         with rt.sessions() as s:
             stored = set(s.execute(select(WebhookDelivery.body)).scalars())

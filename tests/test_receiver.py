@@ -274,3 +274,63 @@ def test_random_bodies_never_5xx(client, runtime):
         assert d.status == "processed", (d.status, d.reason, body[:80])
     stuck = [d for d in got.values() if d.status in ("stored", "queued")]
     assert failed == 0 and stuck == [], [(d.body[:80], d.status) for d in stuck[:5]]
+
+
+# --- the receiver's hot path, written out for the driver -----------------------------------------
+
+
+def test_receive_sql_names_every_column_the_model_fills_at_arrival():
+    import re
+
+    from jobs.intake import RECEIVE_SQL_PG
+
+    columns = re.search(r"\(([^)]*)\) VALUES", RECEIVE_SQL_PG).group(1)  # type: ignore[union-attr]
+    written = {c.strip() for c in columns.split(",")}
+    model = set(WebhookDelivery.__table__.columns.keys())
+    # id comes from the sequence; processed_at only when a drain has handled the row.
+    assert written == model - {"id", "processed_at"}
+
+
+def test_driver_insert_stores_what_the_orm_insert_stores(runtime):
+    """receive_delivery's written-out statement and store_delivery's built one give the same
+    row (bar id and dedupe_key, which differ with the body), and a duplicate gives None."""
+    from jobs.intake import receive_delivery, store_delivery
+
+    at = datetime(2026, 3, 2, 6, 0, 5, 123456, tzinfo=UTC)
+    first = receive_delivery(runtime.engine, account_id=ACME, body=b"a=\xd0\x96", received_at=at,
+                             status="queued", reason=None)
+    assert first is not None
+    assert receive_delivery(runtime.engine, account_id=ACME, body=b"a=\xd0\x96", received_at=at,
+                            status="queued", reason=None) is None
+    with runtime.sessions() as s:
+        second = store_delivery(s, account_id=ACME, body=b"b=\xd0\x96", received_at=at,
+                                status="queued")
+        s.commit()
+    by_id = {d.id: d for d in deliveries(runtime)}
+    assert len(by_id) == 2
+
+    def shape(d: WebhookDelivery) -> dict:
+        return {k: v for k, v in vars(d).items()
+                if not k.startswith("_") and k not in ("id", "dedupe_key", "body")}
+
+    assert shape(by_id[first]) == shape(by_id[second])
+    assert by_id[first].received_at == at and by_id[first].queued_at == at
+    assert by_id[first].body == "a=Ж" and by_id[first].dedupe_key == dedupe_key(b"a=\xd0\x96", ACME)
+
+
+def test_drain_claim_is_taken_once_until_released(runtime, redis_conn):
+    queue = runtime.queue
+    assert queue.claim_drain(ACME) is True
+    assert queue.claim_drain(ACME) is False
+    assert 0 < redis_conn.ttl(f"amoscore:drain:{ACME}") <= 5
+    queue.release_drain(ACME)
+    assert queue.claim_drain(ACME) is True
+
+
+def test_drain_claim_against_a_dead_redis_raises_enqueue_failed():
+    from jobs.queues import EnqueueFailed, RQJobQueue, receiver_redis
+    from tests.faultkit import free_port
+
+    queue = RQJobQueue(receiver_redis(f"redis://127.0.0.1:{free_port()}/0"))
+    with pytest.raises(EnqueueFailed):
+        queue.claim_drain(ACME)

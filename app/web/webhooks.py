@@ -12,10 +12,9 @@ import logging
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import autocommit_engine
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
-from jobs.intake import mark_stored, store_delivery
+from jobs.intake import mark_stored, receive_delivery
 from jobs.queues import EnqueueFailed, schedule_drain
 
 log = logging.getLogger("amoscore.webhook")
@@ -35,12 +34,9 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     # only a failed enqueue costs a second one (back to "stored", for the sweeper).
     queued = status == "stored" and not runtime.queue.runs_inline
     try:
-        # One INSERT in autocommit: a single statement is atomic, durable when it returns, and
-        # costs one round trip instead of BEGIN, INSERT, COMMIT (no ORM session either).
-        with autocommit_engine(runtime.engine).connect() as conn:
-            delivery_id = store_delivery(conn, account_id=account.account_id, body=body,
-                                         received_at=now, status="queued" if queued else status,
-                                         reason=reason)
+        delivery_id = receive_delivery(runtime.engine, account_id=account.account_id, body=body,
+                                       received_at=now, status="queued" if queued else status,
+                                       reason=reason)
     except SQLAlchemyError as exc:
         log.error("webhook.db_down account=%s error=%s", account.account_id, exc.__class__.__name__)
         try:
