@@ -144,7 +144,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; ``cut()`` closes the listener and every open
-    connection (clients see refused connects), ``restore()`` listens again on the same port."""
+    connection (clients see refused connects), ``restore()`` listens again on the same port.
+    ``freeze()`` keeps every connection open but forwards nothing (a server that accepts and
+    never answers), ``thaw()`` lets the held bytes through."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -153,6 +155,8 @@ class TcpProxy:
         self._socks: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -182,15 +186,15 @@ class TcpProxy:
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         pair = {a: b, b: a}
         try:
-            while True:
-                ready, _, _ = select.select([a, b], [], [], 1.0)
+            while a.fileno() >= 0 and b.fileno() >= 0:  # until cut() closes them
+                if not self._flowing.wait(0.05):
+                    continue  # frozen: the bytes wait in the kernel's buffers
+                ready, _, _ = select.select([a, b], [], [], 0.05)
                 for s in ready:
                     data = s.recv(65536)
                     if not data:
                         return
                     pair[s].sendall(data)
-                if a.fileno() < 0 or b.fileno() < 0:
-                    return
         except (OSError, ValueError):
             return
         finally:
@@ -216,6 +220,12 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.start()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
 
 # --- the real app behind a real HTTP server -----------------------------------------------------

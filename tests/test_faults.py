@@ -200,6 +200,57 @@ def test_database_cut_spools_and_sweeper_loads(pg_engine, pg_url, redis_url, red
         engine.dispose()
 
 
+def test_database_frozen_answers_in_time_and_spools(pg_engine, pg_url, redis_url, redis_conn,
+                                                   example_account, tmp_path):
+    """A Postgres that keeps the connection but stops answering: the receiver stops waiting
+    after STORE_SECONDS and spools; while that store is stuck the next bodies are spooled at
+    once; when the database answers again the stuck INSERT lands and its spooled copy loads
+    as a duplicate, so every body is stored exactly once."""
+    from app.web import create_app
+    from app.web.deadline import STORE_SECONDS
+
+    target = make_url(pg_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    engine = make_engine(target.set(port=proxy.port).render_as_string(hide_password=False))
+    rt = make_runtime(engine, redis_url, example_account, tmp_path)
+    set_runtime(rt)
+    items = distinct_bodies(6, start=300)
+    later = distinct_bodies(1, start=310)
+    http = requests.Session()
+    try:
+        app = create_app({"RUNTIME": rt, "ENV": TEST_ENV})
+        deadline = app.extensions["amoscore.store_deadline"]
+        with serve_app(app) as base:
+            assert post_timed(http, base, items[0][3])[0] == 200  # warm the pool, then freeze
+            proxy.freeze()
+            try:
+                answers = [post_timed(http, base, body) for *_, body in items[1:]]
+                assert [code for code, _ in answers] == [200] * 5
+                assert max(t for _, t in answers) < ANSWER_BUDGET, answers
+                assert answers[0][1] >= STORE_SECONDS * 0.9, answers  # waited, then gave up
+                assert max(t for _, t in answers[1:]) < 0.5, answers  # stuck: spooled at once
+                assert deadline.stuck == 1
+            finally:
+                proxy.thaw()
+            waited = time.monotonic()
+            while deadline.stuck and time.monotonic() - waited < 10:
+                time.sleep(0.05)
+            assert deadline.stuck == 0  # the held INSERT went through
+            assert post_timed(http, base, later[0][3])[0] == 200  # stored again, not spooled
+        assert len(list(rt.settings.spool_dir.glob("*.json"))) == 5
+
+        rt.clock.offset = timedelta(seconds=6)  # type: ignore[attr-defined]
+        assert sweep_with(rt) == {"spool_loaded": 5, "drains_enqueued": 1}
+        assert run_worker(rt) == 0
+        assert statuses(rt) == {"processed": 7}
+        assert_ledger_matches(rt, items + later)
+    finally:
+        http.close()
+        set_runtime(None)
+        proxy.cut()
+        engine.dispose()
+
+
 # --- 3. a worker SIGKILLed mid-batch -------------------------------------------------------------
 
 
