@@ -19,6 +19,7 @@ from app.calendar import BusinessCalendar, calendar_for
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics import referrals as referrals_m
+from app.metrics import stats as stats_m
 from app.metrics.periods import period_bounds
 from app.metrics.stats import round_half_up
 from app.models import Deal, Interaction, WebhookDelivery
@@ -66,7 +67,8 @@ class DealFacts:
 
     deal_id: int
     contact_id: int | None
-    episodes: list[tuple[frt_m.Episode, int | None]]  # opened in the period, with their owner
+    # Opened in the period, with their owner and where the wait went (assignment, reply).
+    episodes: list[tuple[frt_m.Episode, int | None, frt_m.AssignmentSplit | None]]
     complaints: list[complaints_m.Complaint]
     wins: list[datetime]
     referral: referrals_m.WonDeal | None
@@ -76,7 +78,8 @@ class DealFacts:
 def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
     episodes = [
         # An answered episode belongs to who reacted, an open one to the responsible at `now`.
-        (ep, ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now))
+        (ep, ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now),
+         frt_m.assignment_split(ep, ledger.responsibles, ctx.calendar))
         for ep in frt_episodes(ledger, ctx.account, ctx.calendar) if ctx.in_period(ep.opened_at)
     ]
     return DealFacts(
@@ -102,15 +105,27 @@ def deal_facts(session: Session, ctx: ReportContext) -> Iterator[DealFacts]:
 
 def frt_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
     rows, owned = [], []
+    to_assignment: list[float] = []
+    to_reply: list[float] = []
     for f in facts:
-        for ep, owner in f.episodes:
+        for ep, owner, split in f.episodes:
             owned.append((ep, owner))
             rows.append({
                 "deal_id": f.deal_id, "source": ep.source,
                 "opened_at": iso(ep.opened_at, ctx.tz), "closed_at": iso(ep.closed_at, ctx.tz),
                 "reacted_by": ep.reacted_by, "business_seconds": seconds(ep.business_seconds),
                 "wall_seconds": seconds(ep.wall_seconds), "zone": ep.zone,
+                # Extras (metrics.md: the two parts of the wait, where the data allows).
+                "assigned_at": iso(split.assigned_at, ctx.tz) if split else None,
+                "assigned_to": split.assigned_to if split else None,
+                "assignment_business_seconds": seconds(split.to_assignment_seconds) if split else None,
+                "assignment_to_reply_business_seconds":
+                    seconds(split.to_reply_seconds) if split else None,
             })
+            if split and not ep.is_open and split.to_reply_seconds is not None:
+                assert split.to_assignment_seconds is not None
+                to_assignment.append(split.to_assignment_seconds)
+                to_reply.append(split.to_reply_seconds)
     rows.sort(key=lambda r: (r["opened_at"], r["deal_id"]))
     stats = frt_m.manager_stats([(ep, o) for ep, o in owned if o is not None], frt=ctx.account.frt,
                                 now=ctx.now, calendar=ctx.calendar)
@@ -125,7 +140,16 @@ def frt_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:
             "mean_business_seconds": seconds(s.mean_business_seconds),
             "within_target_share": share(s.within_target_share),
         }
-    return {"episodes": rows, "managers": managers}
+    # Over the answered episodes whose split is known: is the wait lost before a manager has
+    # the deal, or after?
+    assignment = {
+        "answered": len(to_reply),
+        "median_to_assignment_business_seconds": seconds(stats_m.median(to_assignment)),
+        "p90_to_assignment_business_seconds": seconds(stats_m.p90(to_assignment)),
+        "median_assignment_to_reply_business_seconds": seconds(stats_m.median(to_reply)),
+        "p90_assignment_to_reply_business_seconds": seconds(stats_m.p90(to_reply)),
+    }
+    return {"episodes": rows, "managers": managers, "assignment": assignment}
 
 
 def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, Any]:

@@ -468,3 +468,75 @@ def test_field_minutes_are_business_minutes_rounded_up(
 
 def test_field_minutes_of_an_open_episode_is_none() -> None:
     assert field_minutes(unanswered("03-02 10:00")) is None
+
+
+# --- time to assignment and assignment to reply ------------------------------------------------
+
+CAROL = 103
+
+
+def closed_episode(opened: str, closed: str, calendar: BusinessCalendar | None) -> Episode:
+    [ep] = build_episodes([item(opened, IN), item(closed, OUT, ALICE)], frt=FRT,
+                          ignored_users=IGNORED, calendar=calendar,
+                          responsible_at=lambda _at: ALICE)
+    return ep
+
+
+@pytest.mark.parametrize(
+    ("responsibles", "assigned_at", "to", "to_assignment", "to_reply"),
+    [
+        # Reassigned 10 minutes into the wait, answered 20 minutes later.
+        ((("03-02 09:00", CAROL), ("03-02 10:10", ALICE)), "03-02 10:10", ALICE, 600, 1200),
+        # Unchanged during the wait (a repeated observation is no change): assigned before it.
+        ((("03-02 09:00", ALICE), ("03-02 10:05", ALICE)), "03-02 10:00", ALICE, 0, 1800),
+        # A change after the reply belongs to no part of this wait.
+        ((("03-02 09:00", CAROL), ("03-02 10:31", ALICE)), "03-02 10:00", CAROL, 0, 1800),
+        # A change at the very instant of the reply still counts (0 s to the reply).
+        ((("03-02 09:00", CAROL), ("03-02 10:30", ALICE)), "03-02 10:30", ALICE, 1800, 0),
+        # Only seen after the open: the earliest observation is who held it; then the change.
+        ((("03-02 10:02", CAROL), ("03-02 10:20", ALICE)), "03-02 10:20", ALICE, 1200, 600),
+    ],
+)
+def test_assignment_split_of_an_answered_wait(
+    responsibles: tuple[tuple[str, int], ...], assigned_at: str, to: int, to_assignment: float,
+    to_reply: float, calendar: BusinessCalendar
+) -> None:
+    from app.metrics.frt import assignment_split
+
+    ep = closed_episode("03-02 10:00", "03-02 10:30", calendar)
+    split = assignment_split(ep, [(t(w), u) for w, u in responsibles], calendar)
+    assert split is not None
+    assert (split.assigned_at, split.assigned_to) == (t(assigned_at), to)
+    assert (split.to_assignment_seconds, split.to_reply_seconds) == (to_assignment, to_reply)
+    assert split.to_assignment_seconds + split.to_reply_seconds == ep.business_seconds
+
+
+def test_assignment_split_counts_business_time_only(calendar: BusinessCalendar) -> None:
+    from app.metrics.frt import assignment_split
+
+    # Opened Friday 16:50, reassigned on the holiday Monday 03-09, answered Tuesday 09:30:
+    # 10 business minutes on Friday to the assignment, 30 on Tuesday to the reply.
+    ep = closed_episode("03-06 16:50", "03-10 09:30", calendar)
+    split = assignment_split(ep, [(t("03-06 09:00"), CAROL), (t("03-09 12:00"), ALICE)], calendar)
+    assert split is not None
+    assert (split.to_assignment_seconds, split.to_reply_seconds) == (600, 1800)
+
+
+def test_assignment_split_of_an_open_wait_has_no_reply_part(calendar: BusinessCalendar) -> None:
+    from app.metrics.frt import assignment_split
+
+    ep = open_episode("03-02 10:00", calendar)
+    split = assignment_split(ep, [(t("03-02 09:00"), CAROL), (t("03-02 11:00"), ALICE)], calendar)
+    assert split is not None
+    assert (split.assigned_at, split.assigned_to) == (t("03-02 11:00"), ALICE)
+    assert (split.to_assignment_seconds, split.to_reply_seconds) == (3600, None)
+
+
+def test_assignment_split_needs_a_known_responsible_and_a_calendar_for_seconds() -> None:
+    from app.metrics.frt import assignment_split
+
+    ep = closed_episode("03-02 10:00", "03-02 10:30", None)
+    assert assignment_split(ep, [], None) is None
+    split = assignment_split(ep, [(t("03-02 10:10"), CAROL)], None)
+    assert split is not None and split.assigned_at == t("03-02 10:00")
+    assert (split.to_assignment_seconds, split.to_reply_seconds) == (None, None)

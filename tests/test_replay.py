@@ -42,8 +42,12 @@ def test_report_has_replay_md_schema(demo_report):
     assert demo_report["now"] == TRUTH["now"]
     assert set(demo_report["api_requests"]) == {"GET", "PATCH", "POST"}
     episode = demo_report["frt"]["episodes"][0]
-    assert set(episode) == {"deal_id", "source", "opened_at", "closed_at", "reacted_by",
-                            "business_seconds", "wall_seconds", "zone"}
+    # replay.md's keys, then the extras (replay.md: "extra keys are fine") for the two parts
+    # of the wait.
+    assert list(episode) == ["deal_id", "source", "opened_at", "closed_at", "reacted_by",
+                             "business_seconds", "wall_seconds", "zone", "assigned_at",
+                             "assigned_to", "assignment_business_seconds",
+                             "assignment_to_reply_business_seconds"]
 
 
 def test_deliveries_match_the_stream(demo_report):
@@ -242,3 +246,42 @@ def test_the_report_reads_ledgers_in_chunks_and_gets_the_same_figures(short_stre
     assert len(loads) > 3 and max(loads) == 7
     assert {k: chunked[k] for k in FIGURES} == {k: whole[k] for k in FIGURES}
     assert {k: whole[k] for k in FIGURES} == {k: replayed[k] for k in FIGURES}
+
+
+def test_the_wait_is_split_at_the_reassignment(tmp_path):
+    """metrics.md §1's two parts of a wait: a deal created for one manager at 10:00 (the
+    creation opens the episode), handed to another at 10:12, answered by them at 10:30 on a
+    working Tuesday: 12 business minutes to assignment, 18 from it to the reply."""
+    from datetime import timedelta
+
+    from tests.e2e_helpers import MANAGER, OTHER_MANAGER, chat_event, lead_body, msk
+
+    deal = 7001
+    created, handed, replied = (msk("2026-04-14 10:00:00"), msk("2026-04-14 10:12:00"),
+                                msk("2026-04-14 10:30:00"))
+    lines = [
+        {"at": (created + timedelta(seconds=2)).isoformat(),
+         "webhook": lead_body("add", deal, at=created, responsible=OTHER_MANAGER).decode()},
+        {"at": (handed + timedelta(seconds=1)).isoformat(),
+         "webhook": lead_body("update", deal, at=handed, created=created,
+                              responsible=MANAGER).decode()},
+        {"at": (replied + timedelta(seconds=5)).isoformat(),
+         "event": chat_event("ev-7001", "outgoing_chat_message", deal, "m-7001",
+                             at=replied, created_by=MANAGER)},
+    ]
+    stream = tmp_path / "handover.jsonl"
+    stream.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report = replay(stream)
+    [ep] = report["frt"]["episodes"]
+    assert (ep["opened_at"], ep["closed_at"]) == ("2026-04-14T10:00:00+03:00",
+                                                  "2026-04-14T10:30:00+03:00")
+    assert (ep["reacted_by"], ep["business_seconds"]) == (MANAGER, 1800)
+    assert (ep["assigned_at"], ep["assigned_to"]) == ("2026-04-14T10:12:00+03:00", MANAGER)
+    assert (ep["assignment_business_seconds"], ep["assignment_to_reply_business_seconds"]) == \
+        (720, 1080)
+    assert report["frt"]["assignment"] == {
+        "answered": 1,
+        "median_to_assignment_business_seconds": 720, "p90_to_assignment_business_seconds": 720,
+        "median_assignment_to_reply_business_seconds": 1080,
+        "p90_assignment_to_reply_business_seconds": 1080,
+    }

@@ -51,6 +51,14 @@ def summary(report: dict[str, Any]) -> str:
     if "frt" in report:
         parts.append("\nFirst reaction time (business time), fastest to slowest\n"
                      + frt_table(report["frt"]))
+        a = report["frt"].get("assignment")
+        if a and a.get("answered"):
+            parts.append(
+                f"Where the wait went ({a['answered']} answered): open → assigned median "
+                f"{_fmt_seconds(a['median_to_assignment_business_seconds'])} (p90 "
+                f"{_fmt_seconds(a['p90_to_assignment_business_seconds'])}), assigned → reply "
+                f"median {_fmt_seconds(a['median_assignment_to_reply_business_seconds'])} (p90 "
+                f"{_fmt_seconds(a['p90_assignment_to_reply_business_seconds'])})")
     c = report.get("complaints")
     if c:
         parts.append(f"\nComplaints: {c['volume']} new, {c['resolved']} resolved, {c['open']} open "

@@ -22,6 +22,12 @@ Rules (metrics.md §1), and the choices made where the spec leaves room:
   wall-clock too. Comparisons allow one microsecond of float noise.
 - ``breach_at``: for an open episode the instant its wait reaches the limit; for a closed one
   that instant only if it was answered past the limit (business > limit), else None.
+- ``assignment_split`` (metrics.md: "time to assignment and assignment to reply, where the
+  data allows"): the assignment is the first change of the deal's responsible user after the
+  episode opened and no later than its close. Without such a change the deal was already
+  assigned when the wait began: 0 to assignment, the whole wait is assignment to reply.
+  None when no responsible is known at all. Both parts are business seconds; they add up to
+  the episode's own.
 - ``manager_stats`` skips inputs whose owner is None (an open episode on a deal without a
   responsible): there is no manager to count them for. Median/p90/mean are over answered
   episodes' business seconds; without a calendar they are None.
@@ -29,8 +35,9 @@ Rules (metrics.md §1), and the choices made where the spec leaves room:
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -198,6 +205,39 @@ def build_episodes(
             )
         )
     return episodes
+
+
+@dataclass(frozen=True)
+class AssignmentSplit:
+    """An episode's wait in two parts: open -> a responsible user set -> the reply."""
+
+    assigned_at: datetime
+    assigned_to: int
+    to_assignment_seconds: float | None  # business seconds; None without a calendar
+    to_reply_seconds: float | None  # business seconds; None while open or without a calendar
+
+
+def assignment_split(ep: Episode, responsibles: Sequence[tuple[datetime, int]],
+                     calendar: BusinessCalendar | None) -> AssignmentSplit | None:
+    """Where the episode's wait went, from the deal's responsible observations (time order)."""
+    if not responsibles:
+        return None
+    i = bisect.bisect_right([at for at, _ in responsibles], ep.opened_at)
+    holder = responsibles[i - 1][1] if i else responsibles[0][1]
+    assigned_at, assigned_to = ep.opened_at, holder
+    for at, user in responsibles[i:]:
+        if ep.closed_at is not None and at > ep.closed_at:
+            break
+        if user != holder:
+            assigned_at, assigned_to = at, user
+            break
+    return AssignmentSplit(
+        assigned_at=assigned_at,
+        assigned_to=assigned_to,
+        to_assignment_seconds=business_seconds(calendar, ep.opened_at, assigned_at),
+        to_reply_seconds=(None if ep.closed_at is None
+                          else business_seconds(calendar, assigned_at, ep.closed_at)),
+    )
 
 
 def field_minutes(ep: Episode) -> int | None:
