@@ -344,7 +344,8 @@ class TaskLedger(Base):
     """A task we mean to create; committed before the POST so a retry never doubles it."""
 
     __tablename__ = "created_tasks"
-    __table_args__ = (Index("ix_created_tasks_status", "account_id", "status"),)
+    __table_args__ = (Index("ix_created_tasks_status", "account_id", "status"),
+                      Index("ix_created_tasks_deal", "account_id", "deal_id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger)

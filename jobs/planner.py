@@ -20,7 +20,7 @@ from app.db import insert_ignore
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
-from app.models import DesiredValue, DueCheck, FieldValue, ReactionEpisode
+from app.models import DesiredValue, DueCheck, FieldValue, ReactionEpisode, TaskLedger
 from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
@@ -45,6 +45,9 @@ class _STMTS:
     due_deals = select(DueCheck.deal_id).where(_account, DueCheck.due_at <= bindparam("now"))
     next_due = (select(DueCheck.due_at).where(_account, DueCheck.kind != CHANGED)
                 .order_by(DueCheck.due_at).limit(1))
+    breach_task_since = select(TaskLedger.id).where(
+        TaskLedger.account_id == bindparam("account"), TaskLedger.deal_id == bindparam("deal"),
+        TaskLedger.rule == "frt_breach", TaskLedger.declared_at >= bindparam("since")).limit(1)
 
 
 def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
@@ -169,14 +172,19 @@ def _minutes_up(seconds: float) -> int:
 
 def frt_episodes(ledger: DealLedger, account: AccountConfig,
                  calendar: BusinessCalendar | None) -> list[frt_m.Episode]:
-    """The deal's episodes that opened while it was in a sales pipeline (none if deleted)."""
+    """The deal's episodes, opened by contacts made while it was in a sales pipeline (none if
+    deleted)."""
     if ledger.deal.is_deleted:
         return []
-    episodes = frt_m.build_episodes(
-        ledger.items, frt=account.frt, ignored_users=frozenset(account.users.ignored),
+    sales, opens_on = set(account.pipelines.sales), set(account.frt.opens_on)
+    # A contact (or the creation) while the deal sat in another pipeline is no FRT contact; left
+    # in, it would open an episode that swallowed the first contacts after the move into sales.
+    # Replies stay: a wait that began in sales ends with the reply wherever the deal is by then.
+    items = [item for item in ledger.items
+             if item.kind not in opens_on or ledger.pipeline_at(item.at) in sales]
+    return frt_m.build_episodes(
+        items, frt=account.frt, ignored_users=frozenset(account.users.ignored),
         calendar=calendar, responsible_at=ledger.responsible_at)
-    sales = set(account.pipelines.sales)
-    return [ep for ep in episodes if ledger.pipeline_at(ep.opened_at) in sales]
 
 
 # --- FRT ------------------------------------------------------------------------------------
@@ -224,7 +232,8 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         due[f"frt_{kind}_passed"] = past or latest.opened_at + timedelta(seconds=minutes * 60 + 1)
     rule = account.frt.breach_task
     limit_at = frt_m.breach_at(latest, account.frt, calendar)
-    if rule and limit_at is not None and limit_at <= now:
+    if rule and limit_at is not None and limit_at <= now and not _breach_task_since(
+            session, acc_id, deal.id, latest.opened_at):
         waited = frt_m.open_wait(latest, now, calendar)
         if waited is None:
             waited = (now - latest.opened_at).total_seconds()
@@ -234,6 +243,15 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
+
+
+def _breach_task_since(session: Session, account_id: int, deal_id: int, since: datetime) -> bool:
+    """Was a breach task declared for this deal at or after ``since`` (the open wait's start)?
+    Then it was about this wait: a client message delivered late can move the start earlier,
+    and with it the task's key, but the wait is the same one and gets no second task."""
+    return session.connection().execute(
+        _STMTS.breach_task_since, {"account": account_id, "deal": deal_id, "since": since}
+    ).first() is not None
 
 
 # --- complaints ------------------------------------------------------------------------------

@@ -493,8 +493,9 @@ def closed_episode(opened: str, closed: str, calendar: BusinessCalendar | None) 
         ((("03-02 09:00", CAROL), ("03-02 10:31", ALICE)), "03-02 10:00", CAROL, 0, 1800),
         # A change at the very instant of the reply still counts (0 s to the reply).
         ((("03-02 09:00", CAROL), ("03-02 10:30", ALICE)), "03-02 10:30", ALICE, 1800, 0),
-        # Only seen after the open: the earliest observation is who held it; then the change.
-        ((("03-02 10:02", CAROL), ("03-02 10:20", ALICE)), "03-02 10:20", ALICE, 1200, 600),
+        # Nobody held it at the open (the chat came before the deal): the first responsible
+        # seen is the assignment, a later change is not.
+        ((("03-02 10:02", CAROL), ("03-02 10:20", ALICE)), "03-02 10:02", CAROL, 120, 1680),
     ],
 )
 def test_assignment_split_of_an_answered_wait(
@@ -537,6 +538,8 @@ def test_assignment_split_needs_a_known_responsible_and_a_calendar_for_seconds()
 
     ep = closed_episode("03-02 10:00", "03-02 10:30", None)
     assert assignment_split(ep, [], None) is None
-    split = assignment_split(ep, [(t("03-02 10:10"), CAROL)], None)
-    assert split is not None and split.assigned_at == t("03-02 10:00")
+    # First seen only after the reply: the data does not say when it was assigned.
+    assert assignment_split(ep, [(t("03-02 10:31"), CAROL)], None) is None
+    split = assignment_split(ep, [(t("03-02 09:00"), CAROL), (t("03-02 10:10"), ALICE)], None)
+    assert split is not None and split.assigned_at == t("03-02 10:10")
     assert (split.to_assignment_seconds, split.to_reply_seconds) == (None, None)

@@ -59,3 +59,21 @@ def test_0002_downgrades_and_upgrades_again(tmp_path):
     assert "pending" not in {c["name"] for c in inspect(engine).get_columns("desired_values")}
     create_schema(engine)
     assert _drift(engine) == []
+
+
+def test_0003_downgrades_and_upgrades_again(tmp_path):
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'down3.sqlite3'}")
+    create_schema(engine)
+    assert "ix_created_tasks_deal" in {i["name"] for i in inspect(engine).get_indexes("created_tasks")}
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert "ix_created_tasks_deal" not in {
+        i["name"] for i in inspect(engine).get_indexes("created_tasks")}
+    create_schema(engine)
+    assert _drift(engine) == []

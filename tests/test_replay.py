@@ -285,3 +285,86 @@ def test_the_wait_is_split_at_the_reassignment(tmp_path):
         "median_assignment_to_reply_business_seconds": 1080,
         "p90_assignment_to_reply_business_seconds": 1080,
     }
+
+
+def _write_stream(path: Path, lines: list[tuple[datetime, str, object]]) -> Path:
+    """(at, "webhook" | "event", body) -> a stream file; a webhook body goes in as text."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for at, kind, body in lines:
+            value = body.decode() if isinstance(body, bytes) else body
+            fh.write(json.dumps({"at": at.isoformat(), kind: value}) + "\n")
+    return path
+
+
+def test_a_deal_moved_into_sales_is_measured_from_its_first_contact_there(tmp_path):
+    """Created in another pipeline at 10:00 (the creation is no FRT contact there), moved into
+    sales at 10:30, the client writes at 10:40: answered at 10:50 -> one episode of 600 s;
+    a second such deal left unanswered is open from 10:40 and breached at 11:40 (a working
+    Tuesday, no break in between)."""
+    from tests.e2e_helpers import (
+        FIRST_STAGE,
+        MANAGER,
+        OTHER_MANAGER,
+        chat_event,
+        incoming_message_body,
+        lead_body,
+        msk,
+    )
+
+    other, other_stage = 9621099, 111
+    lines = []
+    for deal, who in ((7101, MANAGER), (7102, OTHER_MANAGER)):
+        lines += [
+            (msk("2026-04-14 10:00:00"), "webhook",
+             lead_body("add", deal, at=msk("2026-04-14 10:00:00"), pipeline_id=other,
+                       status_id=other_stage, responsible=who)),
+            (msk("2026-04-14 10:30:00"), "webhook",
+             lead_body("status", deal, at=msk("2026-04-14 10:30:00"),
+                       created=msk("2026-04-14 10:00:00"), status_id=FIRST_STAGE,
+                       old_status_id=other_stage, responsible=who)),
+            (msk("2026-04-14 10:40:00"), "webhook",
+             incoming_message_body(deal, f"m-{deal}-in", at=msk("2026-04-14 10:40:00"),
+                                   talk_id=deal)),
+        ]
+    lines.append((msk("2026-04-14 10:50:00"), "event",
+                  chat_event("ev-7101", "outgoing_chat_message", 7101, "m-7101-out",
+                             at=msk("2026-04-14 10:50:00"), created_by=MANAGER)))
+    lines.sort(key=lambda line: line[0])
+    stream = _write_stream(tmp_path / "moved.jsonl", lines)
+    report = replay(stream, now=msk("2026-04-14 16:00:00"))
+    got = {e["deal_id"]: (e["opened_at"], e["closed_at"], e["business_seconds"], e["zone"])
+           for e in report["frt"]["episodes"]}
+    assert got == {
+        7101: ("2026-04-14T10:40:00+03:00", "2026-04-14T10:50:00+03:00", 600, "green"),
+        7102: ("2026-04-14T10:40:00+03:00", None, None, "open"),
+    }
+    assert [(t["deal_id"], t["rule"], t["at"]) for t in report["tasks"]] == [
+        (7102, "frt_breach", "2026-04-14T11:40:00+03:00")]
+    assert report["frt"]["managers"][str(OTHER_MANAGER)]["breaches"] == 1
+
+
+def test_a_late_earlier_contact_gives_the_same_wait_no_second_breach_task(tmp_path):
+    """The client writes at 10:05 and nobody answers: the breach task comes at 11:05. At 11:10
+    an earlier message of the same wait (10:00) is delivered late: the wait now starts at
+    10:00, but it is the same wait, so still one task."""
+    from tests.e2e_helpers import MANAGER, chat_event, incoming_message_body, lead_body, msk
+
+    deal = 7201
+    lines = [
+        (msk("2026-04-14 09:00:00"), "webhook",
+         lead_body("add", deal, at=msk("2026-04-14 09:00:00"))),
+        (msk("2026-04-14 09:01:00"), "event",
+         chat_event("ev-7201", "outgoing_chat_message", deal, "m-7201-out",
+                    at=msk("2026-04-14 09:01:00"), created_by=MANAGER)),
+        (msk("2026-04-14 10:05:00"), "webhook",
+         incoming_message_body(deal, "m-7201-b", at=msk("2026-04-14 10:05:00"), talk_id=deal)),
+        (msk("2026-04-14 11:10:00"), "webhook",
+         incoming_message_body(deal, "m-7201-a", at=msk("2026-04-14 10:00:00"), talk_id=deal)),
+    ]
+    report = replay(_write_stream(tmp_path / "late.jsonl", lines), now=msk("2026-04-14 12:00:00"))
+    [first, wait] = report["frt"]["episodes"]
+    assert (first["opened_at"], first["business_seconds"]) == ("2026-04-14T09:00:00+03:00", 60)
+    assert (wait["opened_at"], wait["zone"]) == ("2026-04-14T10:00:00+03:00", "open")
+    assert [(t["rule"], t["at"]) for t in report["tasks"]] == [
+        ("frt_breach", "2026-04-14T11:05:00+03:00")]
+    assert "60" in report["tasks"][0]["text"]  # the wait when it fired, not the 70 of 11:10

@@ -24,9 +24,10 @@ Rules (metrics.md §1), and the choices made where the spec leaves room:
   that instant only if it was answered past the limit (business > limit), else None.
 - ``assignment_split`` (metrics.md: "time to assignment and assignment to reply, where the
   data allows"): the assignment is the first change of the deal's responsible user after the
-  episode opened and no later than its close. Without such a change the deal was already
-  assigned when the wait began: 0 to assignment, the whole wait is assignment to reply.
-  None when no responsible is known at all. Both parts are business seconds; they add up to
+  episode opened and no later than its close, or, when nobody held the deal at the open (a
+  chat written before the deal existed), the first responsible seen. Without either the deal
+  was already assigned when the wait began: 0 to assignment, the whole wait is assignment to
+  reply. None when no responsible is known at all, or none was seen before the reply. Both parts are business seconds; they add up to
   the episode's own.
 - ``manager_stats`` skips inputs whose owner is None (an open episode on a deal without a
   responsible): there is no manager to count them for. Median/p90/mean are over answered
@@ -223,14 +224,21 @@ def assignment_split(ep: Episode, responsibles: Sequence[tuple[datetime, int]],
     if not responsibles:
         return None
     i = bisect.bisect_right([at for at, _ in responsibles], ep.opened_at)
-    holder = responsibles[i - 1][1] if i else responsibles[0][1]
-    assigned_at, assigned_to = ep.opened_at, holder
-    for at, user in responsibles[i:]:
-        if ep.closed_at is not None and at > ep.closed_at:
-            break
-        if user != holder:
-            assigned_at, assigned_to = at, user
-            break
+    if not i:
+        # Nobody held the deal when the wait began (a chat written before the deal existed):
+        # the first responsible seen is the assignment, unless the reply came before it.
+        assigned_at, assigned_to = responsibles[0]
+        if ep.closed_at is not None and assigned_at > ep.closed_at:
+            return None
+    else:
+        holder = responsibles[i - 1][1]
+        assigned_at, assigned_to = ep.opened_at, holder
+        for at, user in responsibles[i:]:
+            if ep.closed_at is not None and at > ep.closed_at:
+                break
+            if user != holder:
+                assigned_at, assigned_to = at, user
+                break
     return AssignmentSplit(
         assigned_at=assigned_at,
         assigned_to=assigned_to,
