@@ -318,7 +318,10 @@ def handle_talk(batch: IngestBatch, d: dict[str, Any], received: datetime) -> No
     at = d.get("updated_at") or d.get("created_at") or received
     batch.talk_ops[d["talk_id"]].append((at, d))
     if d.get("rate"):  # 0 = not rated: no answer
-        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"], at=at)
+        # A score goes by updated_at, else by when it was received (metrics.md): the talk's
+        # created_at is when the chat began, not when the client rated it.
+        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"],
+                      at=d.get("updated_at") or received)
     deal_id = _talk_deal(d)
     if deal_id:
         batch.link_chat(deal_id, talk_id=d["talk_id"], contact_id=d.get("contact_id"))

@@ -45,9 +45,9 @@ class _STMTS:
     due_deals = select(DueCheck.deal_id).where(_account, DueCheck.due_at <= bindparam("now"))
     next_due = (select(DueCheck.due_at).where(_account, DueCheck.kind != CHANGED)
                 .order_by(DueCheck.due_at).limit(1))
-    breach_task_since = select(TaskLedger.id).where(
+    tasks_since = select(TaskLedger.idempotency_key).where(
         TaskLedger.account_id == bindparam("account"), TaskLedger.deal_id == bindparam("deal"),
-        TaskLedger.rule == "frt_breach", TaskLedger.declared_at >= bindparam("since")).limit(1)
+        TaskLedger.rule == bindparam("rule"), TaskLedger.declared_at >= bindparam("since"))
 
 
 def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
@@ -232,8 +232,8 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         due[f"frt_{kind}_passed"] = past or latest.opened_at + timedelta(seconds=minutes * 60 + 1)
     rule = account.frt.breach_task
     limit_at = frt_m.breach_at(latest, account.frt, calendar)
-    if rule and limit_at is not None and limit_at <= now and not _breach_task_since(
-            session, acc_id, deal.id, latest.opened_at):
+    if rule and limit_at is not None and limit_at <= now and not _task_declared_since(
+            session, acc_id, deal.id, "frt_breach", latest.opened_at):
         waited = frt_m.open_wait(latest, now, calendar)
         if waited is None:
             waited = (now - latest.opened_at).total_seconds()
@@ -245,13 +245,14 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
             text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
 
 
-def _breach_task_since(session: Session, account_id: int, deal_id: int, since: datetime) -> bool:
-    """Was a breach task declared for this deal at or after ``since`` (the open wait's start)?
-    Then it was about this wait: a client message delivered late can move the start earlier,
-    and with it the task's key, but the wait is the same one and gets no second task."""
-    return session.connection().execute(
-        _STMTS.breach_task_since, {"account": account_id, "deal": deal_id, "since": since}
-    ).first() is not None
+def _task_declared_since(session: Session, account_id: int, deal_id: int, rule: str,
+                         since: datetime, key_prefix: str = "") -> bool:
+    """Was a ``rule`` task (with a key starting ``key_prefix``) declared for the deal at or
+    after ``since``? Then it was about the same wait or answer: a contact or a score delivered
+    late can move their instant earlier, and with it the task's key, but not what it is about."""
+    return any(key.startswith(key_prefix) for key in session.connection().execute(
+        _STMTS.tasks_since, {"account": account_id, "deal": deal_id, "rule": rule,
+                             "since": since}).scalars())
 
 
 # --- complaints ------------------------------------------------------------------------------
@@ -259,7 +260,8 @@ def _breach_task_since(session: Session, account_id: int, deal_id: int, since: d
 
 def complaints_for(ledger: DealLedger, account: AccountConfig) -> list[complaints_m.Complaint]:
     pipe = account.pipelines.complaints
-    if pipe is None or not ledger.stages:
+    # A deleted deal is in no pipeline: not open, never overdue (as FRT and referrals skip it).
+    if pipe is None or not ledger.stages or ledger.deal.is_deleted:
         return []
     return complaints_m.complaints_of(ledger.deal.id, ledger.stages, pipe)
 
@@ -326,10 +328,14 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
     for answer in answers:
         if not surveys_m.is_low(answer, cfg):
             continue
+        about = f"low_score-{acc_id}-{deal.id}-{answer.survey}-"
+        if _task_declared_since(session, acc_id, deal.id, "low_score", answer.at, about):
+            # The same answer seen again earlier (an older delivery of the same score arrived
+            # late and moved its instant back): its task exists already.
+            continue
         declare_task(
             session, acc_id, deal_id=deal.id, rule="low_score",
-            key=(f"low_score-{acc_id}-{deal.id}-{answer.survey}-"
-                 f"{int(answer.at.timestamp())}-{answer.source}"),
+            key=f"{about}{int(answer.at.timestamp())}-{answer.source}",
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(score=_score_text(answer.raw), survey=answer.survey.upper()), at=now)
@@ -343,13 +349,16 @@ def _score_text(value: float) -> str:
 
 
 def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
-    """Instants the deal reached won (142) in a sales pipeline."""
+    """Instants the deal reached won (142) in a sales pipeline. A deal first seen already won
+    (an update of an old deal, say its NPS asked after the win) did not become won then:
+    that needs its creation at 142, or a record of the status it came from."""
     sales = set(account.pipelines.sales)
     wins, previous = [], None
     for s in ledger.stages:
         state = (s.pipeline_id, s.status_id)
         came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
-        if s.status_id == WON and s.pipeline_id in sales and came_from != state:
+        became = came_from != state if came_from is not None else s.created
+        if s.status_id == WON and s.pipeline_id in sales and became:
             wins.append(s.at)
         previous = state
     return wins

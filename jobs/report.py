@@ -158,8 +158,7 @@ def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, 
                                       ctx.calendar)
     contact_of = {f.deal_id: f.contact_id for f in facts}
     won = [(f.deal_id, at, f.contact_id) for f in facts for at in f.wins]
-    entries = [(contact_of[c.deal_id], c.entered_at) for c in complaints
-               if contact_of.get(c.deal_id) is not None]
+    entries = [(c.deal_id, contact_of.get(c.deal_id), c.entered_at) for c in complaints]
     won_count, without, without_share = complaints_m.orders_without_complaints(
         won, entries, ctx.start, ctx.end, ctx.account.complaints.no_complaint_days)
     return {

@@ -102,6 +102,14 @@ CASES = [
          (rec("03-02 10:00", C, NEW, created=True), rec("03-10 10:00", C, NEW, S, 200)),
          (("03-02 10:00", None, "03-10 10:00", "moved"),
           ("03-10 10:00", None, None, "open"))),
+    Case("the same move seen twice a minute apart (account hook, then Digital Pipeline's)",
+         (rec("03-02 10:00", C, NEW, S, 200), rec("03-02 10:01", C, NEW, S, 200),
+          rec("03-03 10:00", C, WON, C, NEW)),
+         (("03-02 10:00", "03-03 10:00", None, "resolved"),)),
+    Case("the same transition a day later, its move out unseen: a new complaint",
+         (rec("03-02 10:00", C, NEW, S, 200), rec("03-03 10:00", C, NEW, S, 200)),
+         (("03-02 10:00", None, "03-03 10:00", "moved"),
+          ("03-03 10:00", None, None, "open"))),
     Case("created directly in a resolved status",
          (rec("03-02 10:00", C, WON, created=True),),
          (("03-02 10:00", "03-02 10:00", None, "resolved"),)),
@@ -210,15 +218,19 @@ def test_orders_without_complaints() -> None:
         (7, t("04-02 10:00"), 15),  # latest win is after the period
         (8, t("03-20 10:00"), 16),
     ]
-    entries = [
-        (10, t("03-20 10:00")),  # within 30 days of deal 1's win
-        (11, t("04-10 10:00")),  # 35 days after deal 2's win
-        (12, t("03-01 10:00")),  # before deal 3's win
-        (14, t("02-15 10:00")),  # between deal 6's wins, before the latest
-        (16, t("04-19 10:00")),  # exactly 30 × 24 h after deal 8's win: still within
-        (None, t("03-06 10:00")),
+    entries = [  # (complaint deal, its contact, entered)
+        (101, 10, t("03-20 10:00")),  # within 30 days of deal 1's win
+        (102, 11, t("04-10 10:00")),  # 35 days after deal 2's win
+        (103, 12, t("03-01 10:00")),  # before deal 3's win
+        (106, 14, t("02-15 10:00")),  # between deal 6's wins, before the latest
+        (108, 16, t("04-19 10:00")),  # exactly 30 × 24 h after deal 8's win: still within
+        (109, None, t("03-06 10:00")),
     ]
     assert orders_without_complaints(won, entries, *MARCH, 30) == (6, 4, pytest.approx(4 / 6))
+    # Deal 5 (no contact) moved into the complaints pipeline itself 7 days after its win, and
+    # deal 3's own complaint came before its win: only deal 5 loses its "without".
+    entries += [(5, None, t("03-17 10:00")), (3, None, t("03-01 10:00"))]
+    assert orders_without_complaints(won, entries, *MARCH, 30) == (6, 3, pytest.approx(3 / 6))
 
 
 def test_orders_without_complaints_with_nothing_won() -> None:

@@ -368,3 +368,89 @@ def test_a_late_earlier_contact_gives_the_same_wait_no_second_breach_task(tmp_pa
     assert [(t["rule"], t["at"]) for t in report["tasks"]] == [
         ("frt_breach", "2026-04-14T11:05:00+03:00")]
     assert "60" in report["tasks"][0]["text"]  # the wait when it fired, not the 70 of 11:10
+
+
+# --- found by replaying hand-counted streams against metrics.md ----------------------------------
+
+COMPLAINTS, NEW_COMPLAINT, NPS_FIELD = 9621011, 100, 752011
+
+
+def test_a_deleted_complaint_is_neither_open_nor_overdue(tmp_path):
+    """Created in the complaints pipeline on 03-10, deleted on 03-11; at 03-20 it would be
+    5 days overdue if it still sat there: no open, no overdue, no task."""
+    from tests.e2e_helpers import account_block, form_body, lead_body, msk
+
+    deal = 7301
+    lines = [
+        (msk("2026-03-10 10:00:00"), "webhook",
+         lead_body("add", deal, at=msk("2026-03-10 10:00:00"), pipeline_id=COMPLAINTS,
+                   status_id=NEW_COMPLAINT)),
+        (msk("2026-03-11 10:00:00"), "webhook",
+         form_body({"leads": {"delete": [{"id": deal, "status_id": NEW_COMPLAINT,
+                                          "pipeline_id": COMPLAINTS}]},
+                    "account": account_block()})),
+    ]
+    report = replay(_write_stream(tmp_path / "deleted.jsonl", lines),
+                    now=msk("2026-03-20 10:00:00"))
+    assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (0, 0)
+    assert report["tasks"] == []
+
+
+def test_one_low_score_seen_twice_out_of_order_gives_one_task(tmp_path):
+    """NPS 3 saved at 10:02; the update of 10:05 (same 3) is delivered first, the one of 10:02
+    later: one answer, one low_score task (the late copy moves the answer's instant back)."""
+    from tests.e2e_helpers import lead_body, msk
+
+    deal, created = 7401, msk("2026-03-03 09:00:00")
+    lines = [
+        (msk("2026-03-03 09:00:01"), "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-03-03 10:05:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-03 10:05:00"), created=created,
+                   fields={NPS_FIELD: "3"})),
+        (msk("2026-03-03 10:09:30"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-03 10:02:00"), created=created,
+                   fields={NPS_FIELD: "3"})),
+    ]
+    report = replay(_write_stream(tmp_path / "nps.jsonl", lines), now=msk("2026-03-03 12:00:00"))
+    assert report["surveys"]["nps"]["answers"] == 1
+    assert [t["at"] for t in report["tasks"] if t["rule"] == "low_score"] == [
+        "2026-03-03T10:06:00+03:00"]
+
+
+def test_a_deal_first_seen_already_won_did_not_become_won_in_the_period(tmp_path):
+    """An old won deal (created in November) is updated in March with its NPS: no March win,
+    no referral; a deal moved to won in March (old status known) is one."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    lines = [
+        (msk("2026-03-04 11:00:01"), "webhook",
+         lead_body("update", 7501, at=msk("2026-03-04 11:00:00"), status_id=142,
+                   created=msk("2025-11-20 10:00:00"), fields={NPS_FIELD: "9"})),
+        (msk("2026-03-05 11:00:01"), "webhook",
+         lead_body("status", 7502, at=msk("2026-03-05 11:00:00"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=msk("2026-03-02 10:00:00"))),
+    ]
+    report = replay(_write_stream(tmp_path / "won.jsonl", lines), now=msk("2026-03-06 12:00:00"))
+    assert report["referrals"]["won"] == 1
+    assert report["surveys"]["nps"]["answers"] == 1  # the answer itself still counts
+
+
+def test_a_talk_rating_without_updated_at_is_dated_when_received(tmp_path):
+    """A chat begun in February is rated 9 in a delivery received on 03-03 that carries no
+    updated_at: a March answer (metrics.md: else by the time the delivery was received)."""
+    from tests.e2e_helpers import account_block, form_body, lead_body, msk, unix
+
+    deal, talk = 7601, 7601
+    lines = [
+        (msk("2026-03-02 10:00:01"), "webhook",
+         lead_body("add", deal, at=msk("2026-03-02 10:00:00"))),
+        (msk("2026-03-03 15:00:00"), "webhook",
+         form_body({"talk": {"update": [{
+             "talk_id": talk, "created_at": unix(msk("2026-02-20 10:00:00")), "rate": 9,
+             "contact_id": 93589657, "chat_id": f"chat-{talk}", "entity_id": deal,
+             "entity_type": "lead", "is_in_work": 0, "is_read": 1, "origin": "telegram"}]},
+             "account": account_block()})),
+    ]
+    report = replay(_write_stream(tmp_path / "rate.jsonl", lines), now=msk("2026-03-04 12:00:00"))
+    assert report["surveys"]["nps"]["answers"] == 1
+    assert report["surveys"]["nps"]["promoters"] == 1

@@ -22,9 +22,14 @@ Rules (metrics.md §2, replay.md "What belongs to the period") and the choices m
   and then left out of the statistics rather than counted as 0).
 - ``overdue_at`` = entry + ``overdue_days`` × 24 h of real elapsed time (UTC arithmetic).
 - ``orders_without_complaints``: a deal won several times counts once, at its latest win. A
-  complaint counts against a win when its contact is the won deal's and it entered within
-  ``[won_at, won_at + days × 24 h]`` (both ends inclusive). A won deal without a contact cannot
-  be linked to a complaint and counts as without. The share is None when nothing was won.
+  complaint counts against a win when it is on the won deal itself (moved into the complaints
+  pipeline) or its contact is the won deal's, and it entered within
+  ``[won_at, won_at + days × 24 h]`` (both ends inclusive). A won deal without a contact is
+  linked through its own id only. The share is None when nothing was won.
+- The same move into the pipeline seen twice (the account's status hook and the Digital
+  Pipeline's, or a webhook and its event a second apart) is one entry: a record that repeats
+  the tracked entry's transition within ``SAME_MOVE_WINDOW``, with no other move seen in
+  between, is not read as "left unseen and came back".
 """
 
 from __future__ import annotations
@@ -98,11 +103,15 @@ def complaints_of(
     resolved_statuses = set(cfg.resolved_statuses)
     found: list[Complaint] = []
     current: _Tracking | None = None
-    previous_pipeline: int | None = None
+    entry: StageRecord | None = None  # the record that opened ``current``
+    previous: StageRecord | None = None
     for record in _in_order(records):
         came_from = (record.old_pipeline_id if record.old_pipeline_id is not None
-                     else previous_pipeline)
+                     else previous.pipeline_id if previous is not None else None)
         inside = record.pipeline_id == cfg.id
+        if (current is not None and entry is not None and previous is entry
+                and _same_move(record, entry)):
+            continue  # the entry seen again (another hook, or its event): not a new complaint
         if current is not None and inside and came_from is not None and came_from != cfg.id:
             # The move out was never seen; the deal has come back.
             found.append(current.finish(deal_id, moved_out_at=record.at))
@@ -112,7 +121,7 @@ def complaints_of(
                 found.append(current.finish(deal_id, moved_out_at=record.at))
                 current = None
         elif current is None:
-            current = _Tracking(entered_at=record.at)
+            current, entry = _Tracking(entered_at=record.at), record
             if record.status_id in resolved_statuses:
                 current.resolved_at = record.at
         elif record.status_id in resolved_statuses:
@@ -120,10 +129,21 @@ def complaints_of(
                 current.resolved_at = record.at
         else:
             current.resolved_at = None  # reopened (or a move between open statuses)
-        previous_pipeline = record.pipeline_id
+        previous = record
     if current is not None:
         found.append(current.finish(deal_id, moved_out_at=None))
     return found
+
+
+SAME_MOVE_WINDOW = timedelta(minutes=5)  # hooks and events of one move land seconds apart
+
+
+def _same_move(record: StageRecord, entry: StageRecord) -> bool:
+    """Does ``record`` describe the move that ``entry`` already recorded?"""
+    return (record.pipeline_id == entry.pipeline_id and record.status_id == entry.status_id
+            and record.old_pipeline_id in (None, entry.old_pipeline_id)
+            and record.old_status_id in (None, entry.old_status_id)
+            and timedelta(0) <= record.at - entry.at <= SAME_MOVE_WINDOW)
 
 
 def resolution_seconds(
@@ -184,27 +204,32 @@ def complaint_stats(
 
 def orders_without_complaints(
     won: Sequence[tuple[int, datetime, int | None]],
-    complaint_entries: Sequence[tuple[int | None, datetime]],
+    complaint_entries: Sequence[tuple[int, int | None, datetime]],
     period_start: datetime,
     period_end: datetime,
     days: int,
 ) -> tuple[int, int, float | None]:
-    """(won in the period, of them without a complaint from their contact within days, share)."""
+    """(won in the period, of them without a complaint on the deal or from its contact within
+    days, share). ``won``: (deal, won_at, contact); ``complaint_entries``: (deal, contact,
+    entered_at)."""
     latest_win: dict[int, tuple[datetime, int | None]] = {}
     for deal_id, won_at, contact_id in won:
         if deal_id not in latest_win or won_at > latest_win[deal_id][0]:
             latest_win[deal_id] = (won_at, contact_id)
-    entries_by_contact: dict[int, list[datetime]] = {}
-    for contact_id, entered_at in complaint_entries:
+    by_deal: dict[int, list[datetime]] = {}
+    by_contact: dict[int, list[datetime]] = {}
+    for deal_id, contact_id, entered_at in complaint_entries:
+        by_deal.setdefault(deal_id, []).append(entered_at)
         if contact_id is not None:
-            entries_by_contact.setdefault(contact_id, []).append(entered_at)
+            by_contact.setdefault(contact_id, []).append(entered_at)
     window = timedelta(hours=24 * days)
     won_count = without = 0
-    for won_at, contact_id in latest_win.values():
+    for deal_id, (won_at, contact_id) in latest_win.items():
         if not _within(won_at, period_start, period_end):
             continue
         won_count += 1
-        entries = entries_by_contact.get(contact_id, []) if contact_id is not None else []
+        entries = by_deal.get(deal_id, []) + (by_contact.get(contact_id, [])
+                                              if contact_id is not None else [])
         if not any(won_at <= e <= won_at + window for e in entries):
             without += 1
     return won_count, without, (without / won_count if won_count else None)
