@@ -177,7 +177,8 @@ def referral_deal(ctx: ReportContext, ledger: DealLedger) -> referrals_m.WonDeal
     wins = win_instants(ledger, ctx.account)
     if not wins or ledger.deal.is_deleted:
         return None
-    values = field_value_at(ledger, ref.field_id, wins[-1]) if ref else None
+    # As last known, not at the win: fields are often filled in just after it.
+    values = field_value_at(ledger, ref.field_id, ctx.now) if ref else None
     return referrals_m.WonDeal(deal_id=ledger.deal.id, wins=tuple(wins), field_values=values,
                                responsible=ledger.responsible_at(wins[-1]))
 

@@ -454,3 +454,22 @@ def test_a_talk_rating_without_updated_at_is_dated_when_received(tmp_path):
     report = replay(_write_stream(tmp_path / "rate.jsonl", lines), now=msk("2026-03-04 12:00:00"))
     assert report["surveys"]["nps"]["answers"] == 1
     assert report["surveys"]["nps"]["promoters"] == 1
+
+
+def test_a_referral_discount_filled_in_after_the_win_still_counts(tmp_path):
+    """Managers often move a deal to won and then fill in its fields: the discount set two
+    minutes after the win says how the client came as much as one set before it."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created = 7701, msk("2026-03-02 10:00:00")
+    friend = ("Скидка от друга 5%", 908107)
+    lines = [
+        (msk("2026-03-05 11:00:01"), "webhook",
+         lead_body("status", deal, at=msk("2026-03-05 11:00:00"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=created)),
+        (msk("2026-03-05 11:02:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-05 11:02:00"), status_id=142,
+                   created=created, fields={752009: friend})),
+    ]
+    report = replay(_write_stream(tmp_path / "friend.jsonl", lines), now=msk("2026-03-06 12:00:00"))
+    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 1)

@@ -2,7 +2,8 @@
 
 Choices where the spec leaves room:
 
-- A deal is referred when any value of the discount field *at its latest win* has an
+- A deal is referred when any value of its discount field *as last known* (the report's
+  ``now``; managers often fill fields in just after moving a deal to won) has an
   ``enum_id`` in ``cfg.enum_ids`` or a text equal to one of ``cfg.values``, compared exactly
   (case-sensitive) after stripping surrounding whitespace on both sides. amoCRM sends ids as
   strings in webhooks, so enum ids are compared as integers. A missing field is not referred.
