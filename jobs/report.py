@@ -165,6 +165,7 @@ def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, 
         "volume": st.volume, "resolved": st.resolved, "open": st.open, "overdue": st.overdue,
         "mean_resolution_seconds": seconds(st.mean), "median_resolution_seconds": seconds(st.median),
         "p90_resolution_seconds": seconds(st.p90),
+        "moved_out_unresolved": st.moved,  # an extra: metrics.md's "counted as moved"
         "orders_without_complaints": {"won": won_count, "without_complaint": without,
                                       "share": share(without_share)},
     }

@@ -167,12 +167,13 @@ SAMPLE = [
     complaint("03-01 00:00"),  # at the period's first instant; open, overdue
     complaint("04-01 00:00"),  # after the period: open (whenever entered), not volume
     complaint("02-10 10:00"),  # open from before the period, overdue
+    complaint("02-11 10:00", moved="02-12 10:00"),  # moved out before the period: not moved
 ]
 
 
 def test_complaint_stats_wall_clock() -> None:
     s = complaint_stats(SAMPLE, *MARCH, NOW, ComplaintsConfig(overdue_days=5), CALENDAR)
-    assert (s.volume, s.resolved, s.open, s.overdue) == (8, 3, 6, 4)
+    assert (s.volume, s.resolved, s.open, s.overdue, s.moved) == (8, 3, 6, 4, 1)
     # durations 13 days, 2 h, 24 h
     assert s.mean == pytest.approx((1_123_200 + 7_200 + 86_400) / 3)
     assert s.median == 86_400

@@ -61,8 +61,11 @@ def summary(report: dict[str, Any]) -> str:
                 f"{_fmt_seconds(a['p90_assignment_to_reply_business_seconds'])})")
     c = report.get("complaints")
     if c:
+        moved = c.get("moved_out_unresolved")
         parts.append(f"\nComplaints: {c['volume']} new, {c['resolved']} resolved, {c['open']} open "
-                     f"({c['overdue']} overdue); resolution mean {_fmt_seconds(c['mean_resolution_seconds'])}, "
+                     f"({c['overdue']} overdue)"
+                     + (f", {moved} moved out unresolved" if moved else "")
+                     + f"; resolution mean {_fmt_seconds(c['mean_resolution_seconds'])}, "
                      f"median {_fmt_seconds(c['median_resolution_seconds'])}, "
                      f"p90 {_fmt_seconds(c['p90_resolution_seconds'])}")
     r = report.get("referrals")

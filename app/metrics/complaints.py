@@ -75,6 +75,7 @@ class ComplaintStats:
     mean: float | None
     median: float | None
     p90: float | None
+    moved: int = 0  # moved out of the pipeline unresolved in the period ("counted as moved")
 
 
 @dataclass
@@ -176,11 +177,14 @@ def complaint_stats(
     calendar: BusinessCalendar | None,
 ) -> ComplaintStats:
     """Volume, resolution statistics, open and overdue counts for ``[period_start, period_end)``."""
-    volume = resolved = open_now = overdue = 0
+    volume = resolved = open_now = overdue = moved = 0
     durations: list[float] = []
     for c in complaints:
         if _within(c.entered_at, period_start, period_end):
             volume += 1
+        if c.state == "moved" and c.moved_out_at is not None and c.moved_out_at <= now \
+                and _within(c.moved_out_at, period_start, period_end):
+            moved += 1
         if c.state == "resolved" and c.resolved_at is not None and c.resolved_at <= now \
                 and _within(c.resolved_at, period_start, period_end):
             resolved += 1
@@ -199,6 +203,7 @@ def complaint_stats(
         mean=stats.mean(durations),
         median=stats.median(durations),
         p90=stats.p90(durations),
+        moved=moved,
     )
 
 
