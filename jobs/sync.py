@@ -7,6 +7,8 @@ considered, and what the checks declare goes out in the same run.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +18,21 @@ from jobs.runtime import Runtime, get_runtime
 log = logging.getLogger("amoscore.sync")
 
 
-def api_client(rt: Runtime, account: AccountConfig) -> Any:
-    """The account's amoCRM client (tests and replay inject their own factory)."""
+def api_client(rt: Runtime, account: AccountConfig, env: Mapping[str, str] = os.environ) -> Any:
+    """The account's amoCRM client (tests and replay inject their own factory): its long-lived
+    token when one is set, else the OAuth tokens ``amoscore oauth connect`` stored (refreshed
+    under a lock shared by the workers); the rate limit shared through Redis when there is one."""
     if rt.client_factory is not None:
         return rt.client_factory(account)
     from integrations.amocrm.client import client_for
+    from jobs.tokens import auth_for
 
-    return client_for(account, redis_url=rt.settings.redis_url or None)
+    info = account.account.auth
+    auth = None
+    if not (info.long_lived_token_env and env.get(info.long_lived_token_env)) and info.client_id:
+        auth = auth_for(account, rt.sessions, redis_conn=rt.redis, env=env)
+    # Neither configured: client_for raises ReauthorizationRequired, naming what to set.
+    return client_for(account, env, auth=auth, redis_url=rt.settings.redis_url or None)
 
 
 def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool = True,

@@ -1,0 +1,71 @@
+"""The workers' amoCRM client (jobs.sync.api_client): which credentials it sends."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import responses
+from cryptography.fernet import Fernet
+
+from app.db import create_schema, make_engine, make_session_factory
+from config.account import AuthConfig
+from config.settings import Settings
+from integrations.amocrm.auth import TokenPair
+from integrations.amocrm.errors import ReauthorizationRequired
+from jobs.queues import InProcessQueue
+from jobs.runtime import Runtime
+from jobs.sync import api_client
+from jobs.tokens import DbTokenStore
+from tests.test_client_support import ACCOUNT_ID, BASE, make_account
+
+KEY = Fernet.generate_key().decode()
+OAUTH = AuthConfig(long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN",
+                   encryption_key_env="AMOSCORE_FERNET_KEY", client_id="cid",
+                   client_secret_env="AMOCRM_CLIENT_SECRET", redirect_uri="https://scores.example/cb")
+
+
+def runtime(tmp_path: Path) -> Runtime:
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    create_schema(engine)
+    settings = Settings(database_url=str(engine.url), redis_url="", config_path="",
+                        var_dir=tmp_path, spool_dir=tmp_path / "spool")
+    account = make_account()
+    account = replace(account, account=replace(account.account, auth=OAUTH))
+    return Runtime(settings=settings, accounts={ACCOUNT_ID: account}, engine=engine,
+                   sessions=make_session_factory(engine), queue=InProcessQueue())
+
+
+def sent_token(rt: Runtime, env: dict[str, str]) -> str:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{BASE}/api/v4/leads/5", status=204, body=b"")
+        api_client(rt, rt.account(ACCOUNT_ID), env).get_lead(5)
+        return rsps.calls[0].request.headers["Authorization"]
+
+
+def test_an_oauth_account_sends_the_token_oauth_connect_stored(tmp_path):
+    """No long-lived token: the worker uses the OAuth tokens in the database. Before, it
+    raised 'No amoCRM token' on every sync, so nothing was ever written or pulled."""
+    rt = runtime(tmp_path)
+    DbTokenStore(rt.sessions, ACCOUNT_ID, Fernet(KEY.encode())).save(
+        TokenPair("stored-access", "stored-refresh", time.time() + 86_400))
+    env = {"AMOSCORE_FERNET_KEY": KEY, "AMOCRM_CLIENT_SECRET": "secret"}
+    assert sent_token(rt, env) == "Bearer stored-access"
+
+
+def test_a_long_lived_token_wins_when_it_is_set(tmp_path):
+    rt = runtime(tmp_path)
+    env = {"AMOCRM_LONG_LIVED_TOKEN": "long-lived", "AMOSCORE_FERNET_KEY": KEY,
+           "AMOCRM_CLIENT_SECRET": "secret"}
+    assert sent_token(rt, env) == "Bearer long-lived"
+
+
+def test_neither_says_what_to_set(tmp_path):
+    rt = runtime(tmp_path)
+    account = rt.account(ACCOUNT_ID)
+    rt.accounts[ACCOUNT_ID] = replace(account, account=replace(account.account, auth=AuthConfig(
+        long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN", encryption_key_env="AMOSCORE_FERNET_KEY")))
+    with pytest.raises(ReauthorizationRequired, match="AMOCRM_LONG_LIVED_TOKEN"):
+        api_client(rt, rt.account(ACCOUNT_ID), {})
