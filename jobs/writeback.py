@@ -10,12 +10,14 @@ A task row is committed before its POST and marked ``posting`` around it; a row 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignore, session_scope, upsert
@@ -269,6 +271,13 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
                 created = outcome.results.get(str(row.id))
                 if created and created.get("id") is not None:
                     row.status, row.amo_task_id = "created", int(created["id"])
+                elif str(row.id) in outcome.refused:
+                    # The whole request was refused (402 unpaid, 4xx naming no task): nothing
+                    # was created, so the next flush sends it again, as a refused value is.
+                    row.status = "pending"
+                    row.reason = outcome.failures.get(str(row.id))
+                    log.warning("writeback.tasks_refused account=%d deal=%d reason=%s",
+                                account_id, row.deal_id, row.reason)
                 else:
                     row.status = "failed"
                     row.reason = outcome.failures.get(str(row.id), "no id in amoCRM's answer")
@@ -277,12 +286,48 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
                 result.tasks.append(_task_record(row))
 
 
+_LOCK_SPACE = 0x616D6F73  # "amos": the high half of the flush lock's key
+
+
+@contextmanager
+def account_flush_lock(session_factory: sessionmaker[Session], account_id: int) -> Iterator[bool]:
+    """Yields whether this flush may run: True unless another holds the account's lock.
+
+    Two flushes at once would each read the same pending values and tasks (they claim no rows)
+    and send them twice, and one would take the other's in-flight ``posting`` tasks for a dead
+    worker's and post them again. RQ can run two syncs of one account at once (a slow sync
+    outlives the schedule's one-interval flag). On Postgres a session advisory lock on a
+    connection of its own serialises them, and dies with the process that held it; SQLite is
+    the embedded default, one process running its jobs one at a time.
+    """
+    engine = session_factory.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = (_LOCK_SPACE << 32) | (account_id & 0xFFFFFFFF)
+    with engine.connect() as conn:
+        got = bool(conn.execute(sql("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(sql("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+
 def flush(session_factory: sessionmaker[Session], account: AccountConfig,
           client: AmoClient | None, now: datetime, *, dry_run: bool) -> FlushResult:
-    """Send changed values, then pending tasks (or only record them when ``dry_run``)."""
+    """Send changed values, then pending tasks (or only record them when ``dry_run``); does
+    nothing while another flush of the account runs (it sends what is pending)."""
     if not dry_run and client is None:
         raise ValueError("flush needs a client unless dry_run")
     result = FlushResult()
-    _flush_values(session_factory, account, client, now, dry_run, result)
-    _flush_tasks(session_factory, account, client, now, dry_run, result)
+    with account_flush_lock(session_factory, account.account_id) as mine:
+        if not mine:
+            log.info("writeback.flush_skipped account=%d reason=another flush runs",
+                     account.account_id)
+            return result
+        _flush_values(session_factory, account, client, now, dry_run, result)
+        _flush_tasks(session_factory, account, client, now, dry_run, result)
     return result

@@ -276,3 +276,76 @@ def test_a_value_declared_again_during_a_flush_stays_pending(factory) -> None:
     result = flush(factory, make_account(), None, later, dry_run=True)
     assert [(w.deal_id, w.value) for w in result.writes] == [(5, 11)]
     assert flush(factory, make_account(), None, later, dry_run=True).writes == []
+
+
+def test_two_flushes_at_once_send_each_value_and_task_once(factory) -> None:
+    """RQ can run two syncs of one account at once (a slow one outlives the schedule's flag).
+    Both would read the same pending values and tasks and send them twice; the second would
+    also take the first's in-flight tasks for a dead worker's. One flush runs, one skips."""
+    import json
+    import threading
+    import time
+
+    deals = [41, 42, 43]
+    _declare_minutes(factory, deals, lambda d: d)
+    with session_scope(factory) as s:
+        for deal in deals:
+            declare_task(s, ACCOUNT_ID, deal_id=deal, rule="frt_breach", key=f"k{deal}",
+                         responsible_user_id=10000698, complete_till=NOW + timedelta(hours=1),
+                         text="t", at=NOW)
+    patches: list[list] = []
+    posts: list[list] = []
+
+    def slow_patch(request):  # type: ignore[no-untyped-def]
+        patches.append(json.loads(request.body))
+        time.sleep(0.5)
+        return 200, {}, json.dumps(_ok_body([e["id"] for e in patches[-1]]))
+
+    def slow_post(request):  # type: ignore[no-untyped-def]
+        posts.append(json.loads(request.body))
+        time.sleep(0.5)
+        return 200, {}, json.dumps({"_embedded": {"tasks": [
+            {"id": 9000 + i, "request_id": t["request_id"]} for i, t in enumerate(posts[-1])]}})
+
+    results = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        results.append(flush(factory, make_account(), make_client(), NOW, dry_run=False))
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses.PATCH, f"{BASE}/api/v4/leads", callback=slow_patch)
+        rsps.add_callback(responses.POST, f"{BASE}/api/v4/tasks", callback=slow_post)
+        rsps.get(f"{BASE}/api/v4/tasks", status=204)
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert [len(p) for p in patches] == [3] and [len(p) for p in posts] == [3]
+    assert sorted(len(r.writes) + len(r.tasks) for r in results) == [0, 6]  # one skipped
+    with session_scope(factory) as s:
+        assert sorted(s.execute(select(TaskLedger.deal_id, TaskLedger.status))) == [
+            (d, "created") for d in deals]
+
+
+@pytest.mark.parametrize("status", [402, 422, 400])
+def test_a_task_refused_with_its_whole_request_is_sent_again(factory, status) -> None:
+    """402 (unpaid account), 422, or a 400 naming no task: nothing was created, so the task
+    stays pending and the next flush creates it. A 400 naming the task itself is a failure."""
+    till = NOW + timedelta(hours=1)
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=51, rule="frt_breach", key="k51",
+                     responsible_user_id=10000698, complete_till=till, text="t", at=NOW)
+        row_id = s.scalars(select(TaskLedger.id)).one()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks", status=status, json={"title": "refused", "status": status})
+        first = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    assert [t.status for t in first.tasks] == ["pending"]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks",
+                  json={"_embedded": {"tasks": [{"id": 71, "request_id": str(row_id)}]}})
+        second = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+        assert [c.request.method for c in rsps.calls] == ["POST"]  # no lookup: never posting
+    assert [(t.status, t.amo_task_id) for t in second.tasks] == [("created", 71)]

@@ -60,6 +60,9 @@ class BatchResult:
 
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # Of ``failures``, the elements refused with their whole request (a 4xx naming no element,
+    # say 402 for an unpaid account): nothing was applied, so sending them again is safe.
+    refused: set[str] = field(default_factory=set)
 
 
 def _problem_detail(resp: requests.Response) -> str:
@@ -346,6 +349,7 @@ class AmoClient:
                 if not failed:  # no element named: the whole request was wrong
                     detail = _problem_detail(resp) or "bad request"
                     result.failures.update({str(e.get("request_id")): detail for e in chunk})
+                    result.refused.update(str(e.get("request_id")) for e in chunk)
                     continue
                 result.failures.update(failed)
                 rest = [e for e in chunk if str(e.get("request_id")) not in failed]
@@ -355,6 +359,7 @@ class AmoClient:
             if status >= 300:
                 detail = f"HTTP {status}: {_problem_detail(resp)}"
                 result.failures.update({str(e.get("request_id")): detail for e in chunk})
+                result.refused.update(str(e.get("request_id")) for e in chunk)
                 continue
             answered = (resp.json().get("_embedded") or {}).get(key) or []
             for pos, element in enumerate(answered):
