@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -149,6 +149,29 @@ def _record_values(session: Session, account_id: int, rows: list[Any], now: date
                                   reason) for d in rows]
 
 
+VALUE_ATTEMPTS = 3  # amoCRM refusing the same value for the same deal this often: stop sending it
+
+_FAILURES_SINCE = (
+    select(func.count()).select_from(WriteLog)
+    .where(WriteLog.account_id == bindparam("a"), WriteLog.deal_id == bindparam("d"),
+           WriteLog.field_id == bindparam("f"), WriteLog.status == "failed",
+           WriteLog.at >= bindparam("since"))
+)
+
+
+def _park_hopeless(session: Session, account_id: int, rows: Sequence[Any]) -> None:
+    """A value amoCRM refused by name (a validation error on this deal) VALUE_ATTEMPTS times
+    since it was declared is no longer sent: each flush would spend a request and a write_log
+    row on it, forever. A different value declared later is pending again."""
+    hopeless = [d for d in rows if session.connection().execute(_FAILURES_SINCE, {
+        "a": account_id, "d": d.deal_id, "f": d.field_id, "since": d.declared_at,
+    }).scalar_one() >= VALUE_ATTEMPTS]
+    for d in hopeless:
+        log.warning("writeback.value_parked account=%d deal=%d field=%d attempts=%d",
+                    account_id, d.deal_id, d.field_id, VALUE_ATTEMPTS)
+    _clear_pending(session, hopeless)
+
+
 def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig,
                   client: AmoClient | None, now: datetime, dry_run: bool,
                   result: FlushResult) -> None:
@@ -185,6 +208,9 @@ def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig
                     log.warning("writeback.value_failed account=%d deal=%d reason=%s",
                                 account_id, deal_id, reason)
                 _record_values(session, account_id, by_deal[deal_id], now, status, reason, result)
+                if reason and str(deal_id) in outcome.failures \
+                        and str(deal_id) not in outcome.refused:
+                    _park_hopeless(session, account_id, by_deal[deal_id])
 
 
 # --- tasks ----------------------------------------------------------------------------------

@@ -349,3 +349,30 @@ def test_a_task_refused_with_its_whole_request_is_sent_again(factory, status) ->
         second = flush(factory, make_account(), make_client(), NOW, dry_run=False)
         assert [c.request.method for c in rsps.calls] == ["POST"]  # no lookup: never posting
     assert [(t.status, t.amo_task_id) for t in second.tasks] == [("created", 71)]
+
+
+def test_a_value_refused_by_name_three_times_is_no_longer_sent(factory) -> None:
+    """A validation error naming the deal (an enum option removed, a deleted deal) is retried,
+    but not forever: after 3 refusals of the value it stays unsent until a new value comes."""
+    _declare_minutes(factory, [17], lambda d: 5)
+    error = {"validation-errors": [{"request_id": "17", "errors": [
+        {"code": "NotSupportedChoice", "path": "custom_fields_values.0.field_id",
+         "detail": "The value you selected is not a valid choice."}]}], "status": 400}
+    for attempt in range(3):
+        with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+            rsps.patch(f"{BASE}/api/v4/leads", status=400, json=error)
+            result = flush(factory, make_account(), make_client(),
+                           NOW + timedelta(minutes=attempt), dry_run=False)
+        assert [(w.deal_id, w.status) for w in result.writes] == [(17, "failed")]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        parked = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=3),
+                       dry_run=False)
+        assert len(rsps.calls) == 0
+    assert parked.writes == []
+    _declare_minutes(factory, [17], lambda d: 6)  # a new value: sent again
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body([17]),
+                   match=[matchers.json_params_matcher(_expected_body([17], lambda d: 6))])
+        again = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=4),
+                      dry_run=False)
+    assert [(w.deal_id, w.status) for w in again.writes] == [(17, "sent")]
