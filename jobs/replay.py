@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import secrets
 import sys
 import tempfile
@@ -189,8 +190,11 @@ class Replay:
         session.hooks["response"].append(self._count)
         if self.opts.send:
             self.fake = None
-            return client_for(self.account, self.opts.env or __import__("os").environ,
-                              session=session)
+            env = self.opts.env or os.environ
+            # With REDIS_URL the workers' shared limiter: a replay sending to a live account
+            # must not push the workers past amoCRM's limit.
+            return client_for(self.account, env, session=session,
+                              redis_url=env.get("REDIS_URL") or None)
         base = self.account.account.base_url
         self.fake = mount_fake(session, base, clock.timestamp)
         # The fake answers at once: no rate limit needed, and the simulated clock never moves
@@ -301,8 +305,10 @@ class Replay:
             at_end = nxt is None and end is not None and clock.now >= end
             due_now = due is not None and due <= clock.now
             sync_now = _on_grid(clock.now, sync_every) or at_end
-            pull = bool(unpulled) and (due_now or _on_grid(clock.now, sync.events_pull_seconds)
-                                       or at_end)
+            # With --send the events live in the account, not in the stream: pull at every
+            # stop on the pull grid and before every due check (no stop is made only for it).
+            pull = (bool(unpulled) or self.fake is None) and (
+                due_now or _on_grid(clock.now, sync.events_pull_seconds) or at_end)
             check = due_now or (changed and sync_now)
             if pull or check:
                 # The lines' deliveries are drained in one batch before anything reads them.

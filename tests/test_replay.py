@@ -473,3 +473,61 @@ def test_a_referral_discount_filled_in_after_the_win_still_counts(tmp_path):
     ]
     report = replay(_write_stream(tmp_path / "friend.jsonl", lines), now=msk("2026-03-06 12:00:00"))
     assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 1)
+
+
+@pytest.mark.integration
+def test_send_writes_and_creates_tasks_through_the_api_and_reports_them(tmp_path, redis_url):
+    """--send: every call goes to the base URL (AMOSCORE_AMOCRM_BASE_URL), the events pull
+    included (the stream's event lines are ignored); the report lists what was sent. A deal
+    created at 10:00 on a working Tuesday and nobody answers: zone fields, then the breach
+    task at 11:00 (POSTed, created by 'amoCRM'), through the shared Redis limiter."""
+    import json as _json
+
+    import responses
+
+    from integrations.amocrm.ratelimit import AccountLimiter
+    from tests.e2e_helpers import lead_body, msk
+
+    staging = "https://staging.example"
+    deal = 7801
+    lines = [
+        (msk("2026-04-14 10:00:00"), "webhook", lead_body("add", deal, at=msk("2026-04-14 10:00:00"))),
+        (msk("2026-04-14 10:00:30"), "event", {"id": "ignored", "type": "outgoing_chat_message",
+                                                "entity_id": deal, "entity_type": "lead",
+                                                "created_by": 10000698, "created_at": 1776150030,
+                                                "value_after": [], "account_id": 32427762}),
+    ]
+    stream = _write_stream(tmp_path / "send.jsonl", lines)
+    env = {"AMOCRM_LONG_LIVED_TOKEN": "staging-token", "AMOSCORE_AMOCRM_BASE_URL": staging,
+           "REDIS_URL": redis_url}
+    posted: list = []
+
+    def tasks(request):  # type: ignore[no-untyped-def]
+        body = _json.loads(request.body)
+        posted.extend(body)
+        return 200, {}, _json.dumps({"_embedded": {"tasks": [
+            {"id": 500 + i, "request_id": t["request_id"]} for i, t in enumerate(body)]}})
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{staging}/api/v4/events", status=204)
+        rsps.add_callback(responses.PATCH, f"{staging}/api/v4/leads", callback=lambda r: (
+            200, {}, _json.dumps({"_embedded": {"leads": [
+                {"id": e["id"], "request_id": e["request_id"]} for e in _json.loads(r.body)]}})))
+        rsps.add_callback(responses.POST, f"{staging}/api/v4/tasks", callback=tasks)
+        replay_obj = Replay(ReplayOptions(stream=stream, account=ACCOUNT, send=True, env=env,
+                                          now=msk("2026-04-14 11:30:00")))
+        client = replay_obj._client(None)  # type: ignore[arg-type]
+        assert isinstance(client.limiter, AccountLimiter)
+        assert type(client.limiter._flags).__name__ == "RedisFlags"  # the workers' limiter
+        report = replay_obj.run()
+        sent = [(c.request.method, c.request.url.split("?")[0]) for c in rsps.calls]
+        assert all(c.request.headers["Authorization"] == "Bearer staging-token" for c in rsps.calls)
+    assert ("GET", f"{staging}/api/v4/events") in sent
+    assert [t["deal_id"] for t in report["tasks"]] == [deal]
+    assert report["tasks"][0]["at"] == "2026-04-14T11:00:00+03:00"
+    assert [p["entity_id"] for p in posted] == [deal]
+    # The stream's event line was not used: the episode opened by the creation is still open.
+    [ep] = report["frt"]["episodes"]
+    assert ep["zone"] == "open"
+    assert report["api_requests"]["POST"] == 1
+    assert report["api_requests"]["PATCH"] == sum(m == "PATCH" for m, _ in sent) >= 1
