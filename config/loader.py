@@ -8,6 +8,7 @@ problems of all the files come back at once in one `ConfigError`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from marshmallow import ValidationError
 
 from config.account import AccountConfig
 from config.errors import ConfigError, ConfigIssue
-from config.schema import MISSING_MESSAGE, AccountSchema, got
+from config.schema import MISSING_MESSAGE, AccountSchema, got, quote_hint
 from config.settings import require_env
 
 __all__ = ["ConfigError", "load_account", "load_accounts", "resolve_webhook_secrets"]
@@ -27,28 +28,77 @@ PathKey = tuple[str | int, ...]
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as the strings the admin wrote (the schema parses them)."""
+    """SafeLoader that keeps dates as the strings the admin wrote (the schema parses them), and
+    reads only plain decimal numbers as numbers.
+
+    YAML 1.1 (PyYAML) reads 010 as 8 (octal), 1:30 as 90 (base 60), 0x10, 0b10 and 1_000 too;
+    an admin writing an id or minutes means none of that. Those forms stay strings, so the
+    schema names the key ("expected an integer, got "010"") instead of silently using 8.
+    """
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+_PLAIN_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_NUMBER_RESOLVERS = {_INT: _PLAIN_INT, _FLOAT: _PLAIN_FLOAT}
+
+
+def _resolvers(resolvers: list[tuple[str, re.Pattern[str]]]) -> list[tuple[str, re.Pattern[str]]]:
+    return [
+        (tag, _NUMBER_RESOLVERS.get(tag, rx))
+        for tag, rx in resolvers
+        if tag != "tag:yaml.org,2002:timestamp"
+    ]
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    first: _resolvers(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
 
-def _index_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]) -> None:
-    """Record the 1-based line of every key and list item below `node`; note duplicate keys."""
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = (*path, key_node.value)
-            if child in lines:
-                dupes.append((child, key_node.start_mark.line + 1))
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, dupes)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            _index_lines(item, (*path, i), lines, dupes)
+class _Index:
+    """What the composed YAML tells beyond the data: lines, duplicate keys, booleans as written."""
+
+    def __init__(self) -> None:
+        self.lines: dict[PathKey, int] = {}
+        self.dupes: list[tuple[PathKey, int]] = []
+        self.bool_texts: dict[PathKey, str] = {}  # path -> "NO" where YAML 1.1 read a boolean
+
+    def add(self, node: yaml.Node, path: PathKey = ()) -> None:
+        """Record the 1-based line of every key and list item below `node`; note duplicate keys.
+
+        A duplicated key is reported once: what was recorded below its first occurrence is
+        dropped (YAML keeps only the last one), so a repeated section does not also report each
+        of its keys as a duplicate.
+        """
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = (*path, key_node.value)
+                if child in self.lines:
+                    self.dupes.append((child, key_node.start_mark.line + 1))
+                    self._forget_below(child)
+                self.lines[child] = key_node.start_mark.line + 1
+                self.add(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[(*path, i)] = item.start_mark.line + 1
+                self.add(item, (*path, i))
+        elif isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
+            self.bool_texts[path] = node.value
+
+    def _forget_below(self, path: PathKey) -> None:
+        n = len(path)
+        for table in (self.lines, self.bool_texts):
+            for key in [k for k in table if len(k) > n and k[:n] == path]:
+                del table[key]
 
 
 def _dotted(path: PathKey) -> str:
@@ -88,7 +138,7 @@ def _flatten(messages: Any, path: PathKey = ()) -> Iterable[tuple[PathKey, str]]
         yield path, str(messages)
 
 
-def _parse(text: str, name: str) -> tuple[Any, dict[PathKey, int], list[ConfigIssue]]:
+def _parse(text: str, name: str) -> tuple[Any, _Index, list[ConfigIssue]]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -97,18 +147,29 @@ def _parse(text: str, name: str) -> tuple[Any, dict[PathKey, int], list[ConfigIs
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        return None, {}, [ConfigIssue(name, line, "", f"not valid YAML: {problem}")]
+        return None, _Index(), [ConfigIssue(name, line, "", f"not valid YAML: {problem}")]
     finally:
         loader.dispose()
-    lines: dict[PathKey, int] = {}
-    dupes: list[tuple[PathKey, int]] = []
+    index = _Index()
     if node is not None:
-        _index_lines(node, (), lines, dupes)
-    issues = [ConfigIssue(name, line, _dotted(p), "duplicate key (YAML keeps only the last one)") for p, line in dupes]
-    return data, lines, issues
+        index.add(node)
+    issues = [
+        ConfigIssue(name, line, _dotted(p), "duplicate key (YAML keeps only the last one)") for p, line in index.dupes
+    ]
+    return data, index, issues
 
 
-def _validate(data: Any, lines: Mapping[PathKey, int], name: str) -> tuple[AccountConfig | None, list[ConfigIssue]]:
+def _as_written(message: str, path: PathKey, index: _Index) -> str:
+    """A "quote it" hint names the word as the admin wrote it (NO), not as YAML read it (false)."""
+    text = index.bool_texts.get(path)
+    if text is None:
+        return message
+    read_as = text.lower() in ("yes", "true", "on")
+    return message.replace(quote_hint(read_as), f' (quote it: "{text}")')
+
+
+def _validate(data: Any, index: _Index, name: str) -> tuple[AccountConfig | None, list[ConfigIssue]]:
+    lines = index.lines
     if not isinstance(data, Mapping):
         return None, [ConfigIssue(name, 1, "", f"expected a mapping of sections (account, calendar, …), got {got(data)}")]
     try:
@@ -118,6 +179,7 @@ def _validate(data: Any, lines: Mapping[PathKey, int], name: str) -> tuple[Accou
         for path, message in _flatten(exc.messages):
             if message == "expected a mapping":  # marshmallow's own type error, without the value
                 message = f"expected a mapping, got {got(_value_at(data, path))}"
+            message = _as_written(message, path, index)
             line = _line_of(path[:-1], lines) if message == MISSING_MESSAGE else _line_of(path, lines)
             issues.append(ConfigIssue(name, line, _dotted(path), message))
         return None, issues
@@ -129,10 +191,10 @@ def _load(path: Path) -> tuple[AccountConfig | None, list[ConfigIssue]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [ConfigIssue(str(path), None, "", f"cannot read: {exc}")]
-    data, lines, issues = _parse(text, name)
+    data, index, issues = _parse(text, name)
     if issues and data is None:
         return None, issues
-    cfg, more = _validate(data, lines, name)
+    cfg, more = _validate(data, index, name)
     issues = sorted(issues + more, key=lambda i: (i.line or 0, i.path))
     if issues or cfg is None:
         return None, issues
@@ -185,8 +247,8 @@ def load_accounts(path: str | os.PathLike[str]) -> tuple[AccountConfig, ...]:
 
 
 def _account_id_line(path: Path) -> int | None:
-    _, lines, _ = _parse(path.read_text(encoding="utf-8"), path.name)
-    return lines.get(("account", "id"))
+    _, index, _ = _parse(path.read_text(encoding="utf-8"), path.name)
+    return index.lines.get(("account", "id"))
 
 
 def resolve_webhook_secrets(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import string
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -52,6 +53,12 @@ OPENING_EVENTS = ("incoming_chat_message", "incoming_call", "incoming_mail", "in
 CLOSING_EVENTS = ("outgoing_chat_message", "outgoing_call", "outgoing_mail", "outgoing_sms")
 EXTRA_REACTIONS = ("talk_read", "note")
 _PERIOD_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9-]+$")
+# Number forms YAML 1.1 reads in surprising ways (010 is 8, 1:30 is 90, 1_000 is 1000). The
+# loader keeps them as strings; the number fields then say how to write the number instead.
+_YAML11_NUMBER_RE = re.compile(r"^[-+]?(?:0[0-9_]+|0[bx][0-9a-fA-F_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[0-9]+_[0-9_]*(?:\.[0-9_]*)?)$")
+PLAIN_NUMBER_HINT = ' (write a plain number: no leading zero, ":" or "_")'
 
 
 def got(value: Any) -> str:
@@ -73,6 +80,19 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return "|".join(choices)
 
 
+def quote_hint(value: bool) -> str:
+    """YAML 1.1 reads yes/no/on/off (any case) as booleans: tell the admin to quote the word.
+
+    The loader, which has the text as written, replaces the word in the hint with it (NO).
+    """
+    return f' (quote it: "{got(value)}")'
+
+
+def _not_a_number(value: Any, what: str) -> str:
+    hint = PLAIN_NUMBER_HINT if isinstance(value, str) and _YAML11_NUMBER_RE.match(value) else ""
+    return f"expected {what}, got {got(value)}{hint}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Scalar fields: strict YAML types (no "5" for 5, no true for 1), messages naming what came.
 
@@ -89,7 +109,7 @@ class Int(_Field):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError(f"expected {self.what}, got {got(value)}")
+            raise ValidationError(_not_a_number(value, self.what))
         if self.minimum is not None and value < self.minimum:
             raise ValidationError(f"must be ≥ {self.minimum}, got {value}")
         return value
@@ -98,7 +118,7 @@ class Int(_Field):
 class Number(_Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError(f"expected a number, got {got(value)}")
+            raise ValidationError(_not_a_number(value, "a number"))
         return value
 
 
@@ -108,6 +128,8 @@ class Str(_Field):
         self.choices = choices
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> str:
+        if isinstance(value, bool):
+            raise ValidationError(f"expected a non-empty string, got {got(value)}{quote_hint(value)}")
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"expected a non-empty string, got {got(value)}")
         if self.choices is not None and value not in self.choices:
@@ -133,11 +155,49 @@ class Timezone(Str):
 
 
 class Country(Str):
+    """The ISO 3166-1 alpha-2 code the `holidays` package lists (RU), never one of its aliases
+    (RUS, UK): the calendar keys the moved working days by the canonical code."""
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> str:
         code = super()._deserialize(value, attr, data, **kw)
-        if code not in holidays.list_supported_countries():
-            raise ValidationError(f"unknown holidays country {got(code)} (expected a code such as RU)")
-        return code
+        if code in holidays.list_supported_countries(include_aliases=False):
+            return code
+        canonical = _canonical_country(code)
+        if canonical is not None:
+            raise ValidationError(f"{got(code)} is not the ISO code of the country (did you mean {canonical}?)")
+        raise ValidationError(f"unknown holidays country {got(code)} (expected a code such as RU)")
+
+
+def _canonical_country(code: str) -> str | None:
+    """The canonical code of an alias or a differently cased code the package knows, else None."""
+    for candidate in dict.fromkeys((code, code.upper())):
+        if candidate in holidays.list_supported_countries(include_aliases=True):
+            try:
+                return str(holidays.country_holidays(candidate).country)
+            except (NotImplementedError, KeyError, AttributeError):  # pragma: no cover - defensive
+                return None
+    return None
+
+
+class EnvName(Str):
+    """The NAME of an environment variable; the value is never echoed (it may be a pasted secret)."""
+
+    MESSAGE = "must be the NAME of an environment variable (A-Z, 0-9, _), not the secret itself"
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> str:
+        if not isinstance(value, str) or not _ENV_NAME_RE.match(value):
+            raise ValidationError(self.MESSAGE)
+        return value
+
+
+class Subdomain(Str):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> str:
+        name = super()._deserialize(value, attr, data, **kw)
+        if not _SUBDOMAIN_RE.match(name):
+            raise ValidationError(
+                f'must be the subdomain alone (a-z, 0-9, -), e.g. "acme" for https://acme.amocrm.ru, got {got(name)}'
+            )
+        return name
 
 
 class IsoDate(Str):
@@ -153,13 +213,16 @@ class IsoDate(Str):
 class TupleOf(_Field):
     """A YAML list as a tuple, each item checked by `item`; errors keyed by index."""
 
-    def __init__(self, item: fields.Field, **kw: Any) -> None:
+    def __init__(self, item: fields.Field, *, non_empty: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
         self.item = item
+        self.non_empty = non_empty
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise ValidationError(f"expected a list, got {got(value)}")
+        if self.non_empty and not value:
+            raise ValidationError("must list at least one item, got an empty list")
         out: list[Any] = []
         errors: dict[int, Any] = {}
         for i, item in enumerate(value):
@@ -173,7 +236,15 @@ class TupleOf(_Field):
 
 
 class Pair(_Field):
-    """[low, high] integers with low ≤ high (a scale or a range on it)."""
+    """[low, high] integers with low ≤ high (a range on a scale).
+
+    A scale (`scale=True`) needs low < high (its length divides), and `minimum` bounds low.
+    """
+
+    def __init__(self, *, scale: bool = False, minimum: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.scale = scale
+        self.minimum = minimum
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> tuple[int, int]:
         ok = (
@@ -183,8 +254,12 @@ class Pair(_Field):
         )
         if not ok:
             raise ValidationError(f"expected [low, high] as two integers, got {got(value)}")
+        if self.scale and value[0] >= value[1]:
+            raise ValidationError(f"low must be < high on a scale, got [{value[0]}, {value[1]}]")
         if value[0] > value[1]:
             raise ValidationError(f"low must be ≤ high, got [{value[0]}, {value[1]}]")
+        if self.minimum is not None and value[0] < self.minimum:
+            raise ValidationError(f"low must be ≥ {self.minimum}, got [{value[0]}, {value[1]}]")
         return (value[0], value[1])
 
 
@@ -237,10 +312,19 @@ class Periods(_Field):
 class MappingOf(_Field):
     """A YAML mapping whose keys and values are checked by two fields; errors keyed by key."""
 
-    def __init__(self, key: _Field, value: fields.Field, *, required_keys: tuple[str, ...] = (), **kw: Any) -> None:
+    def __init__(
+        self,
+        key: _Field,
+        value: fields.Field,
+        *,
+        required_keys: tuple[str, ...] = (),
+        distinct: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.key_field, self.value_field = key, value
         self.required_keys = required_keys
+        self.distinct = distinct  # what the values are, when no two keys may share one
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kw: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -256,6 +340,12 @@ class MappingOf(_Field):
         for k in self.required_keys:
             if k not in value:
                 errors[k] = [MISSING_MESSAGE]
+        if self.distinct:
+            first: dict[Any, str] = {}
+            for k, v in out.items():
+                other = first.setdefault(v, k)
+                if other != k:
+                    errors.setdefault(k, []).append(f"{self.distinct} {v} is also {other}'s; each needs its own")
         if errors:
             raise ValidationError(errors)
         return out
@@ -274,7 +364,17 @@ def _unknown_key(name: str, known: tuple[str, ...] | list[str]) -> str:
 
 
 def _enum_ids() -> MappingOf:
-    return MappingOf(_KeyIn(choices=ZONES), Int(what="an integer enum id"), required_keys=ZONES, required=True)
+    return MappingOf(
+        _KeyIn(choices=ZONES), _enum_id(), required_keys=ZONES, distinct="enum id", required=True
+    )
+
+
+def _field_id(**kw: Any) -> Int:
+    return Int(what="a field id (integer)", minimum=1, **kw)
+
+
+def _enum_id() -> Int:
+    return Int(what="an integer enum id", minimum=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,11 +403,22 @@ def _nested(schema: type[Schema], **kw: Any) -> fields.Nested:
     return fields.Nested(schema, **kw)
 
 
+def _valid_or_default(data: Mapping[str, Any], original: Any, key: str, default: Any) -> Any:
+    """A key's loaded value for a check across keys; its default when the file omits it; None
+    when the file has it but it failed its own check (that error is enough, no guess from the
+    default)."""
+    if key in data:
+        return data[key]
+    if isinstance(original, Mapping) and key in original:
+        return None
+    return default
+
+
 class AuthSchema(_Strict):
-    long_lived_token_env = Str()
-    encryption_key_env = Str()
+    long_lived_token_env = EnvName()
+    encryption_key_env = EnvName()
     client_id = Str()
-    client_secret_env = Str()
+    client_secret_env = EnvName()
     redirect_uri = Str()
 
     @post_load
@@ -316,11 +427,11 @@ class AuthSchema(_Strict):
 
 
 class AccountInfoSchema(_Strict):
-    subdomain = Str(required=True)
+    subdomain = Subdomain(required=True)
     id = Int(required=True, minimum=1)
     base_domain = Str(required=True, choices=BASE_DOMAINS)
     timezone = Timezone(required=True)
-    webhook_secret_env = Str(required=True)
+    webhook_secret_env = EnvName(required=True)
     auth = _nested(AuthSchema)
 
     @post_load
@@ -336,6 +447,15 @@ class WorkingHoursSchema(_Strict):
     fri = Periods()
     sat = Periods()
     sun = Periods()
+
+    @validates_schema
+    def _some_working_time(self, data: dict[str, Any], **kw: Any) -> None:
+        # Runs only when every weekday parsed: an empty week would make business time stand still.
+        if not any(data.get(day) for day in WEEKDAYS):
+            raise ValidationError(
+                'no working time in the whole week (every weekday is a day off); '
+                'give at least one weekday a period such as "09:00-18:00"'
+            )
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> dict[str, tuple[Period, ...]]:
@@ -356,7 +476,7 @@ class CalendarSchema(_Strict):
 
 class UsersSchema(_Strict):
     ignored = TupleOf(Int(what="a user id (integer)"))
-    supervisor = Int(what="a user id (integer)")
+    supervisor = Int(what="a user id (integer)", minimum=1)
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> UsersConfig:
@@ -365,7 +485,7 @@ class UsersSchema(_Strict):
 
 class ComplaintsPipelineSchema(_Strict):
     id = Int(required=True, minimum=1)
-    resolved_statuses = TupleOf(Int(what="a status id (integer)"))
+    resolved_statuses = TupleOf(Int(what="a status id (integer)", minimum=1), non_empty=True)
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> ComplaintsPipeline:
@@ -373,7 +493,7 @@ class ComplaintsPipelineSchema(_Strict):
 
 
 class PipelinesSchema(_Strict):
-    sales = TupleOf(Int(what="a pipeline id (integer)"), required=True)
+    sales = TupleOf(Int(what="a pipeline id (integer)", minimum=1), non_empty=True, required=True)
     complaints = _nested(ComplaintsPipelineSchema)
 
     @validates_schema(skip_on_field_errors=False)
@@ -389,7 +509,7 @@ class PipelinesSchema(_Strict):
 
 
 class ZoneFieldSchema(_Strict):
-    field_id = Int(required=True, what="a field id (integer)")
+    field_id = _field_id(required=True)
     enums = _enum_ids()
 
     @post_load
@@ -398,18 +518,65 @@ class ZoneFieldSchema(_Strict):
 
 
 class TaskRuleSchema(_Strict):
+    """A task rule; `PLACEHOLDERS` are the keywords jobs/planner.py formats its text with."""
+
+    PLACEHOLDERS: tuple[str, ...] = ()
+
     responsible = Str(required=True, choices=("responsible", "supervisor"))
     due_business_minutes = Int(required=True, minimum=0)
     text = Str(required=True)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _known_placeholders(self, data: dict[str, Any], **kw: Any) -> None:
+        if "text" not in data:
+            return  # missing or not a string: the field reports it
+        problems = template_problems(data["text"], self.PLACEHOLDERS)
+        if problems:
+            raise ValidationError({"text": problems})
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> TaskRule:
         return TaskRule(**data)
 
 
+class FrtBreachTaskSchema(TaskRuleSchema):
+    PLACEHOLDERS = ("waited_minutes",)
+
+
+class ComplaintOverdueTaskSchema(TaskRuleSchema):
+    PLACEHOLDERS = ("open_days",)
+
+
+class LowScoreTaskSchema(TaskRuleSchema):
+    PLACEHOLDERS = ("score", "survey")
+
+
+def template_problems(text: str, allowed: tuple[str, ...]) -> list[str]:
+    """What is wrong with the `{name}` placeholders of a task text `str.format` fills with `allowed`.
+
+    Only plain names are allowed: no positional `{}`/`{0}`, attributes, indexes, conversions or
+    format specs (each either fails at run time or reaches into Python objects).
+    """
+    names = ", ".join(f"{{{n}}}" for n in allowed) or "none"
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return [f'malformed placeholder: {exc} (write {{{{ and }}}} for a literal brace; allowed: {names})']
+    problems: list[str] = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name not in allowed:
+            problems.append(f"unknown placeholder {written} (allowed: {names})")
+        elif conversion or spec:
+            problems.append(f"placeholder {written} must be plain: write {{{name}}}")
+    return problems
+
+
 class FrtFieldsSchema(_Strict):
-    first_minutes = Int(what="a field id (integer)")
-    last_minutes = Int(what="a field id (integer)")
+    first_minutes = _field_id()
+    last_minutes = _field_id()
     zone = _nested(ZoneFieldSchema)
 
     @post_load
@@ -418,18 +585,18 @@ class FrtFieldsSchema(_Strict):
 
 
 class FrtSchema(_Strict):
-    opens_on = TupleOf(Str(choices=OPENING_EVENTS), required=True)
+    opens_on = TupleOf(Str(choices=OPENING_EVENTS), non_empty=True, required=True)
     closes_on = TupleOf(Str(choices=CLOSING_EVENTS), required=True)
     also_reacts = TupleOf(Str(choices=EXTRA_REACTIONS))
     target_minutes = Int(minimum=1)
     limit_minutes = Int(minimum=1)
     fields_ = _nested(FrtFieldsSchema, data_key="fields", attribute="fields")
-    breach_task = _nested(TaskRuleSchema)
+    breach_task = _nested(FrtBreachTaskSchema)
 
-    @validates_schema(skip_on_field_errors=False)
-    def _target_within_limit(self, data: dict[str, Any], **kw: Any) -> None:
-        target = data.get("target_minutes", FrtConfig.target_minutes)
-        limit = data.get("limit_minutes", FrtConfig.limit_minutes)
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _target_within_limit(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
+        target = _valid_or_default(data, original_data, "target_minutes", FrtConfig.target_minutes)
+        limit = _valid_or_default(data, original_data, "limit_minutes", FrtConfig.limit_minutes)
         if isinstance(target, int) and isinstance(limit, int) and limit < target:
             raise ValidationError(f"must be ≥ target_minutes ({target}), got {limit}", "limit_minutes")
 
@@ -439,7 +606,7 @@ class FrtSchema(_Strict):
 
 
 class ComplaintsFieldsSchema(_Strict):
-    resolution_hours = Int(what="a field id (integer)")
+    resolution_hours = _field_id()
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> ComplaintsFields:
@@ -451,7 +618,7 @@ class ComplaintsSchema(_Strict):
     no_complaint_days = Int(minimum=1)
     business_time = Bool()
     fields_ = _nested(ComplaintsFieldsSchema, data_key="fields", attribute="fields")
-    overdue_task = _nested(TaskRuleSchema)
+    overdue_task = _nested(ComplaintOverdueTaskSchema)
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> ComplaintsConfig:
@@ -459,8 +626,8 @@ class ComplaintsSchema(_Strict):
 
 
 class ReferralsSchema(_Strict):
-    field_id = Int(required=True, what="a field id (integer)")
-    enum_ids = TupleOf(Int(what="an integer enum id"))
+    field_id = _field_id(required=True)
+    enum_ids = TupleOf(_enum_id())
     values = TupleOf(Str())
 
     @post_load
@@ -469,8 +636,8 @@ class ReferralsSchema(_Strict):
 
 
 class SurveySchema(_Strict):
-    field_id = Int(required=True, what="a field id (integer)")
-    scale = Pair(required=True)
+    field_id = _field_id(required=True)
+    scale = Pair(scale=True, minimum=0, required=True)
     low = Pair(required=True)
 
     @validates_schema(skip_on_field_errors=False)
@@ -486,7 +653,7 @@ class SurveySchema(_Strict):
 
 class TalkRateSchema(_Strict):
     feeds = Str(error_messages={"required": MISSING_MESSAGE})
-    scale = Pair()
+    scale = Pair(scale=True)
     map = Str(choices=("as_is", "linear"))
 
     @post_load
@@ -495,16 +662,16 @@ class TalkRateSchema(_Strict):
 
 
 class SurveyZoneSchema(_Strict):
-    field_id = Int(required=True, what="a field id (integer)")
+    field_id = _field_id(required=True)
     enums = _enum_ids()
     green_from = Number()
     yellow_from = Number()
 
-    @validates_schema(skip_on_field_errors=False)
-    def _ordered(self, data: dict[str, Any], **kw: Any) -> None:
-        green = data.get("green_from", SurveyZoneConfig.green_from)
-        yellow = data.get("yellow_from", SurveyZoneConfig.yellow_from)
-        if yellow > green:
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _ordered(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
+        green = _valid_or_default(data, original_data, "green_from", SurveyZoneConfig.green_from)
+        yellow = _valid_or_default(data, original_data, "yellow_from", SurveyZoneConfig.yellow_from)
+        if green is not None and yellow is not None and yellow > green:
             raise ValidationError(f"must be ≤ green_from ({green}), got {yellow}", "yellow_from")
 
     @post_load
@@ -518,7 +685,7 @@ class SurveysSchema(_Strict):
     ces = _nested(SurveySchema)
     talk_rate = _nested(TalkRateSchema)
     zone = _nested(SurveyZoneSchema)
-    low_score_task = _nested(TaskRuleSchema)
+    low_score_task = _nested(LowScoreTaskSchema)
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def _feeds_a_configured_survey(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
@@ -535,6 +702,19 @@ class SurveysSchema(_Strict):
         else:
             return
         raise ValidationError({"talk_rate": {"feeds": [message]}})
+
+    @validates_schema(skip_on_field_errors=False)
+    def _as_is_fits_the_survey(self, data: dict[str, Any], **kw: Any) -> None:
+        talk = data.get("talk_rate")
+        survey = data.get(talk.feeds) if isinstance(talk, TalkRateConfig) else None
+        if not isinstance(talk, TalkRateConfig) or not isinstance(survey, SurveyConfig) or talk.map != "as_is":
+            return
+        (t_lo, t_hi), (lo, hi) = talk.scale, survey.scale
+        if not (lo <= t_lo and t_hi <= hi):
+            raise ValidationError({"talk_rate": {"scale": [
+                f"[{t_lo}, {t_hi}] does not lie within the scale [{lo}, {hi}] of surveys.{talk.feeds}, "
+                f"which map: as_is feeds with the rating unchanged (use map: linear, or a scale within [{lo}, {hi}])"
+            ]}})
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> SurveysConfig:
@@ -573,6 +753,41 @@ class SyncSchema(_Strict):
         return SyncConfig(**data)
 
 
+# The task rules and every key that names a custom field the metrics write or read, as YAML paths.
+TASK_RULES: tuple[tuple[str, ...], ...] = (
+    ("frt", "breach_task"),
+    ("complaints", "overdue_task"),
+    ("surveys", "low_score_task"),
+)
+FIELD_ID_KEYS: tuple[tuple[str, ...], ...] = (
+    ("frt", "fields", "first_minutes"),
+    ("frt", "fields", "last_minutes"),
+    ("frt", "fields", "zone", "field_id"),
+    ("complaints", "fields", "resolution_hours"),
+    ("referrals", "field_id"),
+    ("surveys", "nps", "field_id"),
+    ("surveys", "csat", "field_id"),
+    ("surveys", "ces", "field_id"),
+    ("surveys", "zone", "field_id"),
+)
+
+
+def _at(data: Any, path: tuple[str, ...]) -> Any:
+    """The raw YAML value at `path`, None when a part is missing or not a mapping."""
+    for part in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _put(errors: dict[str, Any], path: tuple[str, ...], message: str) -> None:
+    """Add `message` at `path` in a nested marshmallow-style error dict."""
+    for part in path[:-1]:
+        errors = errors.setdefault(part, {})
+    errors.setdefault(path[-1], []).append(message)
+
+
 class AccountSchema(_Strict):
     account = _nested(AccountInfoSchema, required=True)
     calendar = _nested(CalendarSchema)
@@ -584,6 +799,39 @@ class AccountSchema(_Strict):
     surveys = _nested(SurveysSchema)
     writeback = _nested(WritebackSchema)
     sync = _nested(SyncSchema)
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _supervisor_configured(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
+        """A rule giving tasks to "supervisor" needs users.supervisor (else tasks silently go to
+        the deal's responsible)."""
+        users = _at(original_data, ("users",))
+        if users is not None and not isinstance(users, Mapping):
+            return  # users itself reports its type
+        supervisor = users.get("supervisor") if users is not None else None
+        if supervisor is not None and (not isinstance(supervisor, int) or isinstance(supervisor, bool) or supervisor >= 1):
+            return  # configured, or not an integer (users.supervisor reports that)
+        errors: dict[str, Any] = {}
+        for path in TASK_RULES:
+            if _at(original_data, (*path, "responsible")) == "supervisor":
+                _put(errors, (*path, "responsible"), '"supervisor" needs users.supervisor (the user id who gets these tasks)')
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _field_ids_distinct(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
+        """Each metric writes its own custom field: one field id under two keys would have one
+        value overwrite the other (or one be read as the other)."""
+        first: dict[int, tuple[str, ...]] = {}
+        errors: dict[str, Any] = {}
+        for path in FIELD_ID_KEYS:
+            value = _at(original_data, path)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                continue  # absent, or the key's own check reports it
+            other = first.setdefault(value, path)
+            if other != path:
+                _put(errors, path, f"field {value} is also {'.'.join(other)}; each metric needs its own field")
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> AccountConfig:
