@@ -55,20 +55,36 @@ def test_a_bad_file_prints_every_error_and_exits_1(tmp_path: Path) -> None:
 def test_live_check_is_called_per_account_and_decides_the_exit_code(
     monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
-    seen: list[int] = []
+    seen: list[tuple[int, object]] = []
 
-    def run_live_check(cfg: AccountConfig, echo: Callable[[str], None]) -> int:
-        seen.append(cfg.account_id)
+    def run_live_check(cfg: AccountConfig, echo: Callable[[str], None], *, client: object) -> int:
+        seen.append((cfg.account_id, client))
         echo(f"live ok {cfg.account.subdomain}")
         return code
 
     fake = types.ModuleType("jobs.config_live")
     fake.run_live_check = run_live_check  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "jobs.config_live", fake)
+    # The workers' client (OAuth from the database, the shared limiter), one per account.
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: "rt")
+    monkeypatch.setattr("jobs.sync.api_client", lambda rt, cfg: f"{rt}-client-{cfg.account_id}")
     result = CliRunner().invoke(config_group, ["check", str(ACCOUNTS), "--live"])
     assert result.exit_code == code
-    assert seen == [32427762, 31000001]
+    assert seen == [(32427762, "rt-client-32427762"), (31000001, "rt-client-31000001")]
     assert "live ok acme" in result.stdout and "live ok beta" in result.stdout
+
+
+def test_live_check_without_credentials_says_so_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations.amocrm.errors import ReauthorizationRequired
+
+    def no_token(rt: object, cfg: AccountConfig) -> object:
+        raise ReauthorizationRequired("No amoCRM token: set AMOCRM_LONG_LIVED_TOKEN")
+
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: "rt")
+    monkeypatch.setattr("jobs.sync.api_client", no_token)
+    result = CliRunner().invoke(config_group, ["check", str(ACCOUNTS), "--live"])
+    assert result.exit_code == 1
+    assert "cannot check live: No amoCRM token: set AMOCRM_LONG_LIVED_TOKEN" in result.stderr
 
 
 def test_summary_shows_14_days_with_reasons() -> None:

@@ -33,9 +33,21 @@ def check(ctx: click.Context, path: str, live: bool) -> None:
         click.echo(summary(cfg, today))
     if not live:
         return
+    from integrations.amocrm.errors import ReauthorizationRequired
     from jobs.config_live import run_live_check  # the engine layer; only needed with --live
+    from jobs.runtime import build_runtime
+    from jobs.sync import api_client
 
+    # The workers' own client: OAuth tokens from the database, the rate limit shared through
+    # Redis (checking a live account must not push the workers past amoCRM's limit).
+    rt = build_runtime(for_web=False, accounts=tuple(accounts))
     code = 0
     for cfg in accounts:
-        code = max(code, run_live_check(cfg, click.echo))
+        try:
+            client = api_client(rt, cfg)
+        except ReauthorizationRequired as exc:
+            click.echo(f"{cfg.source or cfg.account.subdomain}: cannot check live: {exc}", err=True)
+            code = 1
+            continue
+        code = max(code, run_live_check(cfg, click.echo, client=client))
     ctx.exit(code)
