@@ -117,7 +117,8 @@ def _save(session: Session, account_id: int, state: dict[str, Any]) -> None:
 
 def _fresh(since: datetime, until: datetime) -> dict[str, Any]:
     return {"since": _ts(since), "until": _ts(until), "phase": "leads",
-            "leads_next": None, "leads_done": 0, "leads_last_updated_at": None,
+            "leads_from": None, "leads_seen": [], "leads_page": 1, "leads_done": 0,
+            "leads_last_updated_at": None,
             "events_next": None, "events_pages": 0, "events_done": 0, "last_created_at": None,
             "plan_after": None, "planned": 0}
 
@@ -227,29 +228,53 @@ def apply_api_lead(session: Session, account_id: int, raw: dict[str, Any]) -> in
 
 def _leads_phase(session: Session, client: Any, account_id: int, state: dict[str, Any],
                  progress: Progress | None, result: BackfillResult) -> None:
-    params = {"filter[updated_at][from]": state["since"], "filter[updated_at][to]": state["until"],
-              "with": "contacts", "order[updated_at]": "asc", "limit": LEADS_LIMIT}
+    """Every lead updated in the window, oldest update first, a page at a time.
+
+    Paged by key, not by page number: each request starts from the ``updated_at`` of the last
+    lead applied (skipping the ids already applied at exactly that instant). With page numbers
+    a lead edited during the run (our own write-back does that) left the window or moved to
+    its end, every later lead moved up one place, and the next page stepped over one of them.
+    Only a full page of leads sharing one ``updated_at`` (a bulk edit) is paged by number.
+    """
     eta = _Eta(_fraction(state["since"], state["until"], state["leads_last_updated_at"], True))
     while True:
-        href = state["leads_next"]
-        items, next_href = client.page(href or "/api/v4/leads", "leads", None if href else params)
+        since = state.get("leads_from") or state["since"]
+        seen = set(state.get("leads_seen") or ())
+        page = state.get("leads_page") or 1
+        params: dict[str, Any] = {
+            "filter[updated_at][from]": since, "filter[updated_at][to]": state["until"],
+            "with": "contacts", "order[updated_at]": "asc", "limit": LEADS_LIMIT}
+        if page > 1:
+            params["page"] = page
+        items, _next = client.page("/api/v4/leads", "leads", params)
+        applied = 0
         for raw in items:
+            updated = int(raw.get("updated_at") or 0)
+            if updated == since and int(raw["id"]) in seen:
+                continue  # applied by the previous request
             apply_api_lead(session, account_id, raw)
-            if raw.get("updated_at") is not None:
-                state["leads_last_updated_at"] = int(raw["updated_at"])
-        state["leads_done"] += len(items)
-        result.leads += len(items)
-        state["leads_next"] = next_href
-        if next_href is None:
+            applied += 1
+            if updated > since:
+                since, seen, page = updated, set(), 1
+            seen.add(int(raw["id"]))
+        if applied == 0 and len(items) >= LEADS_LIMIT:
+            page += 1  # a full page of one instant, all applied: the next page of that instant
+        state.update(leads_from=since, leads_seen=sorted(seen), leads_page=page)
+        if items:
+            state["leads_last_updated_at"] = since
+        state["leads_done"] += applied
+        result.leads += applied
+        done = len(items) < LEADS_LIMIT
+        if done:
             state["phase"] = "events"
         _save(session, account_id, state)
         session.commit()
         if progress:
-            f = 1.0 if next_href is None else _fraction(
+            f = 1.0 if done else _fraction(
                 state["since"], state["until"], state["leads_last_updated_at"], True)
             progress(f"leads {state['leads_done']}/{_estimate(state['leads_done'], f)}, "
-                     f"ETA {eta.eta(f) if next_href else '0:00:00'}")
-        if next_href is None:
+                     f"ETA {eta.eta(f) if not done else '0:00:00'}")
+        if done:
             return
 
 

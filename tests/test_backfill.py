@@ -94,17 +94,36 @@ def _page(key: str, items: list[dict[str, Any]], next_query: str | None) -> dict
     return {"_links": links, "_embedded": {key: items}}
 
 
+def leads_endpoint(leads: list[dict[str, Any]]) -> Any:
+    """``GET /api/v4/leads`` as amoCRM answers it: filter[updated_at][from/to] (inclusive),
+    order[updated_at]=asc (ties by id), limit, page; 204 when nothing is left. ``leads`` is
+    read on each request, so a test can edit a lead between two pages."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        import json
+
+        q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        lo, hi = int(q["filter[updated_at][from]"]), int(q["filter[updated_at][to]"])
+        limit, page = int(q.get("limit", 50)), int(q.get("page", 1))
+        found = sorted((ld for ld in leads if lo <= ld["updated_at"] <= hi),
+                       key=lambda ld: (ld["updated_at"], ld["id"]))
+        chunk = found[(page - 1) * limit:page * limit]
+        if not chunk:
+            return 204, {}, ""
+        more = len(found) > page * limit
+        nxt = urlencode({**q, "page": page + 1}) if more else None  # amoCRM repeats the query
+        return 200, {}, json.dumps(_page("leads", chunk, nxt))
+
+    return answer
+
+
 def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200) -> None:
     """Register the fake account on ``rsps`` (the ``responses`` module or a RequestsMock)."""
     since, until = window_for(account, date(2026, 3, 1), date(2026, 3, 2), NOW)
     s, u = str(int(since.timestamp())), str(int(until.timestamp()))
-    lead_q = {"filter[updated_at][from]": s, "filter[updated_at][to]": u, "with": "contacts",
-              "order[updated_at]": "asc", "limit": "250"}
-    rsps.get(f"{BASE}/api/v4/leads", match=[matchers.query_param_matcher(lead_q)],
-                  json=_page("leads", LEADS_PAGE_1, f"page=2&limit=250&with=contacts&from={s}"))
-    rsps.get(f"{BASE}/api/v4/leads",
-                  match=[matchers.query_param_matcher({"page": "2"}, strict_match=False)],
-                  json=_page("leads", LEADS_PAGE_2, None))
+    rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads",
+                      callback=leads_endpoint(LEADS_PAGE_1 + LEADS_PAGE_2))
     ev_q = {"filter[created_at][from]": s, "filter[created_at][to]": u, "limit": "100"}
     rsps.get(f"{BASE}/api/v4/events", match=[matchers.query_param_matcher(ev_q)],
                   json=_page("events", EVENTS_PAGE_1, "page=2&limit=100"))
@@ -196,7 +215,7 @@ def test_backfill_builds_ledger_and_episodes(rt, example_account) -> None:  # ty
         state = read_checkpoint(s, example_account.account_id)
         assert state is not None and state["phase"] == "done" and state["events_pages"] == 3
     assert [p.split("?")[0] for p in _paths()] == (
-        ["/api/v4/leads"] * 2 + ["/api/v4/events"] * 2 + ["/api/v4/talks/77", "/api/v4/events"])
+        ["/api/v4/leads"] + ["/api/v4/events"] * 2 + ["/api/v4/talks/77", "/api/v4/events"])
 
 
 def _truncate(rt: Any) -> None:
@@ -293,3 +312,88 @@ def test_unfinished_run_of_another_window_needs_restart(rt, example_account) -> 
     with rt.sessions() as s:
         state = read_checkpoint(s, example_account.account_id)
     assert state is not None and state["phase"] == "done" and state["since"] == int(since.timestamp())
+
+
+def test_a_lead_edited_mid_run_does_not_make_the_next_page_skip_one(rt, example_account,
+                                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Leads 200..205, two a page. After the first page lead 200 is edited (our own write-back
+    does that): it leaves the window's order, and with page numbers every later lead moved up
+    one place, so page 2 stepped over lead 202. Paged by key, all six are read."""
+    monkeypatch.setattr("jobs.backfill.LEADS_LIMIT", 2)
+    leads = [_lead(200 + i, status=1001, pipeline=SALES, created=ts(1, 7),
+                   updated=ts(1, 9, i), user=501) for i in range(6)]
+    endpoint = leads_endpoint(leads)
+    calls = []
+
+    def edit_after_first_page(request):  # type: ignore[no-untyped-def]
+        answer = endpoint(request)
+        calls.append(request.url)
+        if len(calls) == 1:
+            leads[0] = {**leads[0], "updated_at": int(NOW.timestamp()) + 60}  # out of the window
+        return answer
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        rsps.remove(responses.GET, f"{BASE}/api/v4/leads")  # drop the default leads answer
+        rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads", callback=edit_after_first_page)
+        result = _run(rt, example_account)
+    with rt.sessions() as s:
+        got = sorted(d for d in s.scalars(select(Deal.id)) if 200 <= d < 300)
+    assert got == [200, 201, 202, 203, 204, 205]
+    assert result.leads >= 6
+
+
+def test_a_bulk_edit_bigger_than_a_page_is_read_whole(rt, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Five leads sharing one updated_at (a bulk edit), two a page: the same instant is paged
+    by number until a page brings something new, and every lead is read once."""
+    monkeypatch.setattr("jobs.backfill.LEADS_LIMIT", 2)
+    leads = [_lead(300 + i, status=1001, pipeline=SALES, created=ts(1, 7), updated=ts(1, 10),
+                   user=501) for i in range(5)]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        rsps.remove(responses.GET, f"{BASE}/api/v4/leads")
+        rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads", callback=leads_endpoint(leads))
+        result = _run(rt, example_account)
+    with rt.sessions() as s:
+        got = sorted(d for d in s.scalars(select(Deal.id)) if 300 <= d < 400)
+    assert got == [300, 301, 302, 303, 304]
+    assert result.leads == 5
+
+
+def test_interrupted_in_the_leads_resumes_from_the_last_lead_applied(rt, example_account,
+                                                                    monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The second leads request fails for good: the checkpoint holds the key of the last lead
+    applied, and the resumed run asks from there and reads the rest once."""
+    monkeypatch.setattr("jobs.backfill.LEADS_LIMIT", 2)
+    leads = [_lead(400 + i, status=1001, pipeline=SALES, created=ts(1, 7), updated=ts(1, 11, i),
+                   user=501) for i in range(5)]
+    endpoint = leads_endpoint(leads)
+    calls = []
+
+    def fail_second(request):  # type: ignore[no-untyped-def]
+        calls.append(request.url)
+        if len(calls) >= 2:
+            return 500, {}, '{"title": "Internal Server Error", "status": 500}'
+        return endpoint(request)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        rsps.remove(responses.GET, f"{BASE}/api/v4/leads")
+        rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads", callback=fail_second)
+        with pytest.raises(AmoHTTPError):
+            _run(rt, example_account)
+    with rt.sessions() as s:
+        state = read_checkpoint(s, example_account.account_id)
+    assert state is not None
+    assert (state["phase"], state["leads_from"], state["leads_seen"]) == ("leads", ts(1, 11, 1), [401])
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        rsps.remove(responses.GET, f"{BASE}/api/v4/leads")
+        rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads", callback=endpoint)
+        result = _run(rt, example_account)
+        first = next(c.request.url for c in rsps.calls if "/api/v4/leads" in c.request.url)
+    assert result.resumed_from == "leads" and result.leads == 3  # 402, 403, 404
+    assert f"filter%5Bupdated_at%5D%5Bfrom%5D={ts(1, 11, 1)}" in first
+    with rt.sessions() as s:
+        got = sorted(d for d in s.scalars(select(Deal.id)) if 400 <= d < 500)
+    assert got == [400, 401, 402, 403, 404]
