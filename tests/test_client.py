@@ -146,3 +146,21 @@ def test_client_for_reads_base_url_override_and_token_from_env() -> None:
     assert client_for(account, {"AMOCRM_LONG_LIVED_TOKEN": "x"}).base_url == "https://acme.amocrm.ru"
     with pytest.raises(ReauthorizationRequired, match="AMOCRM_LONG_LIVED_TOKEN"):
         client_for(account, {})
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_a_validation_error_naming_the_element_by_its_place_fails_only_that_one() -> None:
+    """amocrm-api.md's example names the bad element "0", its place in the batch, not our
+    request_id: the element at that place fails, the rest are sent again and written."""
+    error = {"validation-errors": [{"request_id": "1", "errors": [
+        {"code": "NotSupportedChoice", "path": "custom_fields_values.0.field_id",
+         "detail": "The value you selected is not a valid choice."}]}], "status": 400}
+    items = [{"id": d, "custom_fields_values": [], "request_id": str(d)} for d in (1001, 1002, 1003)]
+    responses.patch(f"{BASE}/api/v4/leads", status=400, json=error)
+    responses.patch(f"{BASE}/api/v4/leads", match=[matchers.json_params_matcher(
+        [items[0], items[2]])], json={"_embedded": {"leads": [
+            {"id": 1001, "request_id": "1001"}, {"id": 1003, "request_id": "1003"}]}})
+    result = make_client().patch_leads(items)
+    assert set(result.failures) == {"1002"} and "not a valid choice" in result.failures["1002"]
+    assert set(result.results) == {"1001", "1003"}
+    assert result.refused == set()

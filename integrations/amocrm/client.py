@@ -343,9 +343,15 @@ class AmoClient:
                 queue[0:0] = [chunk[:half], chunk[half:]]
                 continue
             if status == 400:
-                failed = _validation_failures(resp)
+                reported = _validation_failures(resp)
                 ids = {str(e.get("request_id")) for e in chunk}
-                failed = {rid: reason for rid, reason in failed.items() if rid in ids}
+                failed = {rid: reason for rid, reason in reported.items() if rid in ids}
+                if not failed and reported and all(
+                        rid.isdigit() and int(rid) < len(chunk) for rid in reported):
+                    # amocrm-api.md's own example names the element "0": its place in the
+                    # batch, not our request_id. Read it so rather than refuse all 50.
+                    failed = {str(chunk[int(rid)].get("request_id")): reason
+                              for rid, reason in reported.items()}
                 if not failed:  # no element named: the whole request was wrong
                     detail = _problem_detail(resp) or "bad request"
                     result.failures.update({str(e.get("request_id")): detail for e in chunk})
