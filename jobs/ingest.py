@@ -98,8 +98,14 @@ class IngestBatch:
                update=("deal_id", "contact_id", "talk_id", "created_by"), fill_only=True)
         self._write_links(session)
         self._write_talks(session)
+        self._join_linked_talks(session)
         self._write_tasks(session)
-        for model in (StageChange, ResponsibleChange, FieldValue, NoteSeen, TalkRate):
+        # One move seen twice at the same instant (a full update, then its status hook): the
+        # second sighting fills the old pipeline/status the first lacked, whatever the order.
+        upsert(session, StageChange, _merged_stage_rows(self.rows.get(StageChange, [])),
+               keys=("account_id", "deal_id", "at", "pipeline_id", "status_id"),
+               update=("old_pipeline_id", "old_status_id"), fill_only=True)
+        for model in (ResponsibleChange, FieldValue, NoteSeen, TalkRate):
             insert_ignore(session, model, self.rows.get(model, []))
         return self.touched
 
@@ -144,6 +150,23 @@ class IngestBatch:
             conn.execute(_LINK_BY_TALK, by_talk)
         if by_contact:
             conn.execute(_LINK_BY_CONTACT, by_contact)
+
+    def _join_linked_talks(self, session: Session | Connection) -> None:
+        """A message without a deal whose talk is already linked joins that deal: the link
+        came first (a retried delivery, or two deliveries racing), so no later link will."""
+        talks = {row["talk_id"] for row in self.interactions.values()
+                 if row["deal_id"] is None and row["talk_id"] is not None}
+        if not talks:
+            return
+        conn = core_connection(session)
+        linked = conn.execute(_LINKED_TALKS, {"account": self.account_id,
+                                              "talks": sorted(talks)}).all()
+        if linked:
+            conn.execute(_LINK_BY_TALK, [{"account": self.account_id, "deal": deal, "talk": talk}
+                                         for talk, deal in linked])
+            for _talk, deal in linked:
+                self.deal(deal)
+                self.touched.add(deal)
 
     def _write_talks(self, session: Session | Connection) -> None:
         if not self.talk_ops:
@@ -243,10 +266,30 @@ _UNLINKED_TALKS = (select(_INTERACTIONS.c.talk_id).distinct()
 _UNLINKED_CONTACTS = (select(_INTERACTIONS.c.contact_id).distinct()
                       .where(_UNLINKED, _INTERACTIONS.c.talk_id.is_(None),
                              _INTERACTIONS.c.contact_id.in_(bindparam("contacts", expanding=True))))
+_LINKED_TALKS = (select(Talk.id, Talk.deal_id)
+                 .where(Talk.account_id == bindparam("account"), Talk.deal_id.is_not(None),
+                        Talk.id.in_(bindparam("talks", expanding=True))))
 _LINK = update(_INTERACTIONS).where(_UNLINKED).values(deal_id=bindparam("deal"))
 _LINK_BY_TALK = _LINK.where(_INTERACTIONS.c.talk_id == bindparam("talk"))
 _LINK_BY_CONTACT = _LINK.where(_INTERACTIONS.c.contact_id == bindparam("contact"),
                                _INTERACTIONS.c.talk_id.is_(None))
+
+
+def _merged_stage_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per stage record key (one statement may not update a row twice): the old
+    pipeline/status either sighting knew, created if either was the creation."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["deal_id"], row["at"], row["pipeline_id"], row["status_id"])
+        first = merged.get(key)
+        if first is None:
+            merged[key] = dict(row)
+            continue
+        for col in ("old_pipeline_id", "old_status_id"):
+            if first[col] is None:
+                first[col] = row[col]
+        first["created"] = first["created"] or row["created"]
+    return list(merged.values())
 
 
 def _talk_deal(d: dict[str, Any]) -> int | None:
@@ -315,13 +358,12 @@ def handle_message(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
 
 
 def handle_talk(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
-    at = d.get("updated_at") or d.get("created_at") or received
+    # A rating or a read mark goes by updated_at, else by when the delivery was received
+    # (metrics.md): the talk's created_at is when the chat began, not when it was rated or read.
+    at = d.get("updated_at") or received
     batch.talk_ops[d["talk_id"]].append((at, d))
     if d.get("rate"):  # 0 = not rated: no answer
-        # A score goes by updated_at, else by when it was received (metrics.md): the talk's
-        # created_at is when the chat began, not when the client rated it.
-        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"],
-                      at=d.get("updated_at") or received)
+        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"], at=at)
     deal_id = _talk_deal(d)
     if deal_id:
         batch.link_chat(deal_id, talk_id=d["talk_id"], contact_id=d.get("contact_id"))

@@ -353,14 +353,19 @@ def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
     (an update of an old deal, say its NPS asked after the win) did not become won then:
     that needs its creation at 142, or a record of the status it came from."""
     sales = set(account.pipelines.sales)
-    wins, previous = [], None
+    wins: list[datetime] = []
+    previous, previous_at = None, None
     for s in ledger.stages:
         state = (s.pipeline_id, s.status_id)
         came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
         became = came_from != state if came_from is not None else s.created
-        if s.status_id == WON and s.pipeline_id in sales and became:
+        # The same move seen again (its event a second after the webhook): one win, at the
+        # first sighting; the later one must not carry it into the next period.
+        again = (previous == state and previous_at is not None
+                 and s.at - previous_at <= complaints_m.SAME_MOVE_WINDOW)
+        if s.status_id == WON and s.pipeline_id in sales and became and not again:
             wins.append(s.at)
-        previous = state
+        previous, previous_at = state, s.at
     return wins
 
 

@@ -78,3 +78,34 @@ def test_links_in_the_same_batch_and_first_link_wins(sessions):
           talk(10, contact=5, deal=100),
           message("d", talk=10, contact=5, deal=101))
     assert deals_of(sessions) == {"msg:a": 100, "msg:b": 300, "msg:c": 300, "msg:d": 101}
+
+
+@pytest.mark.integration
+def test_a_message_arriving_after_its_talk_was_linked_joins_the_deal(sessions):
+    """The link came first (a retried delivery, or two racing): a later unlinked message of
+    that talk joins the deal too, and the deal is marked for planning."""
+    write(sessions, talk(12, contact=5, deal=400))
+    batch = IngestBatch(ACCOUNT)
+    collect_webhook_events(batch, [message("late", talk=12, contact=5, deal=None),
+                                   message("other", talk=13, contact=8, deal=None)], AT)
+    with sessions() as s:
+        touched = batch.flush(s)
+        s.commit()
+    assert deals_of(sessions)["msg:late"] == 400
+    assert deals_of(sessions)["msg:other"] is None  # its talk is linked to nothing yet
+    assert 400 in touched
+
+
+def test_a_talk_read_without_updated_at_is_dated_when_received():
+    """metrics.md: by updated_at, else by when the delivery was received, not by the talk's
+    created_at (when the chat began)."""
+    received = datetime(2025, 5, 26, 12, 30, tzinfo=UTC)
+    read = WebhookEvent("talk.update", {
+        "talk_id": 14, "contact_id": 5, "chat_id": None, "entity_type": "lead", "entity_id": 500,
+        "rate": 8, "is_read": True, "is_in_work": True, "created_at": AT, "updated_at": None})
+    batch = IngestBatch(ACCOUNT)
+    collect_webhook_events(batch, [read], received)
+    [reads] = [row for row in batch.interactions.values() if row["kind"] == "talk_read"]
+    assert reads["at"] == received
+    [rate] = batch.rows[next(m for m in batch.rows if m.__name__ == "TalkRate")]
+    assert rate["at"] == received

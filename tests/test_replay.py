@@ -531,3 +531,48 @@ def test_send_writes_and_creates_tasks_through_the_api_and_reports_them(tmp_path
     assert ep["zone"] == "open"
     assert report["api_requests"]["POST"] == 1
     assert report["api_requests"]["PATCH"] == sum(m == "PATCH" for m, _ in sent) >= 1
+
+
+def test_a_win_seen_as_webhook_and_as_its_event_is_one_win_at_the_first_sighting(tmp_path):
+    """Won at 23:59:59 on 31 March (the status webhook); its lead_status_changed event says
+    00:00:00 on 1 April. One win, in March: the event must not carry it into April."""
+    from datetime import date
+
+    from tests.e2e_helpers import FIRST_STAGE, SALES, lead_body, msk, unix
+
+    deal, won_at = 7901, msk("2026-03-31 23:59:59")
+    event = {"id": "ev-7901", "type": "lead_status_changed", "entity_id": deal,
+             "entity_type": "lead", "created_by": 10000698,
+             "created_at": unix(msk("2026-04-01 00:00:00")),
+             "value_before": [{"lead_status": {"id": FIRST_STAGE, "pipeline_id": SALES}}],
+             "value_after": [{"lead_status": {"id": 142, "pipeline_id": SALES}}],
+             "account_id": 32427762}
+    lines = [
+        (won_at, "webhook", lead_body("status", deal, at=won_at, status_id=142,
+                                      old_status_id=FIRST_STAGE,
+                                      created=msk("2026-03-20 10:00:00"))),
+        (msk("2026-04-01 00:00:05"), "event", event),
+    ]
+    report = replay(_write_stream(tmp_path / "win.jsonl", lines), period_from=date(2026, 3, 1),
+                    period_to=date(2026, 3, 31), now=msk("2026-04-01 12:00:00"))
+    assert report["referrals"]["won"] == 1
+
+
+def test_the_same_win_as_an_update_then_its_status_hook_counts_whatever_the_order(tmp_path):
+    """A deal first seen at its win: a full leads[update] (no old status) and the status
+    hook (old status known) carry the same updated_at. Either order gives the same one win:
+    the second sighting fills the old status the first lacked."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    at, created = msk("2026-03-05 11:00:00"), msk("2026-03-02 10:00:00")
+    update = lead_body("update", 8001, at=at, status_id=142, created=created)
+    status = lead_body("status", 8001, at=at, status_id=142, old_status_id=FIRST_STAGE,
+                       created=created)
+    won = []
+    for name, first, second in (("update-first", update, status), ("status-first", status, update)):
+        lines = [(msk("2026-03-05 11:00:01"), "webhook", first),
+                 (msk("2026-03-05 11:00:02"), "webhook", second)]
+        report = replay(_write_stream(tmp_path / f"{name}.jsonl", lines),
+                        now=msk("2026-03-06 12:00:00"))
+        won.append(report["referrals"]["won"])
+    assert won == [1, 1]

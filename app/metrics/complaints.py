@@ -141,10 +141,16 @@ SAME_MOVE_WINDOW = timedelta(minutes=5)  # hooks and events of one move land sec
 
 def _same_move(record: StageRecord, entry: StageRecord) -> bool:
     """Does ``record`` describe the move that ``entry`` already recorded?"""
+    # An unknown side (None: an account hook carries old_status_id but no old_pipeline_id, a
+    # full update carries neither) agrees with anything; two known sides must be equal.
     return (record.pipeline_id == entry.pipeline_id and record.status_id == entry.status_id
-            and record.old_pipeline_id in (None, entry.old_pipeline_id)
-            and record.old_status_id in (None, entry.old_status_id)
+            and _agree(record.old_pipeline_id, entry.old_pipeline_id)
+            and _agree(record.old_status_id, entry.old_status_id)
             and timedelta(0) <= record.at - entry.at <= SAME_MOVE_WINDOW)
+
+
+def _agree(a: int | None, b: int | None) -> bool:
+    return a is None or b is None or a == b
 
 
 def resolution_seconds(
