@@ -576,3 +576,23 @@ def test_the_same_win_as_an_update_then_its_status_hook_counts_whatever_the_orde
                         now=msk("2026-03-06 12:00:00"))
         won.append(report["referrals"]["won"])
     assert won == [1, 1]
+
+
+def test_a_discount_removed_after_the_win_is_no_referral(tmp_path):
+    """amoCRM leaves an emptied field out of the lead it sends: the later update without the
+    discount field (but with another one) empties it, so the deal is no longer referred."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created = 8101, msk("2026-03-02 10:00:00")
+    friend = ("Скидка от друга 5%", 908107)
+    lines = [
+        (msk("2026-03-05 11:00:01"), "webhook",
+         lead_body("status", deal, at=msk("2026-03-05 11:00:00"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=created, fields={752009: friend})),
+        (msk("2026-03-05 12:00:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-05 12:00:00"), status_id=142,
+                   created=created, fields={NPS_FIELD: "9"})),
+    ]
+    report = replay(_write_stream(tmp_path / "cleared.jsonl", lines), now=msk("2026-03-06 12:00:00"))
+    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 0)
+    assert report["surveys"]["nps"]["answers"] == 1
