@@ -39,6 +39,8 @@ class DealLedger:
     field_history: list[tuple[datetime, int, list[Any]]] = field(default_factory=list)
     talk_rates: list[tuple[datetime, int]] = field(default_factory=list)
     stored_episodes: list[dict[str, Any]] = field(default_factory=list)
+    _known: tuple[list[StageRecord], list[StageRecord]] | None = field(default=None, repr=False,
+                                                                       compare=False)
 
     def responsible_at(self, at: datetime) -> int | None:
         """The deal's responsible at an instant: the latest observation at or before it."""
@@ -49,14 +51,20 @@ class DealLedger:
 
     def pipeline_at(self, at: datetime) -> int | None:
         """The deal's pipeline at an instant (the earliest known one before its first record)."""
-        known = [s for s in self.stages if s.pipeline_id is not None]
+        known = self._known_stages()
         if not known:
             return self.deal.pipeline_id
-        before = [s for s in known if s.at <= at]
-        if before:
-            return before[-1].pipeline_id
+        i = bisect.bisect_right([s.at for s in known], at)
+        if i:
+            return known[i - 1].pipeline_id
         first = known[0]
         return first.old_pipeline_id if first.old_pipeline_id is not None else first.pipeline_id
+
+    def _known_stages(self) -> list[StageRecord]:
+        # Asked once per client contact when episodes are built: found once per ledger.
+        if self._known is None or self._known[0] is not self.stages:
+            self._known = (self.stages, [s for s in self.stages if s.pipeline_id is not None])
+        return self._known[1]
 
 
 def _by_deal(rows: Iterable[Any]) -> dict[int, list[Any]]:
