@@ -52,6 +52,22 @@ def _to_us(instant: datetime) -> int:
         raise ValueError(f"an aware datetime is required, got naive {instant.isoformat()}") from None
 
 
+def _wall_us(local: datetime) -> int:
+    """The instant of a local wall time. One inside a spring-forward gap (02:30 when clocks
+    jump from 02:00 to 03:00) does not exist: the first wall time after it is the switch
+    itself. (Python reads it with the old offset, an hour late: 03:30.)"""
+    instant = local.astimezone(UTC)
+    if instant.astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return _to_us(local)
+    # In the gap: the earlier of its two readings (fold=1, with the new offset) lies before
+    # the switch; walk minute by minute to the switch (a gap is an hour or so, and rare).
+    t = local.replace(fold=1).astimezone(UTC)
+    before = t.astimezone(local.tzinfo).utcoffset()
+    while t.astimezone(local.tzinfo).utcoffset() == before:
+        t += timedelta(minutes=1)
+    return _to_us(t)
+
+
 def _from_us(us: int, tz: object) -> datetime:
     return (_EPOCH + timedelta(microseconds=us)).astimezone(tz)  # type: ignore[arg-type]
 
@@ -123,8 +139,8 @@ class BusinessCalendar:
         floor = None
         for start_min, end_min in self.day_info(day).periods:
             # Aware + timedelta is wall-clock arithmetic: 09:00 stays 09:00 across a DST switch.
-            start = _to_us(midnight + timedelta(minutes=start_min))
-            end = _to_us(midnight + timedelta(minutes=end_min))
+            start = _wall_us(midnight + timedelta(minutes=start_min))
+            end = _wall_us(midnight + timedelta(minutes=end_min))
             # A wall time inside a DST gap maps past its neighbour; keep intervals ordered.
             if floor is not None:
                 start = max(start, floor)

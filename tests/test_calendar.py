@@ -216,3 +216,34 @@ def test_a_calendar_without_working_time_refuses_to_search_forever() -> None:
     assert empty.business_seconds(datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)) == 0.0
     with pytest.raises(ValueError, match="no working time"):
         empty.add_business_time(datetime(2025, 1, 1, tzinfo=UTC), 60)
+
+
+# Working hours with an end inside the spring-forward gap (Berlin, 2026-03-29: 02:00 -> 03:00).
+# A wall time in the gap does not exist; the first one after it is the switch (03:00 CEST).
+# Python alone reads 02:30 with the old offset, an hour late (03:30 CEST).
+@pytest.mark.parametrize(
+    ("hours", "expected"),
+    [
+        (((150, 240),), 1 * H),  # "02:30-04:00": 03:00-04:00 CEST
+        (((60, 150),), 1 * H),  # "01:00-02:30": 01:00 CET to the switch
+        (((60, 150), (165, 300)), 3 * H),  # and "02:45-05:00": the switch to 05:00 CEST
+    ],
+)
+def test_working_hours_ending_in_the_spring_forward_gap(hours, expected) -> None:
+    cal = BusinessCalendar.from_config(CalendarConfig(working_hours={"sun": hours}), "Europe/Berlin")
+    assert cal.business_seconds(t(BER, 2026, 3, 29), t(BER, 2026, 3, 30)) == expected
+
+
+def test_a_period_ending_in_the_gap_ends_at_the_switch() -> None:
+    cal = BusinessCalendar.from_config(CalendarConfig(working_hours={"sun": ((60, 150),)}),
+                                       "Europe/Berlin")
+    [(start, end)] = cal.periods_on(date(2026, 3, 29))
+    assert (start, end) == (t(BER, 2026, 3, 29, 1), t(BER, 2026, 3, 29, 3))
+    assert not cal.is_working_time(t(BER, 2026, 3, 29, 3, 15))  # was "working" until 03:30
+
+
+def test_a_period_starting_in_the_gap_opens_at_the_switch() -> None:
+    cal = BusinessCalendar.from_config(CalendarConfig(working_hours={"sun": ((150, 240),)}),
+                                       "Europe/Berlin")
+    opened = cal.add_business_time(t(BER, 2026, 3, 29, 1), 0)
+    assert opened == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
