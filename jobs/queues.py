@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis
-from rq import Queue, Retry
+# redis and rq are imported where a real queue is built: the embedded default and replay
+# never touch them, and redis alone pulls in ~10 MB (cryptography, opentelemetry).
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("amoscore.queue")
 
@@ -23,7 +25,7 @@ QUEUE_NAMES = (INTAKE_QUEUE, SYNC_QUEUE)
 JOB_TIMEOUT = 300  # seconds; a "queued" delivery older than this is re-enqueued by the sweeper
 RESULT_TTL = 60
 FAILURE_TTL = 7 * 24 * 3600
-RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
+RETRY_INTERVALS = [5, 15, 60, 300, 900]  # seconds before each of RQ's 5 retries
 WORKER_TTL = 20  # a killed worker's jobs are found abandoned within this
 DRAIN_FLAG_TTL = 5  # seconds a "drain already scheduled" flag lives
 
@@ -50,6 +52,8 @@ class JobQueue(Protocol):
 
 def receiver_redis(url: str) -> redis.Redis:
     """A Redis client for the web process: fails fast rather than holding a webhook."""
+    import redis
+
     return redis.Redis.from_url(
         url,
         socket_timeout=RECEIVER_SOCKET_TIMEOUT,
@@ -60,6 +64,8 @@ def receiver_redis(url: str) -> redis.Redis:
 
 
 def worker_redis(url: str) -> redis.Redis:
+    import redis
+
     return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
 
 
@@ -75,8 +81,13 @@ class RQJobQueue:
     runs_inline = False
 
     def __init__(self, connection: redis.Redis) -> None:
+        import redis
+        from rq import Queue, Retry
+
         self.connection = connection
         self._queues = {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
+        self._retry = Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
+        self._error = redis.RedisError  # what a failed call raises (redis is imported here)
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 queue: str = INTAKE_QUEUE) -> None:
@@ -85,9 +96,9 @@ class RQJobQueue:
                 func, *args,
                 job_id=check_job_id(job_id) if job_id else None,
                 job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-                retry=RETRY,
+                retry=self._retry,
             )
-        except redis.RedisError as exc:
+        except self._error as exc:
             raise EnqueueFailed(str(exc)) from exc
 
     def claim_drain(self, account_id: int) -> bool:
@@ -101,7 +112,7 @@ class RQJobQueue:
             conn.send_command("SET", f"amoscore:drain:{account_id}", 1, "NX", "EX",
                               DRAIN_FLAG_TTL)
             return conn.read_response() is not None  # OK when set, nil when already there
-        except redis.RedisError as exc:
+        except self._error as exc:
             if conn is not None:
                 conn.disconnect()  # a half-read reply must not reach the next caller
             raise EnqueueFailed(str(exc)) from exc
@@ -112,7 +123,7 @@ class RQJobQueue:
     def release_drain(self, account_id: int) -> None:
         try:
             self.connection.delete(f"amoscore:drain:{account_id}")
-        except redis.RedisError:
+        except self._error:
             log.warning("queue.release_drain_failed account=%s", account_id)
 
 
