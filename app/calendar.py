@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import holidays
 
 from config.account import WEEKDAYS, AccountConfig, CalendarConfig, Period
-from config.ru_working_days import MOVED_WORKING_DAYS
+from config.ru_working_days import MOVED_WORKING_DAYS, SHORTENED_DAYS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -87,6 +87,12 @@ class BusinessCalendar:
         moved = MOVED_WORKING_DAYS.get(cal.holidays or "", {})
         self._moved = {date.fromisoformat(d): WEEKDAYS.index(w) for d, w in moved.items()}
         self._country = holidays.country_holidays(cal.holidays) if cal.holidays else None
+        # The same days with names in a fixed language, to tell a moved day off
+        # ("Day off (substituted from …)") from a holiday whatever the package's default.
+        self._names = (holidays.country_holidays(cal.holidays, language="en_US")
+                       if cal.holidays and cal.shorten_pre_holiday else None)
+        self._shortened = frozenset(date.fromisoformat(d)
+                                    for d in SHORTENED_DAYS.get(cal.holidays or "", ()))
         self.version = _version(cal, timezone, moved)
         self._day_cache: dict[date, DayInfo] = {}
         self._tl: _Timeline | None = None  # replaced whole, never mutated: safe to share
@@ -99,6 +105,14 @@ class BusinessCalendar:
 
     def _is_public_holiday(self, day: date) -> bool:
         return self._country is not None and day in self._country
+
+    def _is_holiday_proper(self, day: date) -> bool:
+        """A public holiday itself, not a day off moved onto this date: the Labour Code
+        (art. 95) shortens the day before a holiday, not the day before a moved day off
+        (30.12.2025, before the moved 31.12, is a full day)."""
+        if self._names is None or day not in self._names:
+            return False
+        return any("substituted" not in name for name in self._names.get_list(day))
 
     def day_info(self, day: date) -> DayInfo:
         """The working periods of a local date and the reason when it is not an ordinary day."""
@@ -124,7 +138,8 @@ class BusinessCalendar:
             periods = self._weekly[day.weekday()]
             if not periods:
                 return DayInfo(day, (), "weekend")
-        if periods and self.cal.shorten_pre_holiday and self._is_public_holiday(day + timedelta(days=1)):
+        if periods and self.cal.shorten_pre_holiday and (
+                self._is_holiday_proper(day + timedelta(days=1)) or day in self._shortened):
             periods = _shorten(periods, 60)
             note = (note + "; " if note else "") + "pre-holiday, one hour shorter"
         return DayInfo(day, periods, note)
@@ -277,6 +292,10 @@ def _version(cal: CalendarConfig, timezone: str, moved: dict[str, str]) -> str:
         "days_off": sorted(cal.days_off),
         "working_days": {d: [list(p) for p in ps] for d, ps in sorted(cal.working_days.items())},
     }
+    if cal.shorten_pre_holiday:
+        # The shortening rule and its data: a change re-stamps what the calendar computes.
+        spec["shortened"] = ["before-holidays-proper",
+                             *sorted(SHORTENED_DAYS.get(cal.holidays or "", ()))]
     blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

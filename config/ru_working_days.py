@@ -30,3 +30,13 @@ RU_MOVED_WORKING_DAYS: dict[str, str] = {
 
 # country code (as in calendar.holidays) -> its moved working days
 MOVED_WORKING_DAYS: dict[str, dict[str, str]] = {"RU": RU_MOVED_WORKING_DAYS}
+
+# Moved working Saturdays that are also shortened by an hour (shorten_pre_holiday): the last
+# working day before a holiday, though a Sunday and a moved day off lie in between, so the
+# next-day rule cannot find them. 2025: the norm of 1,972 hours (247 days x 8 - 4) needs
+# 07.03, 30.04, 11.06 and this 01.11; 2024-11-02 likewise (before 04.11). Not listed, being
+# unconfirmed here: 2024-04-27 and 2024-12-28 (check the 2024 production calendar).
+RU_SHORTENED_SATURDAYS: frozenset[str] = frozenset({"2024-11-02", "2025-11-01"})
+
+# country code -> extra shortened days
+SHORTENED_DAYS: dict[str, frozenset[str]] = {"RU": RU_SHORTENED_SATURDAYS}

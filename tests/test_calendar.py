@@ -89,8 +89,15 @@ CASES = [
     # 02:00 EDT on Oct 15 is 09:00 MSK: Tue 17–18 only.
     ("inputs in two other zones", "msk", t(MSK, 2025, 10, 14, 17), t(NYC, 2025, 10, 15, 2), 1 * H),
     ("not shortened without the flag", "msk", t(MSK, 2025, 12, 30), t(MSK, 2025, 12, 31), 8 * H),
-    ("pre-holiday 2025-12-30 ends at 17:00", "short", t(MSK, 2025, 12, 30), t(MSK, 2025, 12, 31), 7 * H),
-    ("pre-holiday evening hour is off", "short", t(MSK, 2025, 12, 30, 17), t(MSK, 2025, 12, 30, 18), 0.0),
+    # 31.12.2025 is a day off moved from 05.01, not a holiday: 30.12 is a full day (art. 95).
+    ("2025-12-30 before a moved day off is a full day", "short", t(MSK, 2025, 12, 30), t(MSK, 2025, 12, 31), 8 * H),
+    ("2025-05-07 before the moved day off of 05-08 is a full day", "short", t(MSK, 2025, 5, 7), t(MSK, 2025, 5, 8), 8 * H),
+    ("pre-holiday 2025-04-30 ends at 17:00", "short", t(MSK, 2025, 4, 30), t(MSK, 2025, 5, 1), 7 * H),
+    ("pre-holiday evening hour is off", "short", t(MSK, 2025, 4, 30, 17), t(MSK, 2025, 4, 30, 18), 0.0),
+    # Working Saturday 01.11.2025 (Monday's hours), the last working day before 04.11: shortened
+    # by decree (a Sunday and the moved day off 03.11 lie between).
+    ("working Saturday 2025-11-01 is shortened", "short", t(MSK, 2025, 11, 1), t(MSK, 2025, 11, 2), 7 * H),
+    ("working Saturday 2025-11-01 unshortened without the flag", "msk", t(MSK, 2025, 11, 1), t(MSK, 2025, 11, 2), 8 * H),
     ("pre-holiday before Russia Day", "short", t(MSK, 2025, 6, 11), t(MSK, 2025, 6, 12), 7 * H),
     ("pre-holiday Wednesday before Victory Day", "short", t(MSK, 2024, 5, 8), t(MSK, 2024, 5, 9), 7 * H),
     # Victory Day 2026 is a Saturday: the Friday before it ends at 16:00 (9–13 + 14–16).
@@ -163,7 +170,7 @@ def test_periods_on_gives_local_aware_instants() -> None:
         (t(MSK, 2025, 10, 17, 14), t(MSK, 2025, 10, 17, 17)),
     ]
     assert MOSCOW.periods_on(date(2025, 11, 3)) == []
-    assert SHORT.periods_on(date(2025, 12, 30))[-1] == (t(MSK, 2025, 12, 30, 14), t(MSK, 2025, 12, 30, 17))
+    assert SHORT.periods_on(date(2025, 4, 30))[-1] == (t(MSK, 2025, 4, 30, 14), t(MSK, 2025, 4, 30, 17))
 
 
 @pytest.mark.parametrize(
