@@ -137,6 +137,21 @@ def test_429_with_only_json_retry_after() -> None:
     assert t.now - start == pytest.approx(7)
 
 
+@responses.activate(assert_all_requests_are_fired=True)
+def test_429_with_retry_after_as_an_http_date() -> None:
+    """RFC 9110 allows Retry-After as a date: wait until then (it used to fall back to 60 s)."""
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    t = FakeTime()
+    until = format_datetime(datetime.fromtimestamp(t.now + 12, UTC), usegmt=True)
+    responses.get(f"{BASE}/api/v4/leads/5", status=429, headers={"Retry-After": until}, body="")
+    responses.get(f"{BASE}/api/v4/leads/5", json={**LEAD, "id": 5})
+    start = t.now
+    assert make_client(t).get_lead(5) is not None
+    assert t.now - start == pytest.approx(12, abs=1)
+
+
 def test_client_for_reads_base_url_override_and_token_from_env() -> None:
     account = make_account()
     env = {"AMOCRM_LONG_LIVED_TOKEN": "secret-token", "AMOSCORE_AMOCRM_BASE_URL": "http://127.0.0.1:9999"}

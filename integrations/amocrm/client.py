@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,12 +76,16 @@ def _problem_detail(resp: requests.Response) -> str:
     return ""
 
 
-def _retry_after(resp: requests.Response) -> float:
+def _retry_after(resp: requests.Response, now: float) -> float:
     header = resp.headers.get("Retry-After")
     if header:
         try:
             return min(MAX_PAUSE, max(0.0, float(header)))
         except ValueError:
+            pass
+        try:  # RFC 9110 also allows an HTTP date
+            return min(MAX_PAUSE, max(0.0, parsedate_to_datetime(header).timestamp() - now))
+        except (TypeError, ValueError):
             pass
     try:
         data = resp.json()  # amoCRM may answer 429 with a non-JSON body too
@@ -196,7 +201,7 @@ class AmoClient:
                 continue
             if status == 429:
                 throttles += 1
-                wait = _retry_after(resp)
+                wait = _retry_after(resp, self.clock())
                 until = self.limiter.pause_for(wait)
                 log.warning("amocrm.throttled pause_seconds=%s until=%d", wait, int(until))
                 if throttles > self.max_attempts:
