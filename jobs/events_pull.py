@@ -2,6 +2,7 @@
 
 Late-indexed events can appear behind the newest one seen, so each pull re-reads
 ``sync.events_overlap_minutes`` before the watermark and drops ids already in ``seen_events``.
+Without a watermark (a new install) the pull starts at the account's first webhook, or now.
 Every type is asked for: filtering by entity hides some chat events (amocrm-api.md §8).
 """
 
@@ -11,11 +12,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore, upsert
-from app.models import EventWatermark, SeenEvent
+from app.models import EventWatermark, SeenEvent, WebhookDelivery
 from config.account import AccountConfig
 from integrations.amocrm.client import AmoClient
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 _WATERMARK = select(EventWatermark.created_at, EventWatermark.last_event_id).where(
     EventWatermark.account_id == bindparam("account"))
+_FIRST_DELIVERY = select(func.min(WebhookDelivery.received_at)).where(
+    WebhookDelivery.account_id == bindparam("account"))
 _SEEN = select(SeenEvent.id).where(SeenEvent.account_id == bindparam("account"),
                                    SeenEvent.id.in_(bindparam("ids", expanding=True)))
 
@@ -39,9 +42,15 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
     account_id = account.account_id
     conn = session.connection()
     mark = conn.execute(_WATERMARK, {"account": account_id}).first()
-    since = None
     if mark is not None:
-        since = int((mark.created_at - timedelta(minutes=account.sync.events_overlap_minutes)).timestamp())
+        start = mark.created_at
+    else:
+        # The first pull reads from when amoscore began to receive the account's webhooks (or
+        # from now): the history before that is `amoscore backfill`'s job. Read here, all of
+        # it went into one job that hit RQ's timeout before saving any watermark, and again.
+        first = conn.execute(_FIRST_DELIVERY, {"account": account_id}).scalar()
+        start = min(first, now) if first is not None else now
+    since = int((start - timedelta(minutes=account.sync.events_overlap_minutes)).timestamp())
     fetched: dict[str, dict[str, Any]] = {}
     for page in client.list_events(created_at_from=since, limit=100):
         for event in page:

@@ -50,12 +50,18 @@ def _pull(engine) -> int:  # type: ignore[no-untyped-def]
     return n
 
 
+FIRST_FROM = str(int(NOW.timestamp()) - 5 * 60)  # no watermark, no webhook yet: now - overlap
+
+
 @responses.activate(assert_all_requests_are_fired=True)
-def test_first_pull_has_no_filter_pages_overlap_and_duplicates(engine, applied) -> None:
+def test_first_pull_starts_now_minus_overlap_pages_and_duplicates(engine, applied) -> None:
+    """No watermark (a new install): not the account's whole history (that is backfill's job;
+    read here it went into one job that timed out before saving anything), but from now."""
     page1 = {"_links": {"next": {"href": f"{BASE}/api/v4/events?limit=100&page=2"}},
              "_embedded": {"events": [_event("b", 200), _event("a", 100)]}}
     page2 = {"_links": {}, "_embedded": {"events": [_event("a", 100), _event("c", 200)]}}
-    responses.get(f"{BASE}/api/v4/events", json=page1, match=[matchers.query_param_matcher({"limit": "100"})])
+    responses.get(f"{BASE}/api/v4/events", json=page1, match=[matchers.query_param_matcher(
+        {"limit": "100", "filter[created_at][from]": FIRST_FROM})])
     responses.get(f"{BASE}/api/v4/events", json=page2,
                   match=[matchers.query_param_matcher({"limit": "100", "page": "2"})])
     assert _pull(engine) == 3
@@ -68,7 +74,8 @@ def test_first_pull_has_no_filter_pages_overlap_and_duplicates(engine, applied) 
 @responses.activate(assert_all_requests_are_fired=True)
 def test_watermark_survives_restart_overlap_skips_seen_and_204(engine, applied) -> None:
     responses.get(f"{BASE}/api/v4/events", json={"_embedded": {"events": [_event("a", 1000), _event("b", 1300)]}},
-                  match=[matchers.query_param_matcher({"limit": "100"})])
+                  match=[matchers.query_param_matcher(
+                      {"limit": "100", "filter[created_at][from]": FIRST_FROM})])
     assert _pull(engine) == 2
     # a new session (a restarted worker) starts from the stored watermark minus 5 minutes
     since = str(1300 - 5 * 60)
@@ -99,11 +106,30 @@ def test_pull_through_the_fake_amocrm(engine, applied) -> None:
     for i in range(150):
         fake.add_event(_event(f"e{i:03d}", 5000 + i), visible_at=9000)
     client = make_client(t, session=session)
+    now = datetime.fromtimestamp(5200, UTC)  # the first pull reads from now - 5 min: 4900
     with Session(engine) as s:
-        assert pull_events(s, client, make_account(), NOW) == 150
+        assert pull_events(s, client, make_account(), now) == 150
         s.commit()
     fake.add_event(_event("late", 5100), visible_at=t.now)  # behind the watermark, inside overlap
     with Session(engine) as s:
-        assert pull_events(s, client, make_account(), NOW) == 1
+        assert pull_events(s, client, make_account(), now) == 1
         s.commit()
     assert [len(c) for c in applied] == [150, 1] and applied[1] == ["late"]
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_first_pull_starts_at_the_first_webhook_received(engine, applied) -> None:
+    """Webhooks came in before the first pull: it reads from the first of them (less the
+    overlap), so replies made since amoscore began listening are all seen."""
+    from datetime import timedelta
+
+    from jobs.intake import store_delivery
+
+    first = NOW - timedelta(hours=2)
+    with Session(engine) as s:
+        store_delivery(s, account_id=32427762, body=b"a=1", received_at=first)
+        store_delivery(s, account_id=32427762, body=b"a=2", received_at=NOW - timedelta(hours=1))
+        s.commit()
+    responses.get(f"{BASE}/api/v4/events", status=204, match=[matchers.query_param_matcher(
+        {"limit": "100", "filter[created_at][from]": str(int(first.timestamp()) - 5 * 60)})])
+    assert _pull(engine) == 0
