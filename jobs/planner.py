@@ -392,10 +392,18 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
     if any(fid == ref.field_id for _, fid, _ in ledger.field_history):
         return
     fetched = rt.extra.setdefault(f"fetched:{account.account_id}", set())
-    if ledger.deal.id in fetched or rt.client_factory is None:
+    if ledger.deal.id in fetched:
         return
+    from integrations.amocrm.errors import ReauthorizationRequired
+    from jobs.sync import api_client
+
+    try:
+        # The workers' client (rt.client_factory only in tests and replay): this read used to
+        # need a factory that production never sets, so it never ran there.
+        client = api_client(rt, account)
+    except ReauthorizationRequired:
+        return  # no credentials yet: the write-back waits for them too
     fetched.add(ledger.deal.id)
-    client = rt.client_factory(account)
     lead = client.get_lead(ledger.deal.id)
     if lead is None:
         return
@@ -403,6 +411,9 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
 
     fields = {fid: [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
                     for v in values] for fid, values in lead.custom_fields.items()}
+    # amoCRM omits an empty field: record it empty, so the deal is not read again on every
+    # plan (a worker's work horse forgets ``fetched`` after each job).
+    fields.setdefault(ref.field_id, [])
     store_api_lead(session, account.account_id, ledger.deal.id, fields, wins[-1])
     session.flush()
     ledger.field_history = sorted(

@@ -234,3 +234,37 @@ def test_low_scores_give_one_task_per_survey_and_the_zone_follows_the_latest_ans
                      "responsible_user_id": MANAGER}
         assert (row.rule, row.status) == ("low_score", "created")
     assert count(runtime, TalkRate) == 0
+
+
+def test_the_missing_discount_is_read_with_the_workers_own_client(
+        runtime, client, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As in production, no test client factory: the planner reads the won deal through the
+    client the workers build from the environment (it needed a factory production never set,
+    so the discount of a deal won by a Digital Pipeline hook was never read). A deal whose
+    discount is empty in amoCRM is recorded empty and not read again."""
+    monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", "prod-token")
+    monkeypatch.delenv("AMOSCORE_AMOCRM_BASE_URL", raising=False)
+    with amocrm(runtime, client, example_account) as e:
+        e.amo.leads[7102] = {
+            "id": 7102, "name": "Сделка 7102", "pipeline_id": SALES, "status_id": WON,
+            "responsible_user_id": MANAGER, "price": 90000,
+            "created_at": unix(msk("2026-04-10 10:00:00")),
+            "updated_at": unix(msk("2026-04-16 16:00:00")),
+            "custom_fields_values": [{"field_id": DISCOUNT, "field_name": "Скидка",
+                                      "values": [{"value": FRIEND_TEXT}]}],
+        }
+        e.amo.leads[7103] = {**e.amo.leads[7102], "id": 7103, "custom_fields_values": None}
+        for deal in (7102, 7103):
+            e.post(lead_body("status", deal, at=msk("2026-04-16 16:00:00"), status_id=WON,
+                             old_status_id=76789231), at=msk("2026-04-16 16:00:01"))
+        e.drain()
+        runtime.client_factory = None  # production: the client comes from jobs.sync.api_client
+        e.sync(msk("2026-04-16 16:05:00"))
+        e.sync(msk("2026-04-17 16:05:00"))
+        assert sorted(e.amo.lead_gets) == [7102, 7103]  # once each
+        assert {c.request.headers["Authorization"] for c in e.amo.rsps.calls
+                if "/api/v4/leads/71" in c.request.url} == {"Bearer prod-token"}
+    with runtime.sessions() as s:
+        seen = sorted((f.deal_id, f.values) for f in s.scalars(
+            select(FieldValue).where(FieldValue.field_id == DISCOUNT)))
+    assert seen == [(7102, [{"value": FRIEND_TEXT, "enum_id": None}]), (7103, [])]
