@@ -62,10 +62,20 @@ def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
 
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
+    from integrations.amocrm.errors import AccountBlocked
+
     rt = get_runtime()
     account = rt.account(account_id)
     now = rt.clock()
-    pulled, checked = plan_step(rt, account, now)
-    result = flush_writeback(rt, account, now)
+    try:
+        pulled, checked = plan_step(rt, account, now)
+        result = flush_writeback(rt, account, now)
+    except AccountBlocked as exc:
+        # Stopped after a 403 until an admin lifts it: nothing to retry meanwhile (every sync
+        # failing with a traceback, each retried 5 times, only buried the one line that says
+        # what to do). What is pending stays pending and goes out after the resume.
+        log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
+                    "`amoscore amocrm resume --account %d`", account_id, exc, account_id)
+        return {"stopped": 1}
     return {"events": pulled, "due_deals": checked, "writes": len(result.writes),
             "tasks": len(result.tasks)}

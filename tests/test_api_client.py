@@ -69,3 +69,28 @@ def test_neither_says_what_to_set(tmp_path):
         long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN", encryption_key_env="AMOSCORE_FERNET_KEY")))
     with pytest.raises(ReauthorizationRequired, match="AMOCRM_LONG_LIVED_TOKEN"):
         api_client(rt, rt.account(ACCOUNT_ID), {})
+
+
+def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path, monkeypatch,
+                                                                       caplog):
+    """After a 403 the account is stopped until an admin lifts it: the periodic sync returns
+    quietly (no traceback, no RQ retries) with one line naming the command to run."""
+    import logging
+
+    import jobs.sync as sync
+    from integrations.amocrm.errors import AccountBlocked
+    from jobs.runtime import set_runtime
+
+    rt = runtime(tmp_path)
+
+    def stopped(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise AccountBlocked("amoCRM answered 403: IP blocked")
+
+    monkeypatch.setattr(sync, "plan_step", stopped)
+    set_runtime(rt)
+    try:
+        with caplog.at_level(logging.WARNING, logger="amoscore.sync"):
+            assert sync.sync_account(ACCOUNT_ID) == {"stopped": 1}
+    finally:
+        set_runtime(None)
+    assert f"amoscore amocrm resume --account {ACCOUNT_ID}" in caplog.text
