@@ -45,3 +45,29 @@ def test_a_folder_of_accounts_routes_each_webhook_by_its_secret(runtime):
         rows = {(d.account_id, d.status) for d in s.execute(select(WebhookDelivery)).scalars()}
     other = next(a for a in accounts if a != 32427762)
     assert rows == {(32427762, "processed"), (other, "rejected")}
+
+
+@pytest.mark.parametrize(("level", "shown"), [(None, ["warning"]), ("info", ["info", "warning"])])
+def test_under_a_plain_server_the_app_logs_with_time_and_level(tmp_path, level, shown):
+    """gunicorn configures only its own loggers: create_app sets up the root logger (time,
+    level, name) when nothing did, at AMOSCORE_LOG_LEVEL (default WARNING)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(AMOSCORE_CONFIG=str(root / "config" / "account.example.yaml"),
+               AMOSCORE_VAR_DIR=str(tmp_path), AMOSCORE_WEBHOOK_SECRET="x")
+    if level:
+        env["AMOSCORE_LOG_LEVEL"] = level
+    code = ("import logging\nfrom app.web import create_app\ncreate_app()\n"
+            "log = logging.getLogger('amoscore.webhook')\n"
+            "log.info('info line')\nlog.warning('warning line')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stderr
+    lines = [ln for ln in out.splitlines() if "amoscore.webhook" in ln]
+    assert [ln.rsplit(" ", 2)[-2] for ln in lines] == shown
+    assert all(re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) ", ln)
+               for ln in lines), out

@@ -52,6 +52,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # A missing secret fails here, naming the variable (MissingSetting).
     by_secret = resolve_webhook_secrets(tuple(runtime.accounts.values()), env)
 
+    _configure_logging(env)
     app = Flask("amoscore")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.extensions["amoscore.runtime"] = runtime
@@ -70,3 +71,20 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if oauth_bp is not None:
         app.register_blueprint(oauth_bp)
     return app
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _configure_logging(env: Mapping[str, str]) -> None:
+    """Under gunicorn nothing configures the root logger: the app's warnings went out bare
+    (no time, no level) through Python's last-resort handler. Left alone when something (the
+    CLI, a test runner) already did; AMOSCORE_LOG_LEVEL picks the level (default WARNING)."""
+    import logging
+    import sys
+
+    if logging.getLogger().handlers:
+        return
+    level = getattr(logging, env.get("AMOSCORE_LOG_LEVEL", "WARNING").upper(), logging.WARNING)
+    logging.basicConfig(level=level if isinstance(level, int) else logging.WARNING,
+                        format=LOG_FORMAT, stream=sys.stderr)
