@@ -30,9 +30,11 @@ from config.account import (
 )
 from config.errors import ConfigError
 from config.loader import load_account
+from tests.config_edits import EXAMPLE, EXAMPLE_TEXT
+from tests.config_edits import edit as _edit
+from tests.config_edits import line_of as _line
+from tests.config_edits import write as _write
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "account.example.yaml"
-EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
 LUNCH = ((540, 780), (840, 1080))
 
 EXPECTED_EXAMPLE = AccountConfig(
@@ -117,22 +119,6 @@ def test_minimal_file_takes_the_defaults(tmp_path: Path) -> None:
     assert cfg.sync == SyncConfig()
     assert cfg.frt.target_minutes == 15 and cfg.frt.limit_minutes == 60
     assert cfg.pipelines == PipelinesConfig(sales=(7000001, 7000002))
-
-
-def _write(tmp_path: Path, text: str, name: str = "acme.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _edit(old: str, new: str, text: str = EXAMPLE_TEXT) -> str:
-    assert text.count(old) == 1, f"the example must hold {old!r} exactly once"
-    return text.replace(old, new)
-
-
-def _line(text: str, needle: str) -> int:
-    """The 1-based line where `needle` first appears (the test's own count, not the loader's)."""
-    return text[: text.index(needle)].count("\n") + 1
 
 
 def test_unquoted_dates_stay_iso_strings(tmp_path: Path) -> None:

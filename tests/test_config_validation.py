@@ -13,34 +13,23 @@ import pytest
 
 from config.errors import ConfigError
 from config.loader import load_account
+from tests.config_edits import EXAMPLE, EXAMPLE_TEXT
+from tests.config_edits import edit as _edit
+from tests.config_edits import line_of as _line
+from tests.config_edits import write as _write
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "config" / "account.example.yaml"
-EXAMPLE_TEXT = EXAMPLE.read_text(encoding="utf-8")
 BREACH_TEXT = 'text: "Клиент ждёт ответа уже {waited_minutes} мин. Ответьте ему."'
 
 
-def _edit(old: str, new: str, text: str = EXAMPLE_TEXT) -> str:
-    assert text.count(old) == 1, f"the text must hold {old!r} exactly once"
-    return text.replace(old, new)
-
-
-def _line(text: str, needle: str) -> int:
-    return text[: text.index(needle)].count("\n") + 1
-
-
 def _errors(tmp_path: Path, text: str) -> list[str]:
-    path = tmp_path / "acme.yaml"
-    path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
-        load_account(path)
+        load_account(_write(tmp_path, text))
     return caught.value.lines
 
 
 def _loads(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "acme.yaml"
-    path.write_text(text, encoding="utf-8")
-    load_account(path)
+    load_account(_write(tmp_path, text))
 
 
 @pytest.mark.parametrize(
