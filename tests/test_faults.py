@@ -147,15 +147,27 @@ def test_redis_killed_then_frozen_while_posting(pg_engine, private_redis, exampl
 # --- 2. the database unreachable: bodies go to the spool ---------------------------------------
 
 
-def test_database_cut_spools_and_sweeper_loads(pg_engine, pg_url, redis_url, redis_conn,
-                                               example_account, tmp_path):
-    from app.web import create_app
-
+@pytest.fixture()
+def behind_proxy(pg_url, redis_url, redis_conn, example_account, tmp_path):  # type: ignore[no-untyped-def]
+    """(proxy, runtime): the runtime reaches the run's database through a TCP proxy the test
+    can cut or freeze; the machine's own Postgres is never touched."""
     target = make_url(pg_url)
     proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
     engine = make_engine(target.set(port=proxy.port).render_as_string(hide_password=False))
     rt = make_runtime(engine, redis_url, example_account, tmp_path)
     set_runtime(rt)
+    try:
+        yield proxy, rt
+    finally:
+        set_runtime(None)
+        proxy.cut()
+        engine.dispose()
+
+
+def test_database_cut_spools_and_sweeper_loads(pg_engine, behind_proxy):
+    from app.web import create_app
+
+    proxy, rt = behind_proxy
     items = distinct_bodies(12, start=100)
     http = requests.Session()
     try:
@@ -195,13 +207,9 @@ def test_database_cut_spools_and_sweeper_loads(pg_engine, pg_url, redis_url, red
         assert stored == {body.decode() for *_, body in items}
     finally:
         http.close()
-        set_runtime(None)
-        proxy.cut()
-        engine.dispose()
 
 
-def test_database_frozen_answers_in_time_and_spools(pg_engine, pg_url, redis_url, redis_conn,
-                                                   example_account, tmp_path):
+def test_database_frozen_answers_in_time_and_spools(pg_engine, behind_proxy):
     """A Postgres that keeps the connection but stops answering: the receiver stops waiting
     after STORE_SECONDS and spools; while that store is stuck the next bodies are spooled at
     once; when the database answers again the stuck INSERT lands and its spooled copy loads
@@ -209,11 +217,7 @@ def test_database_frozen_answers_in_time_and_spools(pg_engine, pg_url, redis_url
     from app.web import create_app
     from app.web.deadline import STORE_SECONDS
 
-    target = make_url(pg_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
-    engine = make_engine(target.set(port=proxy.port).render_as_string(hide_password=False))
-    rt = make_runtime(engine, redis_url, example_account, tmp_path)
-    set_runtime(rt)
+    proxy, rt = behind_proxy
     items = distinct_bodies(6, start=300)
     later = distinct_bodies(1, start=310)
     http = requests.Session()
@@ -246,9 +250,6 @@ def test_database_frozen_answers_in_time_and_spools(pg_engine, pg_url, redis_url
         assert_ledger_matches(rt, items + later)
     finally:
         http.close()
-        set_runtime(None)
-        proxy.cut()
-        engine.dispose()
 
 
 # --- 3. a worker SIGKILLed mid-batch -------------------------------------------------------------
