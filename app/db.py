@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,25 +41,24 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
                          connect_args={"connect_timeout": 1})
 
 
-_AUTOCOMMIT: dict[str, Engine] = {}
 _SQLITE_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def autocommit_engine(engine: Engine) -> Engine:
-    """An engine (one per database and process) whose connections stay in autocommit, for the
-    receiver's single INSERT: one round trip, no BEGIN/COMMIT, no per-checkout toggling."""
-    if engine.dialect.name != "postgresql":
-        if engine not in _SQLITE_AUTOCOMMIT:
-            _SQLITE_AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-        return _SQLITE_AUTOCOMMIT[engine]
-    key = engine.url.render_as_string(hide_password=False)
-    if key not in _AUTOCOMMIT:
-        if not _AUTOCOMMIT:
-            atexit.register(lambda: [e.dispose() for e in _AUTOCOMMIT.values()])
-        _AUTOCOMMIT[key] = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=5,
-                                         max_overflow=5, pool_recycle=1800,
-                                         connect_args={"connect_timeout": 1})
-    return _AUTOCOMMIT[key]
+    """The SQLite engine in autocommit, for the receiver's single INSERT (on Postgres the
+    receiver drives libpq itself: app/pg_insert.py)."""
+    if engine not in _SQLITE_AUTOCOMMIT:
+        _SQLITE_AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return _SQLITE_AUTOCOMMIT[engine]
+
+
+def libpq_conninfo(engine: Engine) -> str:
+    """The engine's Postgres database as a libpq connection string, in UTF-8 whatever the
+    server's default encoding."""
+    from psycopg.conninfo import make_conninfo
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return make_conninfo(url, client_encoding="UTF8")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

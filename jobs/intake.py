@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import autocommit_engine, insert_ignore
+from app.db import autocommit_engine, insert_ignore, libpq_conninfo
 from app.models import PENDING_SQL, WebhookDelivery
+from app.pg_insert import PgStatement
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
 from jobs.ingest import IngestBatch, collect_webhook_events
@@ -55,46 +57,43 @@ def store_delivery(session: Session | Connection, *, account_id: int | None, bod
     return result.scalar_one_or_none() if result is not None else None
 
 
-# store_delivery's statement, written out for the driver: on the receiver's hot path
-# SQLAlchemy's execution layer cost more CPU than Postgres spent on the INSERT itself
+# store_delivery's statement, written out for libpq: on the receiver's hot path SQLAlchemy's
+# execution layer and pool cost more CPU than Postgres spent on the INSERT itself
 # (bench/ingest.py). tests/test_receiver.py checks it against the model's columns.
 RECEIVE_SQL_PG = (
     "INSERT INTO webhook_deliveries (account_id, dedupe_key, body, received_at, status, reason,"
-    " attempts, queued_at) VALUES (%(account_id)s, %(dedupe_key)s, %(body)s, %(received_at)s,"
-    " %(status)s, %(reason)s, %(attempts)s, %(queued_at)s)"
+    " attempts, queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+_RECEIVE_COLUMNS = ("account_id", "dedupe_key", "body", "received_at", "status", "reason",
+                    "attempts", "queued_at")
+_RECEIVE_STATEMENTS: weakref.WeakKeyDictionary[Engine, PgStatement] = (
+    weakref.WeakKeyDictionary())
+
+
+def _receive_statement(engine: Engine) -> PgStatement:
+    statement = _RECEIVE_STATEMENTS.get(engine)
+    if statement is None:
+        statement = PgStatement(libpq_conninfo(engine), RECEIVE_SQL_PG)
+        _RECEIVE_STATEMENTS[engine] = statement
+    return statement
 
 
 def receive_delivery(engine: Engine, *, account_id: int | None, body: bytes,
                      received_at: datetime, status: str, reason: str | None) -> int | None:
-    """The receiver's store: one INSERT in autocommit, durable when it returns (one round
-    trip, no BEGIN/COMMIT, no ORM session); the new row's id, or None for a duplicate.
-    Raises SQLAlchemyError when the database cannot take it (the receiver then spools)."""
-    autocommit = autocommit_engine(engine)
-    if autocommit.dialect.name != "postgresql":
-        with autocommit.connect() as conn:
+    """The receiver's store: one INSERT in autocommit, durable when it returns, given up after
+    STORE_SECONDS; the new row's id, or None for a duplicate. Raises StoreError (Postgres) or
+    SQLAlchemyError (SQLite) when the database cannot take it: the receiver then spools."""
+    if engine.dialect.name != "postgresql":
+        with autocommit_engine(engine).connect() as conn:
             return store_delivery(conn, account_id=account_id, body=body,
                                   received_at=received_at, status=status, reason=reason)
     row = _delivery_row(account_id=account_id, body=body, received_at=received_at,
                         status=status, reason=reason)
-    dbapi_error = autocommit.dialect.loaded_dbapi.Error
-    conn = None
-    try:
-        conn = autocommit.raw_connection()
-        with conn.cursor() as cur:
-            cur.execute(RECEIVE_SQL_PG, row)
-            found = cur.fetchone()
-    except dbapi_error as exc:
-        # Not pooled again: after a failed statement its state is unknown (a cut connection
-        # would fail the next request too; tests/test_faults.py posts after a cut).
-        if conn is not None:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(RECEIVE_SQL_PG, None, exc, dbapi_error,
-                                  hide_parameters=True) from exc
-    finally:
-        if conn is not None:
-            conn.close()
-    return found[0] if found else None
+    params = [None if row[c] is None else
+              row[c].isoformat() if isinstance(row[c], datetime) else str(row[c])
+              for c in _RECEIVE_COLUMNS]
+    found = _receive_statement(engine).run(params)
+    return int(found) if found is not None else None
 
 
 def mark_stored(session: Session, delivery_id: int) -> None:

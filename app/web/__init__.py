@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Flask
 
-from app.web.deadline import StoreDeadline
 from config.account import AccountConfig
 from config.settings import Settings, from_env
 
@@ -57,7 +56,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.extensions["amoscore.runtime"] = runtime
     app.extensions["amoscore.router"] = AccountRouter(by_secret)
-    app.extensions["amoscore.store_deadline"] = StoreDeadline()
 
     from app.web.health import health_bp
     from app.web.webhooks import webhooks_bp

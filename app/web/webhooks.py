@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.web.deadline import StoreTimeout
+from app.pg_insert import StoreError
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
 from jobs.intake import mark_stored, receive_delivery
@@ -35,10 +35,10 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     # only a failed enqueue costs a second one (back to "stored", for the sweeper).
     queued = status == "stored" and not runtime.queue.runs_inline
     try:
-        delivery_id = current_app.extensions["amoscore.store_deadline"].call(
-            receive_delivery, runtime.engine, account_id=account.account_id, body=body,
-            received_at=now, status="queued" if queued else status, reason=reason)
-    except (SQLAlchemyError, StoreTimeout) as exc:
+        delivery_id = receive_delivery(
+            runtime.engine, account_id=account.account_id, body=body, received_at=now,
+            status="queued" if queued else status, reason=reason)
+    except (SQLAlchemyError, StoreError) as exc:
         log.error("webhook.db_down account=%s error=%s", account.account_id, exc.__class__.__name__)
         try:
             spool.write(runtime.settings.spool_dir, account_id=account.account_id,

@@ -1,0 +1,143 @@
+"""One statement over libpq under a deadline, on a connection kept per thread: the receiver's store.
+
+libpq has no read timeout and psycopg has no per-statement one (its ``connect_timeout`` is
+raised to 2 s), so a Postgres that keeps the connection but stops answering (a frozen host, a
+full disk, a path that drops packets) would hold a webhook past amoCRM's 2 s, and amoCRM
+disables a hook after 100 failed answers in 2 hours. ``statement_timeout`` needs a live server
+to enforce it. Driving libpq's non-blocking calls here puts connect and statement under one
+deadline in the request's own thread. That also spares each webhook the helper thread an
+earlier design waited on and the pool's checkout and reset (bench/ingest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections.abc import Sequence
+
+from psycopg import Error as PsycopgError
+from psycopg import pq
+
+STORE_SECONDS = 1.5  # leaves time to spool (one fsync) inside amoCRM's 2 s
+# After a timeout the next stores fail at once for this long instead of each waiting out its
+# own deadline: during an outage a worker then pays one wait per pause, not one per webhook.
+PAUSE_SECONDS = 2.0
+
+
+class StoreError(RuntimeError):
+    """The database could not take the statement; the caller spools the body instead."""
+
+
+class StoreTimeout(StoreError):
+    """The database did not answer in time."""
+
+
+class PgStatement:
+    """Runs one parameterised statement (``$1``…, text parameters) in autocommit, each thread
+    on its own connection; returns the first column of the first row, or None.
+
+    A connection that failed or overran is closed, never reused: its state is unknown. An
+    overrun statement may still commit on the server; the receiver's spooled copy of the body
+    then loads as a duplicate, so nothing is doubled.
+    """
+
+    def __init__(self, conninfo: str, sql: str, *, seconds: float = STORE_SECONDS,
+                 pause: float = PAUSE_SECONDS) -> None:
+        self._conninfo = conninfo.encode()
+        self._sql = sql.encode()
+        self.seconds = seconds
+        self.pause = pause
+        self._local = threading.local()
+        self._paused_until = 0.0
+
+    def run(self, params: Sequence[str | None]) -> str | None:
+        now = time.monotonic()
+        if now < self._paused_until:
+            raise StoreTimeout("the database did not answer recently; not waiting again yet")
+        deadline = now + self.seconds
+        pgconn = self._connection(deadline)
+        try:
+            return self._execute(pgconn, [None if p is None else p.encode() for p in params],
+                                 deadline)
+        except StoreTimeout:
+            self._paused_until = time.monotonic() + self.pause
+            self._drop()
+            raise
+        except (StoreError, PsycopgError) as exc:
+            self._drop()
+            raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads' exit)."""
+        self._drop()
+
+    def _connection(self, deadline: float) -> pq.abc.PGconn:
+        pgconn = getattr(self._local, "pgconn", None)
+        if pgconn is not None and self._local.pid == os.getpid():
+            return pgconn
+        # Inherited across a fork, the socket is the parent's: leave it alone, open our own.
+        pgconn = pq.PGconn.connect_start(self._conninfo)
+        try:
+            while True:
+                status = pgconn.connect_poll()
+                if status == pq.PollingStatus.OK:
+                    break
+                if status == pq.PollingStatus.FAILED:
+                    raise StoreError(pgconn.error_message.decode(errors="replace").strip()
+                                     or "connection failed")
+                _wait(pgconn.socket, status == pq.PollingStatus.WRITING, deadline)
+        except StoreTimeout:
+            self._paused_until = time.monotonic() + self.pause
+            pgconn.finish()
+            raise
+        except (StoreError, PsycopgError) as exc:
+            pgconn.finish()
+            raise StoreError(str(exc)) from exc
+        pgconn.nonblocking = 1
+        self._local.pgconn, self._local.pid = pgconn, os.getpid()
+        return pgconn
+
+    def _execute(self, pgconn: pq.abc.PGconn, params: list[bytes | None],
+                 deadline: float) -> str | None:
+        pgconn.send_query_params(self._sql, params)
+        while pgconn.flush():  # 1 while the body is still being sent
+            _wait(pgconn.socket, True, deadline)
+        result = None
+        while True:
+            _wait(pgconn.socket, False, deadline)
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                last = pgconn.get_result()
+                if last is None:
+                    return _first_value(result)
+                result = last
+
+    def _drop(self) -> None:
+        pgconn = getattr(self._local, "pgconn", None)
+        self._local.pgconn = None
+        if pgconn is not None and self._local.pid == os.getpid():
+            pgconn.finish()
+
+
+def _first_value(result: pq.abc.PGresult | None) -> str | None:
+    if result is None:
+        raise StoreError("no result")
+    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        raise StoreError((result.error_message or b"statement failed").decode(errors="replace")
+                         .strip())
+    if result.ntuples == 0:
+        return None
+    value = result.get_value(0, 0)
+    return None if value is None else value.decode()
+
+
+def _wait(fd: int, writing: bool, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise StoreTimeout("the database did not answer in time")
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if writing else select.POLLIN)
+    if not poller.poll(remaining * 1000):
+        raise StoreTimeout("the database did not answer in time")
