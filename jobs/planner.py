@@ -45,9 +45,9 @@ class _STMTS:
     due_deals = select(DueCheck.deal_id).where(_account, DueCheck.due_at <= bindparam("now"))
     next_due = (select(DueCheck.due_at).where(_account, DueCheck.kind != CHANGED)
                 .order_by(DueCheck.due_at).limit(1))
-    tasks_since = select(TaskLedger.idempotency_key).where(
+    task_keys = select(TaskLedger.idempotency_key).where(
         TaskLedger.account_id == bindparam("account"), TaskLedger.deal_id == bindparam("deal"),
-        TaskLedger.rule == bindparam("rule"), TaskLedger.declared_at >= bindparam("since"))
+        TaskLedger.rule == bindparam("rule"))
 
 
 def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
@@ -232,27 +232,36 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         due[f"frt_{kind}_passed"] = past or latest.opened_at + timedelta(seconds=minutes * 60 + 1)
     rule = account.frt.breach_task
     limit_at = frt_m.breach_at(latest, account.frt, calendar)
-    if rule and limit_at is not None and limit_at <= now and not _task_declared_since(
-            session, acc_id, deal.id, "frt_breach", latest.opened_at):
+    about = f"frt_breach-{acc_id}-{deal.id}-"
+    if rule and limit_at is not None and limit_at <= now and not _task_declared_within(
+            session, acc_id, deal.id, "frt_breach", about, latest.opened_at, None):
         waited = frt_m.open_wait(latest, now, calendar)
         if waited is None:
             waited = (now - latest.opened_at).total_seconds()
         declare_task(
             session, acc_id, deal_id=deal.id, rule="frt_breach",
-            key=f"frt_breach-{acc_id}-{deal.id}-{int(latest.opened_at.timestamp())}",
+            key=f"{about}{int(latest.opened_at.timestamp())}",
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
 
 
-def _task_declared_since(session: Session, account_id: int, deal_id: int, rule: str,
-                         since: datetime, key_prefix: str = "") -> bool:
-    """Was a ``rule`` task (with a key starting ``key_prefix``) declared for the deal at or
-    after ``since``? Then it was about the same wait or answer: a contact or a score delivered
-    late can move their instant earlier, and with it the task's key, but not what it is about."""
-    return any(key.startswith(key_prefix) for key in session.connection().execute(
-        _STMTS.tasks_since, {"account": account_id, "deal": deal_id, "rule": rule,
-                             "since": since}).scalars())
+def _task_declared_within(session: Session, account_id: int, deal_id: int, rule: str,
+                          key_prefix: str, start: datetime, end: datetime | None) -> bool:
+    """Was a ``rule`` task declared about an instant in [start, end) — the wait or answer at
+    hand? A task's key is ``key_prefix`` + the instant its wait opened or its answer came, then
+    anything. A contact or a score delivered late can move that instant earlier (and with it
+    the key), but it stays inside the same wait or answer; a task about an earlier one does
+    not, however late it was declared (that wait's reply may have come to light after it)."""
+    low, high = int(start.timestamp()), None if end is None else int(end.timestamp())
+    for key in session.connection().execute(_STMTS.task_keys, {
+            "account": account_id, "deal": deal_id, "rule": rule}).scalars():
+        if not key.startswith(key_prefix):
+            continue
+        instant = int(key[len(key_prefix):].split("-", 1)[0])
+        if low <= instant and (high is None or instant < high):
+            return True
+    return False
 
 
 # --- complaints ------------------------------------------------------------------------------
@@ -325,11 +334,11 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
     rule = cfg.low_score_task
     if rule is None:
         return
-    for answer in answers:
+    for answer in answers:  # the latest answer to each survey: it stands until now
         if not surveys_m.is_low(answer, cfg):
             continue
         about = f"low_score-{acc_id}-{deal.id}-{answer.survey}-"
-        if _task_declared_since(session, acc_id, deal.id, "low_score", answer.at, about):
+        if _task_declared_within(session, acc_id, deal.id, "low_score", about, answer.at, None):
             # The same answer seen again earlier (an older delivery of the same score arrived
             # late and moved its instant back): its task exists already.
             continue

@@ -370,6 +370,53 @@ def test_a_late_earlier_contact_gives_the_same_wait_no_second_breach_task(tmp_pa
     assert "60" in report["tasks"][0]["text"]  # the wait when it fired, not the 70 of 11:10
 
 
+def test_a_breach_task_for_one_wait_does_not_hide_the_next_waits(tmp_path):
+    """The deal opens at 10:00 and nobody seems to answer: the breach task comes at 11:00.
+    The reply of 10:59:00 shows in the events API only at 11:00:30, and the client wrote
+    again at 10:59:30: that is a new wait, still open at its limit (11:59:30), so it gets its
+    own task (sent with the next minute's flush) although the first task was declared after
+    that wait began."""
+    from tests.e2e_helpers import MANAGER, chat_event, incoming_message_body, lead_body, msk
+
+    deal = 7211
+    lines = [
+        (msk("2026-04-14 10:00:00"), "webhook",
+         lead_body("add", deal, at=msk("2026-04-14 10:00:00"))),
+        (msk("2026-04-14 10:59:30"), "webhook",
+         incoming_message_body(deal, "m-7211-b", at=msk("2026-04-14 10:59:30"), talk_id=deal)),
+        (msk("2026-04-14 11:00:30"), "event",
+         chat_event("ev-7211", "outgoing_chat_message", deal, "m-7211-out",
+                    at=msk("2026-04-14 10:59:00"), created_by=MANAGER)),
+    ]
+    report = replay(_write_stream(tmp_path / "lagged.jsonl", lines),
+                    now=msk("2026-04-14 13:00:00"))
+    assert [(e["opened_at"], e["closed_at"]) for e in report["frt"]["episodes"]] == [
+        ("2026-04-14T10:00:00+03:00", "2026-04-14T10:59:00+03:00"),
+        ("2026-04-14T10:59:30+03:00", None)]
+    assert [(t["rule"], t["at"]) for t in report["tasks"]] == [
+        ("frt_breach", "2026-04-14T11:00:00+03:00"), ("frt_breach", "2026-04-14T12:00:00+03:00")]
+
+
+def test_a_new_low_score_delivered_late_gets_its_own_task(tmp_path):
+    """NPS 3 set at 10:00:10 gets its task at once; the client changes it to 2 at 10:00:50,
+    delivered at 10:01:30, after the first task: a new answer, a second task."""
+    from tests.e2e_helpers import lead_body, msk
+
+    deal, created = 7411, msk("2026-03-03 09:00:00")
+    lines = [
+        (msk("2026-03-03 09:00:01"), "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-03-03 10:00:10"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-03 10:00:10"), created=created,
+                   fields={NPS_FIELD: "3"})),
+        (msk("2026-03-03 10:01:30"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-03 10:00:50"), created=created,
+                   fields={NPS_FIELD: "2"})),
+    ]
+    report = replay(_write_stream(tmp_path / "nps2.jsonl", lines), now=msk("2026-03-03 12:00:00"))
+    texts = [t["text"] for t in report["tasks"] if t["rule"] == "low_score"]
+    assert len(texts) == 2 and "3" in texts[0] and "2" in texts[1], texts
+
+
 # --- found by replaying hand-counted streams against metrics.md ----------------------------------
 
 COMPLAINTS, NEW_COMPLAINT, NPS_FIELD = 9621011, 100, 752011
