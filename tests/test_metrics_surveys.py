@@ -274,6 +274,23 @@ def test_report_dict_rounds_half_up_and_keys_managers_by_string() -> None:
     }
 
 
+def test_exact_halves_of_nps_and_csat_round_up() -> None:
+    """23 of 80 is 28.75 %: rounded half up to one place, 28.8 (not 28.7 from float noise);
+    an NPS of -61.25 rounds towards +inf, to -61.2."""
+    up = [ans(d, "nps", 9, "03-02 10:00") for d in range(23)] + [
+        ans(100 + d, "nps", 7, "03-02 10:00") for d in range(57)]
+    up += [ans(d, "csat", 5, "03-02 10:00") for d in range(23)] + [
+        ans(100 + d, "csat", 3, "03-02 10:00") for d in range(57)]
+    figures = report_dict(survey_stats(up, *MARCH, CFG))
+    assert figures["nps"]["score"] == 28.8
+    assert figures["nps"]["by_manager"][str(ALICE)]["score"] == 28.8
+    assert figures["csat"]["percent"] == 28.8
+    down = [ans(d, "nps", 9, "03-02 10:00") for d in range(7)] + [
+        ans(100 + d, "nps", 0, "03-02 10:00") for d in range(56)] + [
+        ans(200 + d, "nps", 8, "03-02 10:00") for d in range(17)]
+    assert report_dict(survey_stats(down, *MARCH, CFG))["nps"]["score"] == -61.2
+
+
 def test_report_dict_of_unconfigured_surveys_keeps_the_shape() -> None:
     d = report_dict(SurveyStats(nps=None, csat=None, ces=None))
     assert d["nps"] == {"answers": 0, "promoters": 0, "passives": 0, "detractors": 0,

@@ -208,7 +208,9 @@ def _nps_score(values: list[float]) -> float | None:
         return None
     promoters = sum(v >= PROMOTER_FROM for v in values)
     detractors = sum(v <= DETRACTOR_TO for v in values)
-    return (promoters - detractors) / len(values) * 100
+    # One division, last: k / n * 100 leaves float noise (23 / 80 * 100 = 28.749999999999996)
+    # that turns replay.md's exact halves into round-downs.
+    return (promoters - detractors) * 100 / len(values)
 
 
 def _nps(answers: list[Answer]) -> NpsStats:
@@ -250,7 +252,7 @@ def survey_stats(
             answers=len(values),
             satisfied=satisfied,
             low=sum(_in_range(v, cfg.csat.low) for v in values),
-            percent=satisfied / len(values) * 100 if values else None,
+            percent=satisfied * 100 / len(values) if values else None,
         )
     ces = None
     if cfg.ces:
