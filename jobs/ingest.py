@@ -35,7 +35,7 @@ from app.models import (
     TaskSeen,
 )
 from config.account import AccountConfig
-from integrations.amocrm.webhooks import WebhookEvent, event_instant
+from integrations.amocrm.webhooks import NOT_A_REACTION_NOTE_TYPES, WebhookEvent, event_instant
 
 DEAL_STATE = ("name", "pipeline_id", "status_id", "responsible_user_id", "price")
 
@@ -388,7 +388,7 @@ def handle_note(batch: IngestBatch, d: dict[str, Any], received: datetime) -> No
     deal_id = d.get("element_id") if d.get("element_type") == 2 else None
     batch.observe(NoteSeen, id=d["id"], deal_id=deal_id, note_type=d.get("note_type"),
                   created_by=d.get("created_by"), text=d.get("text"), at=at)
-    if deal_id is not None:
+    if deal_id is not None and d.get("note_type") not in NOT_A_REACTION_NOTE_TYPES:
         batch.interaction(dedupe=f"note:{d['id']}", kind="note", deal_id=deal_id,
                           created_by=d.get("created_by"), at=at, source="webhook")
         batch.deal(deal_id)

@@ -19,7 +19,7 @@ from app.models import (
     TaskSeen,
     WebhookDelivery,
 )
-from tests.conftest import FIXTURES, post_fixture, run_worker
+from tests.conftest import FIXTURES, SECRET, post_fixture, run_worker
 
 pytestmark = pytest.mark.integration
 USED: set[str] = set()
@@ -109,6 +109,18 @@ def test_leads__note(client, runtime):
     assert note.text == "Клиент просит перезвонить после 18:00"
     [inter] = rows(runtime, Interaction)
     assert (inter.kind, inter.created_by) == ("note", 10000698)
+
+
+def test_leads__note_call_in_is_kept_but_is_no_reaction(client, runtime):
+    """Telephony logs a client's incoming call as a call_in note (type 10) authored by the
+    responsible: seen, but no interaction that could close the client's own wait."""
+    body = (FIXTURES / "webhooks_extra" / "leads__note_call_in.txt").read_bytes().strip()
+    assert client.post(f"/webhooks/amocrm/{SECRET}", data=body,
+                       content_type="application/x-www-form-urlencoded").status_code == 200
+    assert run_worker(runtime) == 0
+    [note] = rows(runtime, NoteSeen)
+    assert (note.id, note.note_type, note.created_by) == (4600472, 10, 10000698)
+    assert rows(runtime, Interaction) == []
 
 
 def test_message__incoming(client, runtime):

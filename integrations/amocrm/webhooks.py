@@ -30,6 +30,11 @@ HANDLED_EVENTS = frozenset({
 })
 IGNORED_ROOTS = frozenset({"contacts", "companies", "customers", "unsorted", "catalogs"})
 IGNORED_EVENTS = frozenset({"task.responsible", "leads.link", "leads.unlink"})
+# Note types (webhooks send amoCRM's numeric note_type) that record what a client or amoCRM
+# itself did, not a user's reaction, though they carry the responsible's id as their author:
+# deal/contact/company created (1, 2, 12), status changed (3), incoming call (10), system (25),
+# incoming SMS (102). Telephony logs even a missed incoming call as a call_in note.
+NOT_A_REACTION_NOTE_TYPES = frozenset({1, 2, 3, 10, 12, 25, 102})
 
 
 class WebhookParseError(ValueError):
