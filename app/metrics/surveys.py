@@ -152,14 +152,23 @@ def answers_from_history(
     cfg: SurveysConfig,
     responsible_at: ResponsibleAt,
 ) -> list[Answer]:
-    """The deal's latest answer to each survey, from its field changes and chat ratings."""
+    """The deal's latest answer to each survey, from its field changes and chat ratings.
+
+    The same score set again is the same answer, unless the field was emptied in between (a
+    survey asked again, answered alike: a new answer at its own time)."""
     surveys = cfg.by_name()
     survey_of_field = {s.field_id: name for name, s in surveys.items()}
     events: dict[str, list[_Event]] = {}
+    cleared: dict[str, list[datetime]] = {}
     for at, field_id, values in field_history:
         name = survey_of_field.get(field_id)
-        number = _field_number(values) if name else None
-        if name is None or number is None:
+        if name is None:
+            continue
+        if isinstance(values, Sequence) and not isinstance(values, str) and not values:
+            cleared.setdefault(name, []).append(at)  # amoCRM's emptied field
+            continue
+        number = _field_number(values)
+        if number is None:
             continue
         lo, hi = surveys[name].scale
         if lo <= number <= hi:
@@ -175,8 +184,11 @@ def answers_from_history(
     answers = []
     for name in sorted(events):
         current: _Event | None = None
+        clears = sorted(cleared.get(name, ()))
         for event in sorted(events[name], key=lambda e: (e.at, e.source != "field", e.value)):
-            if current is None or event.value != current.value:
+            emptied_since = current is not None and any(
+                current.at < c <= event.at for c in clears)
+            if current is None or event.value != current.value or emptied_since:
                 current = event
         if current is not None:
             answers.append(Answer(deal_id, name, current.value, current.raw, current.raw_scale,
