@@ -48,6 +48,18 @@ class SimClock:
         return self.now.timestamp()
 
 
+class NothingToReplay(ValueError):
+    """The stream has no usable line and no --now was given: there is no instant to report at."""
+
+    def __init__(self, stream: Path, bad: list[dict[str, Any]]) -> None:
+        shown = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        super().__init__(
+            f"{stream} has no usable line" + (f" ({shown}{more})" if bad else " (it is empty)")
+            + "; give --now to write the report of an empty stream")
+        self.bad = bad
+
+
 @dataclass
 class Line:
     no: int
@@ -108,10 +120,10 @@ def iter_stream(path: Path, bad: list[dict[str, Any]],
                 bad.append({"line": no, "reason": "unknown kind (expected 'webhook' or 'event')"})
                 continue
             if last is not None and at < last:
-                # Still handled, at the current clock, and reported.
+                # Still handled (Replay moves it to the current clock), and reported.
                 bad.append({"line": no, "reason": f"'at' goes backwards ({obj['at']})"})
-                line.at = last
-            last = line.at
+            else:
+                last = at
             yield line
 
 
@@ -214,7 +226,7 @@ class Replay:
         lines = self._usable_lines()
         first = next(lines, None)
         if first is None and self.opts.now is None:
-            raise ValueError(f"{self.opts.stream}: no usable lines")
+            raise NothingToReplay(self.opts.stream, sorted(self.bad, key=lambda b: b["line"]))
         start = first.at if first is not None else self.opts.now
         assert start is not None
         with tempfile.TemporaryDirectory(prefix="amoscore-replay-") as tmp:
@@ -246,11 +258,16 @@ class Replay:
         return _ordered(report)
 
     def _usable_lines(self) -> Iterator[Line]:
-        """The stream's lines up to ``--now``; later ones are listed as bad, not handled."""
+        """The stream's lines up to ``--now``, a line that goes backwards moved to the clock
+        (the last handled line's ``at``); later ones are listed as bad, not handled."""
+        clock: datetime | None = None
         for line in iter_stream(self.opts.stream, self.bad, self.opts.progress):
+            if clock is not None and line.at < clock:
+                line.at = clock
             if self.opts.now is not None and line.at > self.opts.now:
                 self.bad.append({"line": line.no, "reason": "after --now: not handled"})
                 continue
+            clock = line.at
             yield line
 
     def _drive(self, rt: Runtime, clock: SimClock, first: Line | None,

@@ -219,6 +219,43 @@ def test_lines_after_now_are_listed_and_the_rest_replayed_with_progress(short_st
     assert report["now"] == same["now"] and report["deliveries"] == same["deliveries"]
 
 
+def test_a_line_going_backwards_is_handled_at_the_clock_even_after_a_line_past_now(tmp_path):
+    """Complaints entered at 10:00, 12:00 and (going backwards) 10:30. With --now 11:00 the
+    12:00 line is not handled, and the backwards one still is, at the clock (10:00); without
+    --now all three count, the backwards one at 12:00."""
+    from tests.e2e_helpers import lead_body, msk
+
+    lines = [(msk(f"2026-03-03 {hm}"), "webhook",
+              lead_body("add", deal, at=msk(f"2026-03-03 {hm}"), pipeline_id=9621011,
+                        status_id=100))
+             for deal, hm in ((7701, "10:00"), (7702, "12:00"), (7703, "10:30"))]
+    stream = _write_stream(tmp_path / "back.jsonl", lines)
+    early = replay(stream, now=msk("2026-03-03 11:00:00"))
+    assert (early["complaints"]["volume"], early["complaints"]["open"]) == (2, 2)
+    assert early["bad_lines"] == [{"line": 2, "reason": "after --now: not handled"},
+                                  {"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
+    late = replay(stream)
+    assert late["complaints"]["volume"] == 3
+    assert late["bad_lines"] == [{"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
+
+
+@pytest.mark.parametrize("text", ["{not json\n\n", ""])
+def test_a_stream_with_no_usable_line_and_no_now_is_a_clear_error(tmp_path, text):
+    stream = tmp_path / "nothing.jsonl"
+    stream.write_text(text, encoding="utf-8")
+    out = tmp_path / "r.json"
+    args = ["replay", str(stream), "--config", str(DEMO / "account.yaml"), "--report", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and not out.exists()
+    assert "has no usable line" in result.output and "give --now" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    if text:
+        assert "line 1: not JSON" in result.output and "line 2: empty line" in result.output
+    result = CliRunner().invoke(main, args + ["--now", "2026-03-05T10:00:00+03:00", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(out.read_text(encoding="utf-8"))["bad_lines"]) == (2 if text else 0)
+
+
 def test_the_report_reads_ledgers_in_chunks_and_gets_the_same_figures(short_stream, tmp_path,
                                                                        monkeypatch):
     from app.db import make_engine, make_session_factory

@@ -39,7 +39,7 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     import logging
 
     from config.loader import ConfigError, load_account
-    from jobs.replay import Replay, ReplayOptions, dump_report
+    from jobs.replay import NothingToReplay, Replay, ReplayOptions, dump_report
 
     if logging.getLogger().level > logging.INFO:
         # A stream's rejected or unsupported deliveries are counted in the report; without -v
@@ -55,12 +55,16 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
                                   period_to=period_to, now=now, database_url=database_url,
                                   send=send, env=dict(os.environ)))
     size = stream.stat().st_size  # the stream is read as it is replayed: progress in bytes
-    if sys.stderr.isatty() and size > 500_000 and not quiet:
-        with click.progressbar(length=size, label="replaying", file=sys.stderr) as bar:
-            replay.opts.progress = bar.update
+    try:
+        if sys.stderr.isatty() and size > 500_000 and not quiet:
+            with click.progressbar(length=size, label="replaying", file=sys.stderr) as bar:
+                replay.opts.progress = bar.update
+                report = replay.run()
+        else:
             report = replay.run()
-    else:
-        report = replay.run()
+    except NothingToReplay as exc:
+        click.echo(f"amoscore replay: {exc}", err=True)
+        sys.exit(1)
     if report_path:
         dump_report(report, report_path)
     if not quiet:
