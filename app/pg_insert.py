@@ -24,6 +24,7 @@ STORE_SECONDS = 1.5  # leaves time to spool (one fsync) inside amoCRM's 2 s
 # After a timeout the next stores fail at once for this long instead of each waiting out its
 # own deadline: during an outage a worker then pays one wait per pause, not one per webhook.
 PAUSE_SECONDS = 2.0
+_PREPARED = b"amoscore_statement"
 
 
 class StoreError(RuntimeError):
@@ -57,15 +58,18 @@ class PgStatement:
         if now < self._paused_until:
             raise StoreTimeout("the database did not answer recently; not waiting again yet")
         deadline = now + self.seconds
-        pgconn = self._connection(deadline)
         try:
+            pgconn = self._connection(deadline)
             return self._execute(pgconn, [None if p is None else p.encode() for p in params],
                                  deadline)
         except StoreTimeout:
             self._paused_until = time.monotonic() + self.pause
             self._drop()
             raise
-        except (StoreError, PsycopgError) as exc:
+        except StoreError:
+            self._drop()
+            raise
+        except PsycopgError as exc:
             self._drop()
             raise StoreError(str(exc)) from exc
 
@@ -78,6 +82,7 @@ class PgStatement:
         if pgconn is not None and self._local.pid == os.getpid():
             return pgconn
         # Inherited across a fork, the socket is the parent's: leave it alone, open our own.
+        self._local.pgconn = None
         pgconn = pq.PGconn.connect_start(self._conninfo)
         try:
             while True:
@@ -88,20 +93,25 @@ class PgStatement:
                     raise StoreError(pgconn.error_message.decode(errors="replace").strip()
                                      or "connection failed")
                 _wait(pgconn.socket, status == pq.PollingStatus.WRITING, deadline)
-        except StoreTimeout:
-            self._paused_until = time.monotonic() + self.pause
+            pgconn.nonblocking = 1
+            # Prepared once per connection: Postgres then skips parsing and planning the
+            # statement on every webhook.
+            pgconn.send_prepare(_PREPARED, self._sql)
+            self._finish(pgconn, deadline)
+        except BaseException:
             pgconn.finish()
             raise
-        except (StoreError, PsycopgError) as exc:
-            pgconn.finish()
-            raise StoreError(str(exc)) from exc
-        pgconn.nonblocking = 1
         self._local.pgconn, self._local.pid = pgconn, os.getpid()
         return pgconn
 
     def _execute(self, pgconn: pq.abc.PGconn, params: list[bytes | None],
                  deadline: float) -> str | None:
-        pgconn.send_query_params(self._sql, params)
+        pgconn.send_query_prepared(_PREPARED, params)
+        return self._finish(pgconn, deadline)
+
+    @staticmethod
+    def _finish(pgconn: pq.abc.PGconn, deadline: float) -> str | None:
+        """Send what is queued and read the answer: its first value (None for no rows)."""
         while pgconn.flush():  # 1 while the body is still being sent
             _wait(pgconn.socket, True, deadline)
         result = None

@@ -65,6 +65,13 @@ def test_one_connection_per_thread_and_first_value_or_none(conninfo: str) -> Non
     assert PgStatement(conninfo, "SELECT $1::text IS NULL").run([None]) == "t"
 
 
+def test_the_statement_is_prepared_once_per_connection(conninfo: str) -> None:
+    st = PgStatement(conninfo, "SELECT count(*) FROM pg_prepared_statements"
+                               " WHERE statement LIKE 'SELECT count(*) FROM pg_prepared%' AND $1")
+    assert st.run(["true"]) == "1"  # it runs as the one statement prepared on its connection
+    assert st.run(["true"]) == "1"
+
+
 def test_failed_statement_drops_its_connection(conninfo: str) -> None:
     st = PgStatement(conninfo, PID_SQL)
     before = st.run(["1"])
