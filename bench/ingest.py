@@ -8,7 +8,7 @@ requests/s of both are measured in alternating rounds (the machine's speed drift
 two runs minutes apart measured the drift as much as the receiver); prints each round, the
 medians and their ratio (goal >= 0.5), and p50/p99 latency of the real receiver at a fixed
 200 requests/s (goal p99 < 100 ms; latency counted from each request's scheduled send time).
-A temp Postgres database (created and dropped), a private redis-server; about 50 s in all.
+A temp Postgres database (created and dropped), a private redis-server; about 60 s in all.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 SECRET = "bench-secret"
-SATURATE_SECONDS = 5.0
-ROUNDS = 3
+SATURATE_SECONDS = 4.0
+ROUNDS = 5
 WORKERS = 2 * (os.cpu_count() or 1) + 1
 FIXED_RPS = 200
 FIXED_SECONDS = 8.0
