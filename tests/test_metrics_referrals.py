@@ -38,8 +38,10 @@ def t(when: str) -> datetime:
         ([{"value": "anything", "enum_id": FRIEND_ENUM}], CFG, True),
         ([{"value": None, "enum_id": str(FRIEND_ENUM)}], CFG, True),  # amoCRM sends strings
         ([{"value": FRIEND_TEXT, "enum_id": None}], CFG, True),
-        ([{"value": f"  {FRIEND_TEXT} "}], CFG, True),  # exact after strip
-        ([{"value": FRIEND_TEXT.lower()}], CFG, False),  # case matters
+        ([{"value": f"  {FRIEND_TEXT} "}], CFG, True),  # surrounding whitespace
+        ([{"value": FRIEND_TEXT.lower()}], CFG, True),  # typed by a manager: case ignored
+        ([{"value": FRIEND_TEXT.upper().replace(" ", " \t ")}], CFG, True),  # runs of spaces
+        ([{"value": FRIEND_TEXT.replace("5", "10")}], CFG, False),  # another discount
         ([{"value": "Скидка от друга 5% и ещё"}], CFG, False),  # no substring match
         ([{"value": "Скидка постоянного клиента", "enum_id": OTHER_ENUM}], CFG, False),
         (None, CFG, False),  # field missing

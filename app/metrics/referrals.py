@@ -4,9 +4,10 @@ Choices where the spec leaves room:
 
 - A deal is referred when any value of its discount field *as last known* (the report's
   ``now``; managers often fill fields in just after moving a deal to won) has an
-  ``enum_id`` in ``cfg.enum_ids`` or a text equal to one of ``cfg.values``, compared exactly
-  (case-sensitive) after stripping surrounding whitespace on both sides. amoCRM sends ids as
-  strings in webhooks, so enum ids are compared as integers. A missing field is not referred.
+  ``enum_id`` in ``cfg.enum_ids`` or a text equal to one of ``cfg.values``, ignoring case and
+  runs of whitespace (a text field is typed by managers: "скидка от  друга 5%" is the admin's
+  "Скидка от друга 5%"). amoCRM sends ids as strings in webhooks, so enum ids are compared as
+  integers. A missing field is not referred.
 - A deal won several times counts once, in the period (and quarter) of its latest win.
 - ``share`` is ``referred / won``, None when nothing was won (the report shows null); the same
   for quarters and managers. ``change`` = this quarter's share − the previous quarter's share
@@ -80,15 +81,19 @@ def is_referred(values: FieldValues, cfg: ReferralsConfig) -> bool:
     """Does the discount field's value mean "came from a friend"?"""
     if not values:
         return False
-    texts = {v.strip() for v in cfg.values}
+    texts = {_plain(v) for v in cfg.values}
     enum_ids = set(cfg.enum_ids)
     for value in values:
         if _as_int(value.get("enum_id")) in enum_ids:
             return True
         text = value.get("value")
-        if isinstance(text, str) and text.strip() in texts:
+        if isinstance(text, str) and _plain(text) in texts:
             return True
     return False
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 def field_value_at(history: Iterable[tuple[datetime, FieldValues]], at: datetime) -> FieldValues:
