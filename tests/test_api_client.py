@@ -71,6 +71,22 @@ def test_neither_says_what_to_set(tmp_path):
         api_client(rt, rt.account(ACCOUNT_ID), {})
 
 
+def test_one_client_per_account_and_process(tmp_path, monkeypatch):
+    """A job's pull, referral reads and flush share one client; a forked child (another pid)
+    builds its own; an explicit env (config check, tests) is never served from the memo."""
+    import os
+
+    rt = runtime(tmp_path)
+    monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", "long-lived")
+    account = rt.account(ACCOUNT_ID)
+    first = api_client(rt, account)
+    assert api_client(rt, account) is first
+    assert api_client(rt, account, {"AMOCRM_LONG_LIVED_TOKEN": "other"}) is not first
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)
+    assert api_client(rt, account) is not first
+
+
 def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path, monkeypatch,
                                                                        caplog):
     """After a 403 the account is stopped until an admin lifts it: the periodic sync returns
