@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
+from app.commands.summary import summary
 from config.loader import load_account
 from jobs.replay import Replay, ReplayOptions, dump_report
 
@@ -209,8 +210,10 @@ def test_lines_after_now_are_listed_and_the_rest_replayed_with_progress(short_st
     report = replay(short_stream, now=cut, progress=seen.append)
     # The stream is read as it is replayed: progress counts every byte of it.
     assert sum(seen) == short_stream.stat().st_size
-    late = [b["line"] for b in report["bad_lines"] if b["reason"] == "after --now: not handled"]
-    assert late == after and after
+    # Lines after --now are not bad lines (replay.md keeps those for broken lines): counted.
+    assert report["lines_after_now"] == {"count": len(after), "first_line": after[0]} and after
+    assert report["bad_lines"] == []
+    assert f"{len(after)} lines after --now not replayed (from line {after[0]})" in summary(report)
     kept = tmp_path / "kept.jsonl"
     kept.write_text("\n".join(ln for i, ln in enumerate(lines) if i + 1 not in after) + "\n",
                     encoding="utf-8")
@@ -232,8 +235,8 @@ def test_a_line_going_backwards_is_handled_at_the_clock_even_after_a_line_past_n
     stream = _write_stream(tmp_path / "back.jsonl", lines)
     early = replay(stream, now=msk("2026-03-03 11:00:00"))
     assert (early["complaints"]["volume"], early["complaints"]["open"]) == (2, 2)
-    assert early["bad_lines"] == [{"line": 2, "reason": "after --now: not handled"},
-                                  {"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
+    assert early["bad_lines"] == [{"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
+    assert early["lines_after_now"] == {"count": 1, "first_line": 2}
     late = replay(stream)
     assert late["complaints"]["volume"] == 3
     assert late["bad_lines"] == [{"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]

@@ -48,6 +48,10 @@ def summary(report: dict[str, Any]) -> str:
                      f"{d.get('processed')} processed, {d.get('rejected')} rejected, "
                      f"{d.get('unsupported')} unsupported; bad lines: "
                      f"{len(report.get('bad_lines', []))}")
+    later = report.get("lines_after_now")
+    if later:
+        parts.append(f"{later['count']} lines after --now not replayed (from line "
+                     f"{later['first_line']})")
     if "frt" in report:
         parts.append("\nFirst reaction time (business time), fastest to slowest\n"
                      + frt_table(report["frt"]))
