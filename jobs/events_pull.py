@@ -19,6 +19,7 @@ from app.db import insert_ignore, upsert
 from app.models import EventWatermark, SeenEvent, WebhookDelivery
 from config.account import AccountConfig
 from integrations.amocrm.client import AmoClient
+from integrations.amocrm.payloads import event_created_at
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
     fetched: dict[str, dict[str, Any]] = {}
     for page in client.list_events(created_at_from=since, limit=100):
         for event in page:
+            if event_created_at(event) is None:
+                # One such event would fail every pull from here on: skip it, say so.
+                log.warning("events.bad_created_at account=%d event=%s created_at=%r",
+                            account_id, event.get("id"), event.get("created_at"))
+                continue
             fetched.setdefault(str(event["id"]), event)  # overlapping pages repeat events
     if not fetched:
         return 0

@@ -35,6 +35,7 @@ from app.models import (
     TaskSeen,
 )
 from config.account import AccountConfig
+from integrations.amocrm.payloads import event_created_at
 from integrations.amocrm.webhooks import NOT_A_REACTION_NOTE_TYPES, WebhookEvent, event_instant
 
 DEAL_STATE = ("name", "pipeline_id", "status_id", "responsible_user_id", "price")
@@ -491,7 +492,7 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
     batch = IngestBatch(account.account_id)
     for ev in events:
         etype = str(ev.get("type", ""))
-        created = _as_int(ev.get("created_at"))
+        created = event_created_at(ev)
         if created is None:
             continue
         at = datetime.fromtimestamp(created, UTC)

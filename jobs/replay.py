@@ -31,6 +31,7 @@ from app.db import create_schema, make_engine, make_session_factory
 from app.models import TaskLedger, WriteLog
 from config.account import AccountConfig
 from config.settings import Settings
+from integrations.amocrm.payloads import event_created_at
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs.queues import InProcessQueue
 from jobs.report import ReportContext, build_report, iso
@@ -111,9 +112,12 @@ def iter_stream(path: Path, bad: list[dict[str, Any]],
                 line = Line(no, at, webhook=obj["webhook"])
             elif "event" in obj:
                 ev = obj["event"]
-                if not (isinstance(ev, dict) and ev.get("id") and ev.get("type")
-                        and isinstance(ev.get("created_at"), int | str)):
+                if not (isinstance(ev, dict) and ev.get("id") and ev.get("type")):
                     bad.append({"line": no, "reason": "bad event: needs id, type, created_at"})
+                    continue
+                if event_created_at(ev) is None:
+                    bad.append({"line": no, "reason": "bad event: created_at is no Unix time"
+                                f" ({ev.get('created_at')!r})"})
                     continue
                 line = Line(no, at, event=ev)
             else:

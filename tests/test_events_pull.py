@@ -133,3 +133,29 @@ def test_first_pull_starts_at_the_first_webhook_received(engine, applied) -> Non
     responses.get(f"{BASE}/api/v4/events", status=204, match=[matchers.query_param_matcher(
         {"limit": "100", "filter[created_at][from]": str(int(first.timestamp()) - 5 * 60)})])
     assert _pull(engine) == 0
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_an_event_without_a_usable_created_at_is_skipped_not_fatal(engine, applied,
+                                                                   caplog) -> None:
+    """One event whose created_at is no Unix time (a date text, out of datetime's range) would
+    fail every pull from then on: it is skipped with a warning, the others applied."""
+    bad_text, bad_huge = _event("x", 0), _event("y", 0)
+    bad_text["created_at"] = "2026-03-04T09:01:00+03:00"
+    bad_huge["created_at"] = 999_999_999_999
+    page = {"_links": {}, "_embedded": {"events": [bad_text, _event("a", 100), bad_huge]}}
+    responses.get(f"{BASE}/api/v4/events", json=page)
+    with caplog.at_level("WARNING"):
+        assert _pull(engine) == 1
+    assert applied == [["a"]]
+    assert [r.getMessage().split(" ")[0] for r in caplog.records] == [
+        "events.bad_created_at", "events.bad_created_at"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (1772604060, 1772604060), ("1772604060", 1772604060), ("2026-03-04", None), (True, None),
+    (-5, None), (0, None), (999_999_999_999, None), (None, None), (17.5, None)])
+def test_event_created_at(value, seconds) -> None:
+    from integrations.amocrm.payloads import event_created_at
+
+    assert event_created_at({"created_at": value}) == seconds

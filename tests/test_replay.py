@@ -202,6 +202,20 @@ def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
         report["deliveries"]["unsupported"] + report["deliveries"]["duplicates"] == webhooks + 1
 
 
+@pytest.mark.parametrize("created_at", ["2026-03-04T09:01:00+03:00", 999_999_999_999, True])
+def test_an_event_line_whose_created_at_is_no_unix_time_is_a_bad_line(tmp_path, created_at):
+    good = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:30]
+    event = json.loads(next(ln for ln in good if '"event"' in ln))
+    event["event"]["id"] = "broken-1"
+    event["event"]["created_at"] = created_at
+    stream = tmp_path / "bad_event.jsonl"
+    stream.write_text("\n".join(good[:20] + [json.dumps(event)] + good[20:]) + "\n",
+                      encoding="utf-8")
+    report = replay(stream)
+    assert report["bad_lines"] == [
+        {"line": 21, "reason": f"bad event: created_at is no Unix time ({created_at!r})"}]
+
+
 def test_lines_after_now_are_listed_and_the_rest_replayed_with_progress(short_stream, tmp_path):
     lines = short_stream.read_text(encoding="utf-8").splitlines()
     cut = datetime.fromisoformat(json.loads(lines[299])["at"])

@@ -144,6 +144,22 @@ def _int(v: Any) -> int | None:
     return None if v is None or v == "" else int(v)
 
 
+# Unix seconds a datetime can hold (years 1..9999); beyond it fromtimestamp raises.
+_LATEST_UNIX = 253_402_300_799
+
+
+def event_created_at(event: dict[str, Any]) -> int | None:
+    """An events-API object's created_at as Unix seconds (amoCRM sends an int; a digit string
+    is taken too), or None when it is no usable Unix time (a bool, a date text, out of range)."""
+    value = event.get("created_at")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    if isinstance(value, str) and not value.strip().isdigit():
+        return None
+    seconds = int(value)
+    return seconds if 0 < seconds <= _LATEST_UNIX else None
+
+
 def parse_lead(d: dict[str, Any]) -> Lead:
     fields: dict[int, tuple[FieldValue, ...]] = {}
     for cf in d.get("custom_fields_values") or ():
