@@ -193,7 +193,8 @@ def referrals_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, A
     return {
         "won": st.won, "referred": st.referred, "share": share(st.share),
         "by_quarter": [{"quarter": q.quarter, "won": q.won, "referred": q.referred,
-                        "share": share(q.share), "change": share(q.change)} for q in st.by_quarter],
+                        "share": share(q.share), "change": share(q.change),
+                        "healthy": q.healthy} for q in st.by_quarter],
         "by_manager": {str(u): {"won": s.won, "referred": s.referred, "share": share(s.share)}
                        for u, s in sorted(st.by_manager.items())},
     }

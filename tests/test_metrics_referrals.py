@@ -92,7 +92,7 @@ def test_referral_stats_for_march() -> None:
     assert (s.won, s.referred, s.share) == (4, 2, 0.5)  # deals 1, 2, 4, 8
     assert s.by_manager == {101: Share(3, 1, pytest.approx(1 / 3)), 102: Share(1, 1, 1.0)}
     # Q1 over the whole quarter: deals 1, 2, 3, 4, 8 (3 referred); Q4 2025: 6, 7 (1 referred)
-    assert s.by_quarter == [QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.6 - 0.5))]
+    assert s.by_quarter == [QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.6 - 0.5), True)]
 
 
 def test_referral_stats_across_a_quarter_boundary() -> None:
@@ -100,17 +100,51 @@ def test_referral_stats_across_a_quarter_boundary() -> None:
     assert (s.won, s.referred) == (4, 2)  # deals 4, 8, 5 (latest win 04-05), 9
     assert s.by_manager == {101: Share(1, 0, 0.0), 102: Share(2, 2, 1.0)}
     assert s.by_quarter == [
-        QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.1)),
-        QuarterStats("2026Q2", 2, 1, 0.5, pytest.approx(0.5 - 0.6)),
+        QuarterStats("2026Q1", 5, 3, 0.6, pytest.approx(0.1), True),
+        QuarterStats("2026Q2", 2, 1, 0.5, pytest.approx(0.5 - 0.6), False),
     ]
 
 
 def test_referral_stats_with_nothing_won() -> None:
     s = referral_stats(DEALS, *period_bounds(date(2025, 7, 1), date(2025, 9, 30), MSK), MSK, CFG)
     assert (s.won, s.referred, s.share, s.by_manager) == (0, 0, None, {})
-    assert s.by_quarter == [QuarterStats("2025Q3", 0, 0, None, None)]
+    assert s.by_quarter == [QuarterStats("2025Q3", 0, 0, None, None, None)]
 
 
 def test_change_is_null_when_the_previous_quarter_won_nothing() -> None:
     s = referral_stats(DEALS, *period_bounds(date(2025, 10, 1), date(2025, 12, 31), MSK), MSK, CFG)
-    assert s.by_quarter == [QuarterStats("2025Q4", 2, 1, 0.5, None)]
+    assert s.by_quarter == [QuarterStats("2025Q4", 2, 1, 0.5, None, None)]
+
+
+def test_a_share_not_falling_is_healthy_and_the_change_is_exact() -> None:
+    """Q4 2025: 1 of 3 referred; Q1 2026: 2 of 6 — the same share: change 0, healthy (metrics.md:
+    growing or not falling). 7/10 - 3/5 is 0.1 exactly, not 0.7 - 0.6 = 0.09999999999999998."""
+    same = [WonDeal(i, (t(f"2025-12-0{i} 10:00"),), FRIEND if i == 1 else NONE, 101)
+            for i in range(1, 4)]
+    same += [WonDeal(10 + i, (t(f"2026-01-0{i} 10:00"),), FRIEND if i <= 2 else NONE, 101)
+             for i in range(1, 7)]
+    [q1] = referral_stats(same, *period_bounds(date(2026, 1, 1), date(2026, 3, 31), MSK), MSK,
+                          CFG).by_quarter
+    assert (q1.change, q1.healthy) == (0.0, True)
+
+    tenths = [WonDeal(i, (t("2025-12-01 10:00"),), FRIEND if i < 3 else NONE, 101)
+              for i in range(5)]
+    tenths += [WonDeal(10 + i, (t("2026-01-01 10:00"),), FRIEND if i <= 6 else NONE, 101)
+               for i in range(10)]
+    [q1] = referral_stats(tenths, *period_bounds(date(2026, 1, 1), date(2026, 3, 31), MSK), MSK,
+                          CFG).by_quarter
+    assert (q1.share, q1.change, q1.healthy) == (0.7, 0.1, True)
+
+
+def test_the_summary_says_whether_the_quarter_is_healthy() -> None:
+    from app.commands.summary import summary
+
+    quarter = {"quarter": "2026Q1", "won": 10, "referred": 7, "share": 0.7}
+    report = {"referrals": {"won": 10, "referred": 7, "share": 0.7, "by_quarter": [
+        dict(quarter, change=0.1, healthy=True), dict(quarter, quarter="2026Q2", change=-0.05,
+                                                     healthy=False),
+        dict(quarter, quarter="2026Q3", change=None, healthy=None)]}}
+    text = summary(report)
+    assert "2026Q1 7/10 (70.0%, +10.0 pp on the previous quarter, healthy)" in text
+    assert "2026Q2 7/10 (70.0%, -5.0 pp on the previous quarter, falling)" in text
+    assert "2026Q3 7/10 (70.0%)" in text

@@ -37,6 +37,14 @@ def frt_table(frt: dict[str, Any]) -> str:
                   "breaches"], rows) if rows else "no episodes in the period"
 
 
+def _trend(quarter: dict[str, Any]) -> str:
+    """', +2.5 pp on the previous quarter, healthy' (metrics.md: growing or not falling)."""
+    if quarter.get("change") is None:
+        return ""
+    verdict = "healthy" if quarter.get("healthy") else "falling"
+    return f", {quarter['change'] * 100:+.1f} pp on the previous quarter, {verdict}"
+
+
 def summary(report: dict[str, Any]) -> str:
     parts = []
     period = report.get("period", {})
@@ -74,8 +82,8 @@ def summary(report: dict[str, Any]) -> str:
                      f"p90 {_fmt_seconds(c['p90_resolution_seconds'])}")
     r = report.get("referrals")
     if r:
-        quarters = ", ".join(f"{q['quarter']} {q['referred']}/{q['won']} ({_pct(q['share'])})"
-                             for q in r.get("by_quarter", []))
+        quarters = ", ".join(f"{q['quarter']} {q['referred']}/{q['won']} ({_pct(q['share'])}"
+                             + _trend(q) + ")" for q in r.get("by_quarter", []))
         parts.append(f"Referrals: {r['referred']} of {r['won']} won deals ({_pct(r['share'])}); "
                      f"by quarter: {quarters or '—'}")
     s = report.get("surveys")

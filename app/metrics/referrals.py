@@ -12,7 +12,7 @@ Choices where the spec leaves room:
 - ``share`` is ``referred / won``, None when nothing was won (the report shows null); the same
   for quarters and managers. ``change`` = this quarter's share − the previous quarter's share
   (the previous one counted over its whole quarter even when it lies before the period), None
-  when either is None.
+  when either is None; ``healthy`` when the share is growing or not falling (metrics.md).
 - Quarters are in the account's timezone; ``by_quarter`` lists every quarter the period
   touches, each counted over the whole quarter.
 - ``by_manager`` is keyed by the deal's responsible at the win; deals without one count in the
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from app.metrics.periods import previous_quarter, quarter_bounds, quarters_touching
@@ -56,6 +57,7 @@ class QuarterStats:
     referred: int
     share: float | None
     change: float | None
+    healthy: bool | None  # metrics.md: growing or not falling; None when either share is
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,12 @@ def referral_stats(
     for label in quarters_touching(period_start, period_end, tz):
         this = _count(wins, *quarter_bounds(label, tz))
         before = _count(wins, *quarter_bounds(previous_quarter(label), tz))
-        change = (this.share - before.share
-                  if this.share is not None and before.share is not None else None)
-        by_quarter.append(QuarterStats(label, this.won, this.referred, this.share, change))
+        change = healthy = None
+        if this.won and before.won:  # exact: float shares subtracted leave noise to round
+            diff = Fraction(this.referred, this.won) - Fraction(before.referred, before.won)
+            change, healthy = float(diff), diff >= 0
+        by_quarter.append(QuarterStats(label, this.won, this.referred, this.share, change,
+                                       healthy))
 
     return ReferralStats(
         won=total.won,
