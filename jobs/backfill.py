@@ -10,8 +10,15 @@ same transaction as each page's rows, so a crash loses at most one page of work)
 2. ``events`` — ``GET /api/v4/events`` created in the window (100 a page) through
    ``jobs.ingest.apply_events``; the talks named by chat messages are read once each (rating,
    link to the deal) when ``talks`` is on.
-3. ``creations`` — the stage each deal created in the window was born in (see ``_creations``).
-4. ``plan``   — ``plan_deals`` for every deal with a ledger row in the window, in chunks.
+3. ``unread`` — the deals the events named but the leads list did not return (edited after
+   the window, so outside ``filter[updated_at]``): read by id, 250 a request. Without this a
+   past window knew most deals only by id: no pipeline, so no FRT, complaint or referral.
+4. ``creations`` — the stage and the responsible each deal created in the window was born with
+   (see ``_creations``).
+5. ``plan``   — ``plan_deals`` for every deal with a ledger row in the window, in chunks. Tasks
+   it declares for moments before the run (a wait breached in March, found in November) are
+   recorded as ``skipped``, never created, unless ``tasks=True``: managers would get dozens of
+   tasks about clients long gone. The key is taken, so no later sync creates them either.
 
 Decision on ``created``: a lead read from the list shows where the deal is *now*, not where it
 was born, so that observation is never ``created=True``. For a deal whose ``created_at`` is in
@@ -50,6 +57,7 @@ from app.models import (
 from config.account import AccountConfig
 from integrations.amocrm.payloads import parse_lead
 from jobs.runtime import Runtime
+from jobs.writeback import TASK_STATUS, TASKS_SKIPPED
 
 log = logging.getLogger("amoscore.backfill")
 
@@ -57,7 +65,7 @@ CHECKPOINT = "backfill"
 LEADS_LIMIT = 250
 EVENTS_LIMIT = 100
 PLAN_CHUNK = 200
-PHASES = ("leads", "events", "creations", "plan", "done")
+PHASES = ("leads", "events", "unread", "creations", "plan", "done")
 
 Progress = Callable[[str], None]
 
@@ -69,9 +77,11 @@ class BackfillConflict(Exception):
 @dataclass
 class BackfillResult:
     leads: int = 0
+    unread: int = 0  # of those, read by id after the events named them
     events: int = 0
     talks: int = 0
     planned: int = 0
+    tasks_skipped: int = 0
     resumed_from: str | None = None  # the phase an unfinished run was resumed in
 
 
@@ -349,7 +359,7 @@ def _events_phase(session: Session, client: Any, account: AccountConfig, state: 
         result.events += len(events)
         state["events_next"] = next_href
         if next_href is None:
-            state["phase"] = "creations"
+            state["phase"] = "unread"
         _save(session, account_id, state)
         session.commit()
         if progress:
@@ -360,6 +370,38 @@ def _events_phase(session: Session, client: Any, account: AccountConfig, state: 
                      f"ETA {eta.eta(f) if next_href else '0:00:00'}")
         if next_href is None:
             return
+
+
+# --- unread ---------------------------------------------------------------------------------------
+
+
+def _unread_phase(session: Session, client: Any, account_id: int, state: dict[str, Any],
+                  since: datetime, until: datetime, progress: Progress | None,
+                  result: BackfillResult) -> None:
+    """Read by id the deals of the window whose state no read or webhook ever gave (only
+    events named them). Recomputed on a resume: a deal read once has its state."""
+    ids = [d for d in touched_deals(session, account_id, since, until)
+           if _state_unknown(session, account_id, d)]
+    for start in range(0, len(ids), LEADS_LIMIT):
+        chunk = ids[start:start + LEADS_LIMIT]
+        items, _next = client.page("/api/v4/leads", "leads", {
+            "filter[id][]": chunk, "with": "contacts", "limit": LEADS_LIMIT})
+        for raw in items:
+            apply_api_lead(session, account_id, raw)
+        result.unread += len(items)
+        result.leads += len(items)
+        session.commit()
+        if progress:
+            progress(f"deals named by events, read by id: {min(start + len(chunk), len(ids))}"
+                     f"/{len(ids)}")
+    state["phase"] = "creations"
+    _save(session, account_id, state)
+    session.commit()
+
+
+def _state_unknown(session: Session, account_id: int, deal_id: int) -> bool:
+    deal = session.get(Deal, (account_id, deal_id))
+    return deal is None or deal.updated_at is None
 
 
 # --- creations ------------------------------------------------------------------------------------
@@ -391,6 +433,26 @@ def _creations(session: Session, account_id: int, since: datetime, until: dateti
                      "old_pipeline_id": None, "old_status_id": None, "pipeline_id": pipeline,
                      "status_id": status, "created": True, "source": "api"})
     insert_ignore(session, StageChange, rows)
+    insert_ignore(session, ResponsibleChange, [
+        r for r in (_creation_responsible(session, account_id, deal_id, created_at)
+                    for deal_id, created_at in born) if r is not None])
+
+
+def _creation_responsible(session: Session, account_id: int, deal_id: int,
+                          created_at: datetime) -> dict[str, Any] | None:
+    """Who held the deal from its creation (for time to assignment), as for the stage: the
+    ``old`` user of its earliest responsible change, else (no change known) the one its read
+    showed."""
+    changes = list(session.execute(
+        select(ResponsibleChange).where(ResponsibleChange.account_id == account_id,
+                                        ResponsibleChange.deal_id == deal_id)
+        .order_by(ResponsibleChange.at, ResponsibleChange.id)).scalars())
+    if not changes or changes[0].at <= created_at:
+        return None  # known from the creation on (a webhook or an earlier run recorded it)
+    first = changes[0]
+    user = first.old_responsible_user_id or first.responsible_user_id
+    return {"account_id": account_id, "deal_id": deal_id, "at": created_at,
+            "old_responsible_user_id": None, "responsible_user_id": user}
 
 
 # --- plan ---------------------------------------------------------------------------------------------
@@ -439,7 +501,7 @@ def _plan_phase(session: Session, rt: Runtime, account: AccountConfig, state: di
 
 def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: datetime, *,
                  client: Any = None, talks: bool = True, restart: bool = False,
-                 progress: Progress | None = None) -> BackfillResult:
+                 tasks: bool = False, progress: Progress | None = None) -> BackfillResult:
     """Backfill ``[since, until]`` (aware instants) or resume the unfinished run of that window.
 
     API errors (AccountBlocked, ReauthorizationRequired, AmoHTTPError after the client's
@@ -460,13 +522,19 @@ def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: da
             _leads_phase(session, client, account_id, state, progress, result)
         if state["phase"] == "events":
             _events_phase(session, client, account, state, talks, progress, result)
+        if state["phase"] == "unread":
+            _unread_phase(session, client, account_id, state, since, until, progress, result)
         if state["phase"] == "creations":
             _creations(session, account_id, since, until)
             state["phase"] = "plan"
             _save(session, account_id, state)
             session.commit()
         if state["phase"] == "plan":
+            if not tasks:
+                session.info[TASK_STATUS] = "skipped"
             _plan_phase(session, rt, account, state, since, until, progress, result)
-    log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d", account_id,
-             result.leads, result.events, result.talks, result.planned)
+            result.tasks_skipped = session.info.pop(TASKS_SKIPPED, 0)
+    log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d tasks_skipped=%d",
+             account_id, result.leads, result.events, result.talks, result.planned,
+             result.tasks_skipped)
     return result

@@ -88,17 +88,27 @@ def declare_values(session: Session, account_id: int,
            update=("field_type", "value", "declared_at", "pending"))
 
 
+# session.info keys: a backfill records the tasks history declares as "skipped" (never sent,
+# their keys taken) and counts them.
+TASK_STATUS, TASKS_SKIPPED = "amoscore.task_status", "amoscore.tasks_skipped"
+
+
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
                  responsible_user_id: int | None, complete_till: datetime, text: str,
                  at: datetime) -> bool:
     """Add a pending task under its idempotency key; False when the key already exists.
     The caller commits before any flush, so a crash can never lose or double it."""
+    status = session.info.get(TASK_STATUS, "pending")
     res = insert_ignore(session, TaskLedger, [{
         "account_id": account_id, "idempotency_key": key, "deal_id": deal_id, "rule": rule,
         "responsible_user_id": responsible_user_id, "complete_till": complete_till,
-        "text": text, "declared_at": at, "status": "pending",
+        "text": text, "declared_at": at, "status": status,
     }], returning=TaskLedger.id)
-    return res.first() is not None
+    declared = res.first() is not None
+    if declared and status == "skipped":
+        session.info[TASKS_SKIPPED] = session.info.get(TASKS_SKIPPED, 0) + 1
+        return False  # nothing for the write-back to send
+    return declared
 
 
 # --- values ---------------------------------------------------------------------------------

@@ -96,18 +96,23 @@ def _page(key: str, items: list[dict[str, Any]], next_query: str | None) -> dict
 
 def leads_endpoint(leads: list[dict[str, Any]]) -> Any:
     """``GET /api/v4/leads`` as amoCRM answers it: filter[updated_at][from/to] (inclusive),
-    order[updated_at]=asc (ties by id), limit, page; 204 when nothing is left. ``leads`` is
+    order[updated_at]=asc (ties by id), or filter[id][]; limit, page; 204 when nothing is left. ``leads`` is
     read on each request, so a test can edit a lead between two pages."""
     from urllib.parse import parse_qs, urlencode, urlsplit
 
     def answer(request: Any) -> tuple[int, dict[str, str], str]:
         import json
 
-        q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
-        lo, hi = int(q["filter[updated_at][from]"]), int(q["filter[updated_at][to]"])
+        query = parse_qs(urlsplit(request.url).query)
+        q = {k: v[0] for k, v in query.items()}
         limit, page = int(q.get("limit", 50)), int(q.get("page", 1))
-        found = sorted((ld for ld in leads if lo <= ld["updated_at"] <= hi),
-                       key=lambda ld: (ld["updated_at"], ld["id"]))
+        if "filter[id][]" in query:  # by id (filter[id][]=1&filter[id][]=2), in id order
+            ids = {int(i) for i in query["filter[id][]"]}
+            found = sorted((ld for ld in leads if ld["id"] in ids), key=lambda ld: ld["id"])
+        else:
+            lo, hi = int(q["filter[updated_at][from]"]), int(q["filter[updated_at][to]"])
+            found = sorted((ld for ld in leads if lo <= ld["updated_at"] <= hi),
+                           key=lambda ld: (ld["updated_at"], ld["id"]))
         chunk = found[(page - 1) * limit:page * limit]
         if not chunk:
             return 204, {}, ""
@@ -202,7 +207,14 @@ def test_backfill_builds_ledger_and_episodes(rt, example_account) -> None:  # ty
         ]
         responsibles = sorted((r.deal_id, int(r.at.timestamp()), r.responsible_user_id)
                               for r in s.scalars(select(ResponsibleChange)))
-        assert (102, ts(1, 9, 10), 502) in responsibles and len(responsibles) == 4
+        assert responsibles == [
+            (101, ts(1, 7), 501),  # from its creation: no change known, the read's user
+            (101, ts(1, 9), 501),
+            (102, ts(1, 8), 501),  # from its creation: the user its first reassignment left
+            (102, ts(1, 9, 10), 502),
+            (102, ts(1, 9, 30), 502),
+            (103, ts(2, 10), 501),  # created before the window: no creation record
+        ]
         fields = [(r.deal_id, r.field_id, r.values, r.source) for r in s.scalars(select(FieldValue))]
         assert fields == [(101, 752009, [{"value": "10", "enum_id": None}], "api")]
         talk = s.get(Talk, (example_account.account_id, 77))
@@ -397,3 +409,65 @@ def test_interrupted_in_the_leads_resumes_from_the_last_lead_applied(rt, example
     with rt.sessions() as s:
         got = sorted(d for d in s.scalars(select(Deal.id)) if 400 <= d < 500)
     assert got == [400, 401, 402, 403, 404]
+
+
+@responses.activate
+def test_a_deal_edited_after_the_window_is_read_by_id(rt, example_account,
+                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Lead 102 was edited after the window, so the leads list (filtered by updated_at) does
+    not return it; its events still name it. It is read by id, and measured like the rest."""
+    import tests.test_backfill as me
+
+    edited = [dict(ld, updated_at=ts(20, 10)) if ld["id"] == 102 else ld for ld in LEADS_PAGE_1]
+    monkeypatch.setattr(me, "LEADS_PAGE_1", edited)
+    mock_amocrm(responses, example_account)
+    result = _run(rt, example_account)
+    assert (result.leads, result.unread) == (3, 1)
+    assert any("filter%5Bid%5D%5B%5D=102" in p for p in _paths())
+    with rt.sessions() as s:
+        deal = s.get(Deal, (example_account.account_id, 102))
+        assert deal is not None and (deal.pipeline_id, deal.status_id) == (SALES, 1002)
+        episodes = sorted((r.deal_id, int(r.opened_at.timestamp()), r.reacted_by)
+                          for r in s.scalars(select(ReactionEpisode)))
+    assert episodes == [(101, ts(1, 7), 501), (102, ts(1, 8), 502)]
+
+
+@responses.activate
+def test_tasks_about_the_past_are_recorded_as_skipped_unless_asked_for(
+        rt, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A client of deal 101 wrote on 03-02 10:00 and nobody answered: by NOW the wait is a
+    breach. Backfilled, that task is history: recorded as skipped (its key taken, so no later
+    sync creates it), unless --tasks."""
+    import tests.test_backfill as me
+    from app.models import TaskLedger
+
+    waiting = _event("e9", "incoming_chat_message", 101, ts(2, 10), 0,
+                     value_after=[{"message": {"id": "m9"}}])
+    monkeypatch.setattr(me, "EVENTS_PAGE_1", [waiting] + EVENTS_PAGE_1)
+    mock_amocrm(responses, example_account)
+    result = _run(rt, example_account)
+    with rt.sessions() as s:
+        tasks = [(t.deal_id, t.rule, t.status) for t in s.scalars(select(TaskLedger))]
+    assert tasks == [(101, "frt_breach", "skipped")] and result.tasks_skipped == 1
+
+    _truncate(rt)
+    since, until = window_for(example_account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    result = run_backfill(rt, example_account, since, until,
+                          client=make_client(FakeTime(), max_attempts=3), tasks=True)
+    with rt.sessions() as s:
+        tasks = [(t.deal_id, t.rule, t.status) for t in s.scalars(select(TaskLedger))]
+    assert tasks == [(101, "frt_breach", "pending")] and result.tasks_skipped == 0
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--since", "2026-03-05", "--until", "2026-03-01"], "after --until 2026-03-01"),
+    (["--since", "2026-04-01"], "after today"),
+])
+def test_a_window_that_ends_before_it_starts_is_refused(rt, monkeypatch, args,
+                                                        says) -> None:  # type: ignore[no-untyped-def]
+    from app.cli import main
+
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: rt)
+    res = CliRunner().invoke(main, ["backfill", *args])
+    assert res.exit_code == 2 and says in res.stderr and "nothing to read" in res.stderr
+    assert len(responses.calls) == 0

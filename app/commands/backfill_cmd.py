@@ -21,15 +21,20 @@ from app.commands.options import parse_date
               help="Also read each talk named by a chat message (ratings, deal links).")
 @click.option("--restart", is_flag=True,
               help="Drop an unfinished run's checkpoint and start the window from its first page.")
+@click.option("--tasks/--no-tasks", default=False, show_default=True,
+              help="Create the tasks the history calls for (breaches, overdue complaints, low "
+                   "scores that fell due before this run). Off: they are recorded as skipped, "
+                   "so no later sync creates them either.")
 def backfill_command(since: date, until: date | None, account_ids: tuple[int, ...], talks: bool,
-                     restart: bool) -> None:
+                     restart: bool, tasks: bool) -> None:
     """Rebuild deals, stage/responsible changes, field history and interactions for a period
     from the amoCRM API, then recompute every metric of the deals it touched.
 
-    Reads leads updated in the period (with their custom fields and contacts) and every event
-    created in it, through the account's rate limit and retries; then plans each touched deal.
-    Field values and tasks the metrics declare go out with the next sync (or are recorded in
-    dry-run), exactly as for live traffic.
+    Reads leads updated in the period (with their custom fields and contacts), every event
+    created in it, and by id the deals those events name that the first read missed, through
+    the account's rate limit and retries; then plans each touched deal. Field values the
+    metrics declare go out with the next sync (or are recorded in dry-run), as for live
+    traffic; tasks about the past only with --tasks.
 
     Progress and an ETA go to stderr. A checkpoint is committed after every page: if the run
     stops (Ctrl-C, an API error, a crash), run the same command again and it continues where it
@@ -61,6 +66,11 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
     for account in accounts:
         now = rt.clock()
         start, end = window_for(account, since, until, now)
+        if start > now or start > end:
+            click.echo(f"error: --since {since} is after "
+                       + (f"--until {until}" if until and start > end else "today")
+                       + ": nothing to read", err=True)
+            sys.exit(2)
         if until is None and not restart:
             with rt.sessions() as session:
                 end = resume_until(session, account.account_id, start) or end
@@ -68,7 +78,7 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
                    err=True)
         try:
             result = run_backfill(rt, account, start, end, talks=talks, restart=restart,
-                                  progress=progress)
+                                  tasks=tasks, progress=progress)
         except BackfillConflict as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -80,5 +90,8 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
                        "again to resume once the cause is fixed.", err=True)
             sys.exit(1)
         resumed = f", resumed in phase {result.resumed_from}" if result.resumed_from else ""
-        click.echo(f"account {account.account_id}: {result.leads} leads, {result.events} events, "
-                   f"{result.talks} talks read, {result.planned} deals planned{resumed}")
+        skipped = (f"; {result.tasks_skipped} tasks about the past recorded as skipped "
+                   "(--tasks creates them)" if result.tasks_skipped else "")
+        click.echo(f"account {account.account_id}: {result.leads} leads ({result.unread} of "
+                   f"them read by id), {result.events} events, {result.talks} talks read, "
+                   f"{result.planned} deals planned{resumed}{skipped}")
