@@ -21,7 +21,6 @@ class Settings:
     spool_dir: Path = Path("var/spool")
     max_content_length: int = 1024 * 1024
     amocrm_base_url: str | None = None  # AMOSCORE_AMOCRM_BASE_URL
-    job_batch_size: int = 200
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -44,7 +43,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         spool_dir=Path(env.get("AMOSCORE_SPOOL_DIR", str(var_dir / "spool"))),
         max_content_length=int(env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))),
         amocrm_base_url=env.get("AMOSCORE_AMOCRM_BASE_URL") or None,
-        job_batch_size=int(env.get("AMOSCORE_JOB_BATCH", "200")),
     )
 
 

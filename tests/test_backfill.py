@@ -471,3 +471,16 @@ def test_a_window_that_ends_before_it_starts_is_refused(rt, monkeypatch, args,
     res = CliRunner().invoke(main, ["backfill", *args])
     assert res.exit_code == 2 and says in res.stderr and "nothing to read" in res.stderr
     assert len(responses.calls) == 0
+
+
+def test_ctrl_c_says_how_to_continue(rt, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.cli import main
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: rt)
+    monkeypatch.setattr("jobs.backfill.run_backfill", interrupted)
+    res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
+    assert res.exit_code == 130
+    assert "run the same command again to continue" in res.stderr

@@ -82,6 +82,10 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
         except BackfillConflict as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted; every finished page is kept: run the same command again "
+                       "to continue", err=True)
+            sys.exit(130)
         except AmoError as exc:
             with rt.sessions() as session:
                 state = read_checkpoint(session, account.account_id) or {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -30,11 +32,17 @@ def oauth_group() -> None:
 @click.option("--code", help="The authorization code from the redirect (valid 20 minutes).")
 def connect(account_id: int | None, code: str | None) -> None:
     """Print the consent URL; with --code, exchange the code and store the tokens."""
+    from config.settings import MissingSetting
     from jobs import tokens
 
     settings, account = _pick_account(account_id)
+    try:
+        url = tokens.connect_url(account)
+    except (ValueError, MissingSetting) as exc:  # no OAuth in the YAML, or its secret unset
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if not code:
-        click.echo(tokens.connect_url(account))
+        click.echo(url)
         return
     from app.db import create_schema, make_engine, make_session_factory
 

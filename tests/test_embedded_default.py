@@ -1,0 +1,34 @@
+"""The embedded default (no DATABASE_URL): a command on a new machine finds its schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from app.cli import main
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "account.example.yaml"
+
+
+def test_a_report_on_a_new_embedded_database_needs_no_db_upgrade(tmp_path, monkeypatch):
+    """Before, `amoscore report` on a fresh SQLite default died on 'no such table' until
+    `amoscore db upgrade` was run (which the README never said)."""
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    args = ["report", "frt", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "json"]
+    for _ in range(2):  # the second start finds the schema current
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "var" / "amoscore.sqlite3").exists()
+
+
+def test_oauth_connect_without_oauth_in_the_yaml_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("AMOSCORE_CONFIG", str(EXAMPLE))  # a long-lived token, no OAuth client
+    result = CliRunner().invoke(main, ["oauth", "connect"])
+    assert result.exit_code == 2, result.output
+    assert "needs client_id, client_secret_env and redirect_uri" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
