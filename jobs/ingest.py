@@ -511,8 +511,9 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
             # the contact, it joins the deal the chat is linked to later (by contact).
             contact = (_as_int(ev.get("entity_id")) if ev.get("entity_type") == "contact"
                        and etype.endswith("chat_message") else None)
+            talk = _as_int(message.get("talk_id")) if message else None
             batch.interaction(dedupe=dedupe, kind=etype, deal_id=deal_id, created_by=by, at=at,
-                              source="event", contact_id=contact)
+                              source="event", contact_id=contact, talk_id=talk)
         elif etype == "lead_status_changed" and deal_id:
             after = _first_value(ev.get("value_after"), "lead_status") or {}
             before = _first_value(ev.get("value_before"), "lead_status") or {}

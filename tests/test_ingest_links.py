@@ -134,6 +134,23 @@ def test_an_event_message_read_after_its_contacts_chat_was_linked_joins_that_dea
     assert deals_of(sessions) == {"msg:m1": 504, "msg:m2": None}
 
 
+@pytest.mark.integration
+def test_an_event_message_naming_its_talk_joins_the_deal_that_talk_is_linked_to(
+        sessions, example_account):
+    """A chat event's message may name its talk: the message then joins by talk, the same
+    way a webhook's does, whichever comes first."""
+    from jobs.ingest import apply_events
+
+    event = {"id": "ev-t", "type": "incoming_chat_message", "entity_type": "contact",
+             "entity_id": 8, "created_by": 0, "created_at": int(AT.timestamp()),
+             "value_after": [{"message": {"id": "mt", "talk_id": 400}}]}
+    with sessions() as s:
+        apply_events(s, example_account, [event])
+        s.commit()
+    write(sessions, talk(400, contact=9, deal=904))  # the talk's contact differs: joined by talk
+    assert deals_of(sessions) == {"msg:mt": 904}
+
+
 def test_a_talk_read_without_updated_at_is_dated_when_received():
     """metrics.md: by updated_at, else by when the delivery was received, not by the talk's
     created_at (when the chat began)."""
