@@ -424,6 +424,18 @@ def test_a_late_earlier_contact_gives_the_same_wait_no_second_breach_task(tmp_pa
     assert "60" in report["tasks"][0]["text"]  # the wait when it fired, not the 70 of 11:10
 
 
+def _nps_updates(deal: int, updates: list[tuple[str, str, str]]) -> list[tuple[datetime, str, bytes]]:
+    """A deal created on 03-03 at 09:00, then NPS updates: (delivered, set at, score), times
+    of that day in Moscow."""
+    from tests.e2e_helpers import lead_body, msk
+
+    created = msk("2026-03-03 09:00:00")
+    return [(msk("2026-03-03 09:00:01"), "webhook", lead_body("add", deal, at=created))] + [
+        (msk(f"2026-03-03 {delivered}"), "webhook",
+         lead_body("update", deal, at=msk(f"2026-03-03 {set_at}"), created=created,
+                   fields={NPS_FIELD: score})) for delivered, set_at, score in updates]
+
+
 def test_a_breach_task_for_one_wait_does_not_hide_the_next_waits(tmp_path):
     """The deal opens at 10:00 and nobody seems to answer: the breach task comes at 11:00.
     The reply of 10:59:00 shows in the events API only at 11:00:30, and the client wrote
@@ -454,18 +466,9 @@ def test_a_breach_task_for_one_wait_does_not_hide_the_next_waits(tmp_path):
 def test_a_new_low_score_delivered_late_gets_its_own_task(tmp_path):
     """NPS 3 set at 10:00:10 gets its task at once; the client changes it to 2 at 10:00:50,
     delivered at 10:01:30, after the first task: a new answer, a second task."""
-    from tests.e2e_helpers import lead_body, msk
+    from tests.e2e_helpers import msk
 
-    deal, created = 7411, msk("2026-03-03 09:00:00")
-    lines = [
-        (msk("2026-03-03 09:00:01"), "webhook", lead_body("add", deal, at=created)),
-        (msk("2026-03-03 10:00:10"), "webhook",
-         lead_body("update", deal, at=msk("2026-03-03 10:00:10"), created=created,
-                   fields={NPS_FIELD: "3"})),
-        (msk("2026-03-03 10:01:30"), "webhook",
-         lead_body("update", deal, at=msk("2026-03-03 10:00:50"), created=created,
-                   fields={NPS_FIELD: "2"})),
-    ]
+    lines = _nps_updates(7411, [("10:00:10", "10:00:10", "3"), ("10:01:30", "10:00:50", "2")])
     report = replay(_write_stream(tmp_path / "nps2.jsonl", lines), now=msk("2026-03-03 12:00:00"))
     texts = [t["text"] for t in report["tasks"] if t["rule"] == "low_score"]
     assert len(texts) == 2 and "3" in texts[0] and "2" in texts[1], texts
@@ -500,18 +503,9 @@ def test_a_deleted_complaint_is_neither_open_nor_overdue(tmp_path):
 def test_one_low_score_seen_twice_out_of_order_gives_one_task(tmp_path):
     """NPS 3 saved at 10:02; the update of 10:05 (same 3) is delivered first, the one of 10:02
     later: one answer, one low_score task (the late copy moves the answer's instant back)."""
-    from tests.e2e_helpers import lead_body, msk
+    from tests.e2e_helpers import msk
 
-    deal, created = 7401, msk("2026-03-03 09:00:00")
-    lines = [
-        (msk("2026-03-03 09:00:01"), "webhook", lead_body("add", deal, at=created)),
-        (msk("2026-03-03 10:05:01"), "webhook",
-         lead_body("update", deal, at=msk("2026-03-03 10:05:00"), created=created,
-                   fields={NPS_FIELD: "3"})),
-        (msk("2026-03-03 10:09:30"), "webhook",
-         lead_body("update", deal, at=msk("2026-03-03 10:02:00"), created=created,
-                   fields={NPS_FIELD: "3"})),
-    ]
+    lines = _nps_updates(7401, [("10:05:01", "10:05:00", "3"), ("10:09:30", "10:02:00", "3")])
     report = replay(_write_stream(tmp_path / "nps.jsonl", lines), now=msk("2026-03-03 12:00:00"))
     assert report["surveys"]["nps"]["answers"] == 1
     assert [t["at"] for t in report["tasks"] if t["rule"] == "low_score"] == [
