@@ -51,6 +51,11 @@ def _pipeline_lines(cfg: AccountConfig) -> list[str]:
         f"  complaints: {complaints.id} (resolved at statuses {_ids(complaints.resolved_statuses)})"
         if complaints else "  complaints: none"
     )
+    left_out = [s for s in (142, 143) if complaints and s not in complaints.resolved_statuses]
+    if left_out:
+        # The list is the whole set; leaving out amoCRM's closed statuses is rarely meant.
+        lines.append(f"  note: a complaint closed at {_ids(left_out)} stays open (and becomes "
+                     "overdue): add it to resolved_statuses if closed means resolved")
     return lines
 
 

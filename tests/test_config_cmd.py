@@ -103,3 +103,15 @@ def test_summary_without_calendar_says_so() -> None:
     text = summary(load_account(ACCOUNTS / "beta.yaml"), date(2025, 10, 30))
     assert "Calendar: none configured" in text
     assert "complaints: none" in text
+
+
+def test_resolved_statuses_without_amocrms_closed_ones_get_a_note() -> None:
+    from dataclasses import replace
+
+    cfg = load_account(EXAMPLE)
+    assert cfg.pipelines.complaints is not None
+    assert "stays open" not in summary(cfg, today=date(2026, 3, 2))
+    only_won = replace(cfg, pipelines=replace(cfg.pipelines, complaints=replace(
+        cfg.pipelines.complaints, resolved_statuses=(142, 555))))
+    text = summary(only_won, today=date(2026, 3, 2))
+    assert "note: a complaint closed at 143 stays open (and becomes overdue)" in text
