@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -229,26 +229,45 @@ def load_accounts(path: str | os.PathLike[str]) -> tuple[AccountConfig, ...]:
         issues.extend(found)
         if cfg is not None:
             accounts.append(cfg)
-    seen: dict[int, AccountConfig] = {}
-    for cfg in accounts:
-        first = seen.setdefault(cfg.account_id, cfg)
-        if first is not cfg:
-            issues.append(
-                ConfigIssue(
-                    Path(cfg.source).name,
-                    _account_id_line(Path(cfg.source)),
-                    "account.id",
-                    f"account {cfg.account_id} is already configured in {Path(first.source).name}",
-                )
-            )
+    issues.extend(_shared_between_accounts(accounts))
     if issues:
         raise ConfigError(issues)
     return tuple(accounts)
 
 
-def _account_id_line(path: Path) -> int | None:
+# What no two accounts may share: one id; one amoCRM address (the second account's sync would
+# read, write and create tasks in the first's amoCRM); one webhook secret and one long-lived
+# token variable (each belongs to one account). An OAuth client may serve several accounts.
+_UNIQUE: tuple[tuple[str, Callable[[AccountConfig], object], str], ...] = (
+    ("account.id", lambda c: c.account_id, "account {} is already configured in {}"),
+    ("account.subdomain", lambda c: (c.account.subdomain, c.account.base_domain),
+     "{0[0]}.{0[1]} is already the amoCRM of {1}"),
+    ("account.webhook_secret_env", lambda c: c.account.webhook_secret_env,
+     "{} already holds the webhook secret of {}; each account needs its own"),
+    ("account.auth.long_lived_token_env", lambda c: c.account.auth.long_lived_token_env,
+     "{} already holds the token of {}; each account needs its own"),
+)
+
+
+def _shared_between_accounts(accounts: list[AccountConfig]) -> list[ConfigIssue]:
+    issues = []
+    for key, value_of, message in _UNIQUE:
+        seen: dict[object, AccountConfig] = {}
+        for cfg in accounts:
+            value = value_of(cfg)
+            if value is None:
+                continue
+            first = seen.setdefault(value, cfg)
+            if first is not cfg:
+                issues.append(ConfigIssue(
+                    Path(cfg.source).name, _line(Path(cfg.source), tuple(key.split("."))), key,
+                    message.format(value, Path(first.source).name)))
+    return issues
+
+
+def _line(path: Path, key: tuple[str, ...]) -> int | None:
     _, index, _ = _parse(path.read_text(encoding="utf-8"), path.name)
-    return index.lines.get(("account", "id"))
+    return index.lines.get(key)
 
 
 def resolve_webhook_secrets(

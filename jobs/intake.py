@@ -154,7 +154,6 @@ def drain_deliveries(account_id: int, limit: int | None = None) -> int:
 
 
 def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int:
-    account = rt.accounts.get(account_id)
     done = 0
     while limit is None or done < limit:
         size = DRAIN_BATCH if limit is None else min(DRAIN_BATCH, limit - done)
@@ -175,14 +174,14 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
             failed = False
             now = rt.clock()
             try:
-                _process_batch(session, account_id, rows, now, mark=account is not None)
+                _process_batch(session, account_id, rows, now)
                 session.commit()
             except Exception:  # noqa: BLE001 - a bulkhead: find the bad row, keep the rest
                 session.rollback()
                 log.exception("drain.batch_failed account=%s size=%d", account_id, len(rows))
                 failed = True
         if failed:
-            _process_one_by_one(rt, account_id, [r.id for r in rows], mark=account is not None)
+            _process_one_by_one(rt, account_id, [r.id for r in rows])
         done += len(rows)
         if len(rows) < size:
             break
@@ -190,7 +189,7 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
 
 
 def _process_batch(session: Session, account_id: int, rows: list[Delivery],
-                   now: datetime, *, mark: bool) -> None:
+                   now: datetime) -> None:
     batch = IngestBatch(account_id)
     outcomes: dict[Outcome, list[int]] = defaultdict(list)
     for row in rows:
@@ -200,15 +199,17 @@ def _process_batch(session: Session, account_id: int, rows: list[Delivery],
         conn.execute(_MARK_DONE, {"ids": ids, "new_status": status, "new_reason": reason,
                                   "done_at": now})
     touched = batch.flush(session)
-    if touched and mark:
+    if touched:
         from jobs.planner import mark_changed
 
         # Planning waits for the periodic sync, which plans every changed deal of the
-        # interval in one batch (and pulls the events API first).
+        # interval in one batch (and pulls the events API first). Marked even when this
+        # worker's config does not know the account yet (a rolling deploy adding one): the
+        # first sync of a worker that does plans them.
         mark_changed(session, account_id, touched, now)
 
 
-def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: bool) -> None:
+def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
     """After a failed batch: each delivery in its own transaction; one that still fails is
     marked unsupported with the error, so it cannot block the account's intake."""
     for delivery_id in ids:
@@ -221,7 +222,7 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: b
                 continue
             now = rt.clock()
             try:
-                _process_batch(session, account_id, [Delivery(*found)], now, mark=mark)
+                _process_batch(session, account_id, [Delivery(*found)], now)
                 session.commit()
                 continue
             except Exception as exc:  # noqa: BLE001 - recorded on the row, and logged
@@ -235,7 +236,8 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int], *, mark: b
 
 
 def sweep(account_id: int | None = None) -> dict[str, int]:
-    """Periodic job: load the spool, enqueue stored rows, re-enqueue stale queued ones."""
+    """Periodic job: load the spool, enqueue stored rows, re-enqueue stale queued ones, for
+    every account (``account_id`` is ignored: jobs queued by an older version pass one)."""
     return sweep_with(get_runtime())
 
 

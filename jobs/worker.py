@@ -19,10 +19,11 @@ def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
     from jobs.intake import sweep
     from jobs.sync import sync_account
 
-    jobs = []
-    for account in runtime.accounts.values():
-        jobs.append((f"sweep-{account.account_id}", sweep, (account.account_id,),
-                     account.sync.sweeper_seconds))
+    accounts = list(runtime.accounts.values())
+    # One sweep serves every account (the spool and the stale rows are not per account): at
+    # the shortest interval any account asks for, not once per account each interval.
+    jobs = [("sweep", sweep, (), min(a.sync.sweeper_seconds for a in accounts))] if accounts else []
+    for account in accounts:
         jobs.append((f"sync-{account.account_id}", sync_account, (account.account_id,),
                      min(account.sync.events_pull_seconds, account.sync.flush_seconds)))
     return jobs

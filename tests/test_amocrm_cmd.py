@@ -56,3 +56,13 @@ def test_without_redis_the_commands_explain_why_they_cannot_work() -> None:
 def test_an_unknown_account_lists_the_ids(redis_url) -> None:
     result = _run(["status", "--account", "1"], redis_url)
     assert result.exit_code == 2 and "32427762" in result.output
+
+
+def test_status_without_account_lists_every_configured_account(redis_url, redis_conn) -> None:
+    accounts = Path(__file__).parent / "fixtures" / "config" / "accounts"
+    redis_limiter(redis_url, 31000001).stop("403 Forbidden")
+    result = CliRunner().invoke(main, ["amocrm", "status"],
+                                env={"AMOSCORE_CONFIG": str(accounts), "REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["account 32427762: running",
+                                          "account 31000001: stopped: 403 Forbidden"]

@@ -56,7 +56,27 @@ def test_the_same_account_id_twice_names_both_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_accounts(tmp_path)
     # sorted: acme-copy.yaml is read first, so the second file is the duplicate
-    assert caught.value.lines == ["acme.yaml:9 account.id: account 32427762 is already configured in acme-copy.yaml"]
+    assert caught.value.lines[0] == (
+        "acme.yaml:9 account.id: account 32427762 is already configured in acme-copy.yaml")
+
+
+def test_two_accounts_may_not_share_an_amocrm_a_secret_variable_or_a_token_variable(
+        tmp_path: Path) -> None:
+    """A copy with only its id changed: its sync would read, write and create tasks in the
+    first account's amoCRM with the first account's token."""
+    text = (ACCOUNTS / "acme.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(text.replace("id: 32427762", "id: 32427999"),
+                                     encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_accounts(tmp_path)
+    assert caught.value.lines == [
+        "b.yaml:8 account.subdomain: acme.amocrm.ru is already the amoCRM of a.yaml",
+        "b.yaml:12 account.webhook_secret_env: AMOSCORE_WEBHOOK_SECRET already holds the "
+        "webhook secret of a.yaml; each account needs its own",
+        "b.yaml:14 account.auth.long_lived_token_env: AMOCRM_LONG_LIVED_TOKEN already holds the "
+        "token of a.yaml; each account needs its own",
+    ]
 
 
 def test_errors_of_every_file_come_together(tmp_path: Path) -> None:

@@ -41,3 +41,41 @@ def test_a_poison_delivery_is_set_aside_and_the_batch_goes_through(runtime, monk
     with runtime.sessions() as s:
         statuses = sorted(d.status for d in s.execute(select(WebhookDelivery)).scalars())
     assert statuses == ["processed"] * 4 + ["unsupported"]
+
+
+def test_a_worker_that_does_not_know_the_account_yet_still_leaves_its_deals_to_plan(runtime):
+    """A rolling deploy adds an account: a worker with the old config drains its deliveries.
+    The deals are still marked changed, so the first sync that knows the account plans them
+    (before, no episode, value or task came until another webhook touched the deal)."""
+    from app.models import DueCheck
+    from jobs.planner import CHANGED
+
+    other = 31000001  # not in this runtime's config
+    assert other not in runtime.accounts
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    with runtime.sessions() as s:
+        store_delivery(s, account_id=other, body=lead.replace("32427762", str(other)),
+                       received_at=runtime.clock())
+        s.commit()
+    assert drain_with(runtime, other) == 1
+    with runtime.sessions() as s:
+        marks = [(c.account_id, c.deal_id, c.kind) for c in s.scalars(select(DueCheck))]
+    assert marks == [(other, 32966269, CHANGED)]
+
+
+def test_one_sweep_serves_every_account_at_the_shortest_interval(example_account):
+    """The sweep was scheduled once per account, each sweeping everything."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from jobs.intake import sweep
+    from jobs.worker import periodic_jobs
+
+    beta = replace(example_account, account=replace(example_account.account, id=31000001),
+                   sync=replace(example_account.sync, sweeper_seconds=10))
+    rt = SimpleNamespace(accounts={example_account.account_id: example_account, 31000001: beta})
+    jobs = {job_id: (func, args, every) for job_id, func, args, every in periodic_jobs(rt)}
+    assert jobs["sweep"] == (sweep, (), 10)
+    assert not [j for j in jobs if j.startswith("sweep-")]
+    assert {j for j in jobs if j.startswith("sync-")} == {
+        f"sync-{example_account.account_id}", "sync-31000001"}

@@ -89,3 +89,21 @@ def test_a_code_amocrm_refuses_is_400_with_what_to_do(web) -> None:
                           query_string={"code": "code-123", "state": make_state(account, WEB_ENV)})
     assert resp.status_code == 400 and "amoscore oauth connect" in resp.text
     assert _stored(runtime) == 0
+
+
+def test_consent_from_another_amocrm_account_is_refused(web) -> None:
+    """The state names this account; amoCRM's referer names another: nothing is exchanged."""
+    client, runtime, account = web
+    own = f"{account.account.subdomain}.{account.account.base_domain}"
+    with responses.RequestsMock(assert_all_requests_are_fired=False):  # any call would fail
+        resp = client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": make_state(account, WEB_ENV), "referer": "beta.amocrm.ru"})
+    assert resp.status_code == 400 and "beta.amocrm.ru" in resp.text and own in resp.text
+    assert _stored(runtime) == 0
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/oauth2/access_token", json={
+            "token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
+            "refresh_token": NEW_REFRESH})
+        resp = client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": make_state(account, WEB_ENV), "referer": own})
+    assert resp.status_code == 200

@@ -17,10 +17,14 @@ def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
     from integrations.amocrm.ratelimit import redis_limiter
 
     settings, account = _pick_account(account_id)
+    _need_redis(settings)
+    return account, redis_limiter(settings.redis_url, account.account_id)
+
+
+def _need_redis(settings) -> None:  # type: ignore[no-untyped-def]
     if not settings.redis_url:
         raise click.UsageError("REDIS_URL is not set: without Redis the pause and stop of an "
                                "account live inside one process and end with it")
-    return account, redis_limiter(settings.redis_url, account.account_id)
 
 
 @click.group("amocrm")
@@ -31,8 +35,24 @@ def amocrm_group() -> None:
 @amocrm_group.command("status")
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 def status(account_id: int | None) -> None:
-    """Show whether the account's amoCRM traffic is running, paused or stopped."""
-    account, limiter = _limiter(account_id)
+    """Show whether the account's amoCRM traffic is running, paused or stopped (without
+    --account: every configured account's)."""
+    if account_id is None:
+        from config.loader import load_accounts
+        from config.settings import from_env
+        from integrations.amocrm.ratelimit import redis_limiter
+
+        settings = from_env()
+        accounts = load_accounts(settings.config_path)
+        if len(accounts) > 1:
+            _need_redis(settings)
+            for account in accounts:
+                _status_line(account, redis_limiter(settings.redis_url, account.account_id))
+            return
+    _status_line(*_limiter(account_id))
+
+
+def _status_line(account, limiter) -> None:  # type: ignore[no-untyped-def]
     reason = limiter.stopped_reason()
     wait = limiter.paused_until() - time.time()
     if reason:

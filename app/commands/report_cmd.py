@@ -57,11 +57,31 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
         accounts = [a for a in accounts if a.account_id == account_id]
     if not accounts:
         raise click.UsageError("no such account in AMOSCORE_CONFIG")
+    figures = []
     for account in accounts:
         ctx = ReportContext(account, period_from, period_to, now or datetime.now(UTC))
         with rt.sessions() as session:
-            data = build_report(session, ctx, sections=(section,))[section]
-        click.echo(_render(section, data, fmt))
+            figures.append((account, build_report(session, ctx, sections=(section,))[section]))
+    if len(figures) == 1:
+        click.echo(_render(section, figures[0][1], fmt))
+        return
+    # Several accounts: each figure says whose it is, and the output stays one document.
+    if fmt == "json":
+        click.echo(json.dumps({str(a.account_id): d for a, d in figures},
+                              ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for n, (account, data) in enumerate(figures):
+            headers, rows = _rows(section, data)
+            if n == 0:
+                writer.writerow(["account", *headers])
+            writer.writerows([account.account_id, *r] for r in rows)
+        click.echo(buf.getvalue().rstrip("\n"))
+    else:
+        click.echo("\n\n".join(
+            f"account {a.account_id} ({a.account.subdomain})\n{_render(section, d, fmt)}"
+            for a, d in figures))
 
 
 def _command(section: str, doc: str) -> click.Command:

@@ -23,6 +23,13 @@ def callback() -> tuple[str, int]:
         return "Unknown or malformed state.", 400
     if not code or not tokens.check_state(account, state):
         return "Invalid state or missing code.", 400
+    own = f"{account.account.subdomain}.{account.account.base_domain}"
+    referer = request.args.get("referer", "")
+    if referer and referer.lower() != own:
+        # Consent given in another amoCRM account than the one the link was made for: its code
+        # must not be stored (or reported connected) as this account's.
+        return (f"This consent came from {referer}, but the link was made for {own}. Open the "
+                f"link of `amoscore oauth connect` while signed in to {own}."), 400
     try:
         tokens.connect_with_code(account, runtime.sessions, code)
     except ReauthorizationRequired:
