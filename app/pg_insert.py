@@ -16,9 +16,13 @@ import select
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from psycopg import Error as PsycopgError
-from psycopg import pq
+if TYPE_CHECKING:
+    from psycopg import pq
+
+# psycopg is imported when a statement is first built: it adds ~20 MB, and the embedded
+# default and replay (SQLite) import the receiver without ever reaching Postgres.
 
 STORE_SECONDS = 1.5  # leaves time to spool (one fsync) inside amoCRM's 2 s
 # After a timeout the next stores fail at once for this long instead of each waiting out its
@@ -52,6 +56,9 @@ class PgStatement:
         self.pause = pause
         self._local = threading.local()
         self._paused_until = 0.0
+        from psycopg import Error, pq
+
+        self._error, self._pq = Error, pq
 
     def run(self, params: Sequence[str | None]) -> str | None:
         now = time.monotonic()
@@ -69,7 +76,7 @@ class PgStatement:
         except StoreError:
             self._drop()
             raise
-        except PsycopgError as exc:
+        except self._error as exc:
             self._drop()
             raise StoreError(str(exc)) from exc
 
@@ -83,6 +90,7 @@ class PgStatement:
             return pgconn
         # Inherited across a fork, the socket is the parent's: leave it alone, open our own.
         self._local.pgconn = None
+        pq = self._pq
         pgconn = pq.PGconn.connect_start(self._conninfo)
         try:
             while True:
@@ -132,9 +140,11 @@ class PgStatement:
 
 
 def _first_value(result: pq.abc.PGresult | None) -> str | None:
+    from psycopg.pq import ExecStatus
+
     if result is None:
         raise StoreError("no result")
-    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+    if result.status not in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
         raise StoreError((result.error_message or b"statement failed").decode(errors="replace")
                          .strip())
     if result.ntuples == 0:
