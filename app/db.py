@@ -57,8 +57,11 @@ def libpq_conninfo(engine: Engine) -> str:
     server's default encoding."""
     from psycopg.conninfo import make_conninfo
 
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return make_conninfo(url, client_encoding="UTF8")
+    # From the URL's parts, quoted by psycopg: a URL rendered back to text keeps a space in a
+    # password or database name bare, and libpq rejects it.
+    _, parts = engine.dialect.create_connect_args(engine.url)
+    return make_conninfo("", client_encoding="UTF8", **{
+        k: v for k, v in parts.items() if k != "context" and v is not None})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -159,37 +159,20 @@ class IngestBatch:
     def _join_linked_talks(self, session: Session | Connection) -> None:
         """A message without a deal whose talk is already linked joins that deal: the link
         came first (a retried delivery, or two deliveries racing, or the events pull reading
-        the message after the link), so no later link will. A message known only by its
-        contact joins the deal the contact's chat is linked to, when that is one deal."""
-        unlinked = [row for row in self.interactions.values() if row["deal_id"] is None]
-        talks = {row["talk_id"] for row in unlinked if row["talk_id"] is not None}
-        contacts = {row["contact_id"] for row in unlinked
-                    if row["talk_id"] is None and row["contact_id"] is not None}
-        if not talks and not contacts:
+        the message after the link), so no later link will."""
+        talks = {row["talk_id"] for row in self.interactions.values()
+                 if row["deal_id"] is None and row["talk_id"] is not None}
+        if not talks:
             return
         conn = core_connection(session)
-        joined: set[int] = set()
-        if talks:
-            linked = conn.execute(_LINKED_TALKS, {"account": self.account_id,
-                                                  "talks": sorted(talks)}).all()
-            if linked:
-                conn.execute(_LINK_BY_TALK, [{"account": self.account_id, "deal": deal,
-                                              "talk": talk} for talk, deal in linked])
-                joined.update(deal for _talk, deal in linked)
-        if contacts:
-            deals_of: dict[int, set[int]] = defaultdict(set)
-            for contact, deal in conn.execute(_LINKED_CONTACTS, {
-                    "account": self.account_id, "contacts": sorted(contacts)}):
-                deals_of[contact].add(deal)
-            by_contact = [{"account": self.account_id, "deal": next(iter(deals)),
-                           "contact": contact}
-                          for contact, deals in sorted(deals_of.items()) if len(deals) == 1]
-            if by_contact:
-                conn.execute(_LINK_BY_CONTACT, by_contact)
-                joined.update(row["deal"] for row in by_contact)
-        for deal in joined:
-            self.deal(deal)
-            self.touched.add(deal)
+        linked = conn.execute(_LINKED_TALKS, {"account": self.account_id,
+                                              "talks": sorted(talks)}).all()
+        if linked:
+            conn.execute(_LINK_BY_TALK, [{"account": self.account_id, "deal": deal, "talk": talk}
+                                         for talk, deal in linked])
+            for _talk, deal in linked:
+                self.deal(deal)
+                self.touched.add(deal)
 
     def _write_talks(self, session: Session | Connection) -> None:
         if not self.talk_ops:
@@ -298,9 +281,6 @@ _UNLINKED_CONTACTS = (select(_INTERACTIONS.c.contact_id).distinct()
 _LINKED_TALKS = (select(Talk.id, Talk.deal_id)
                  .where(Talk.account_id == bindparam("account"), Talk.deal_id.is_not(None),
                         Talk.id.in_(bindparam("talks", expanding=True))))
-_LINKED_CONTACTS = (select(Talk.contact_id, Talk.deal_id).distinct()
-                    .where(Talk.account_id == bindparam("account"), Talk.deal_id.is_not(None),
-                           Talk.contact_id.in_(bindparam("contacts", expanding=True))))
 _LINK = update(_INTERACTIONS).where(_UNLINKED).values(deal_id=bindparam("deal"))
 _LINK_BY_TALK = _LINK.where(_INTERACTIONS.c.talk_id == bindparam("talk"))
 _LINK_BY_CONTACT = _LINK.where(_INTERACTIONS.c.contact_id == bindparam("contact"),
@@ -507,13 +487,12 @@ def apply_events(session: Session, account: AccountConfig, events: Iterable[dict
                 dedupe = f"event:{ev.get('id')}"
             # An incoming message's author is the client, whatever the event's created_by says.
             by = None if etype.startswith("incoming") else _as_int(ev.get("created_by"))
-            # A message of a chat not yet linked to a deal is filed on the contact: kept with
-            # the contact, it joins the deal the chat is linked to later (by contact).
-            contact = (_as_int(ev.get("entity_id")) if ev.get("entity_type") == "contact"
-                       and etype.endswith("chat_message") else None)
+            # A message of a chat not yet linked to a deal is filed on the contact; it joins
+            # the deal by the talk it names, when the talk is linked. Not by the contact: a
+            # returning client's new chat would join last year's deal.
             talk = _as_int(message.get("talk_id")) if message else None
             batch.interaction(dedupe=dedupe, kind=etype, deal_id=deal_id, created_by=by, at=at,
-                              source="event", contact_id=contact, talk_id=talk)
+                              source="event", talk_id=talk)
         elif etype == "lead_status_changed" and deal_id:
             after = _first_value(ev.get("value_after"), "lead_status") or {}
             before = _first_value(ev.get("value_before"), "lead_status") or {}

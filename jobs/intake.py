@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db import autocommit_engine, insert_ignore, libpq_conninfo
 from app.models import PENDING_SQL, WebhookDelivery
-from app.pg_insert import PgStatement
+from app.pg_insert import PgStatement, StoreError
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
 from jobs.ingest import IngestBatch, collect_webhook_events
@@ -73,7 +73,11 @@ _RECEIVE_STATEMENTS: weakref.WeakKeyDictionary[Engine, PgStatement] = (
 def _receive_statement(engine: Engine) -> PgStatement:
     statement = _RECEIVE_STATEMENTS.get(engine)
     if statement is None:
-        statement = PgStatement(libpq_conninfo(engine), RECEIVE_SQL_PG)
+        try:
+            statement = PgStatement(libpq_conninfo(engine), RECEIVE_SQL_PG)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the body is spooled, not lost
+            # The message may quote the connection string: only the class goes on.
+            raise StoreError(f"cannot build the connection string ({exc.__class__.__name__})") from None
         _RECEIVE_STATEMENTS[engine] = statement
     return statement
 

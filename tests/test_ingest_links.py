@@ -97,41 +97,21 @@ def test_a_message_arriving_after_its_talk_was_linked_joins_the_deal(sessions):
 
 
 @pytest.mark.integration
-def test_an_event_message_filed_on_the_contact_joins_the_deal_its_chat_is_linked_to(
+def test_an_event_message_known_only_by_its_contact_never_joins_a_deal_by_contact(
         sessions, example_account):
-    """The events API files an unlinked chat's message on the contact (entity_type contact):
-    kept with its contact, it joins the deal when the contact's talk is linked."""
+    """A returning client's message in a new chat, filed on the contact without a talk: it
+    must not join the deal an older chat of that contact is linked to, before or after."""
     from jobs.ingest import apply_events
 
+    write(sessions, talk(300, contact=55504, deal=504))
     event = {"id": "ev-1", "type": "incoming_chat_message", "entity_type": "contact",
              "entity_id": 55504, "created_by": 0, "created_at": int(AT.timestamp()),
-             "value_after": [{"message": {"id": "cccc-1"}}]}
+             "value_after": [{"message": {"id": "new-1"}}]}
     with sessions() as s:
         apply_events(s, example_account, [event])
         s.commit()
-    assert deals_of(sessions) == {"msg:cccc-1": None}
-    write(sessions, talk(300, contact=55504, deal=504))
-    assert deals_of(sessions) == {"msg:cccc-1": 504}
-
-
-@pytest.mark.integration
-def test_an_event_message_read_after_its_contacts_chat_was_linked_joins_that_deal(
-        sessions, example_account):
-    """The events pull reads the contact-filed message after the talk was linked: it joins
-    the one deal the contact's chat is linked to; with two such deals it waits, unlinked."""
-    from jobs.ingest import apply_events
-
-    def event(msg: str, contact: int) -> dict:
-        return {"id": f"ev-{msg}", "type": "incoming_chat_message", "entity_type": "contact",
-                "entity_id": contact, "created_by": 0, "created_at": int(AT.timestamp()),
-                "value_after": [{"message": {"id": msg}}]}
-
-    write(sessions, talk(300, contact=55504, deal=504), talk(301, contact=7, deal=701),
-          talk(302, contact=7, deal=702))
-    with sessions() as s:
-        apply_events(s, example_account, [event("m1", 55504), event("m2", 7)])
-        s.commit()
-    assert deals_of(sessions) == {"msg:m1": 504, "msg:m2": None}
+    write(sessions, talk(301, contact=55504, deal=999))
+    assert deals_of(sessions) == {"msg:new-1": None}
 
 
 @pytest.mark.integration

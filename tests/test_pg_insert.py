@@ -141,3 +141,17 @@ def test_forked_child_opens_its_own_connection(conninfo: str) -> None:
     os.waitpid(child, 0)
     assert from_child and from_child != parent
     assert st.run(["1"]) == parent  # the child left the parent's connection alone
+
+
+def test_a_space_in_the_password_or_database_survives_into_the_connection_string() -> None:
+    """Rendered back from the URL, 's3cret pw' was left bare and libpq refused the string: a
+    500 for every webhook, with part of the password in the traceback."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    engine = make_engine("postgresql://amo:s3cret%20pw@127.0.0.1:5432/my%20db")
+    try:
+        parts = conninfo_to_dict(libpq_conninfo(engine))
+    finally:
+        engine.dispose()
+    assert (parts["password"], parts["dbname"], parts["client_encoding"]) == (
+        "s3cret pw", "my db", "UTF8")
