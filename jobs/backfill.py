@@ -16,9 +16,11 @@ same transaction as each page's rows, so a crash loses at most one page of work)
 4. ``creations`` — the stage and the responsible each deal created in the window was born with
    (see ``_creations``).
 5. ``plan``   — ``plan_deals`` for every deal with a ledger row in the window, in chunks. Tasks
-   it declares for moments before the run (a wait breached in March, found in November) are
-   recorded as ``skipped``, never created, unless ``tasks=True``: managers would get dozens of
-   tasks about clients long gone. The key is taken, so no later sync creates them either.
+   about what began before amoscore received the account's first webhook (a wait opened in
+   March, found in November) are recorded as ``skipped``, never created, unless
+   ``tasks=True``: managers would get dozens of tasks about clients long gone. The key is
+   taken, so no later sync creates them either. A wait, complaint or answer that began after
+   that first webhook gets its task as live traffic would have given it.
 
 Decision on ``created``: a lead read from the list shows where the deal is *now*, not where it
 was born, so that observation is never ``created=True``. For a deal whose ``created_at`` is in
@@ -41,7 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, union
+from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
@@ -53,11 +55,12 @@ from app.models import (
     SeenEvent,
     StageChange,
     SyncCheckpoint,
+    WebhookDelivery,
 )
 from config.account import AccountConfig
 from integrations.amocrm.payloads import parse_lead
 from jobs.runtime import Runtime
-from jobs.writeback import TASK_STATUS, TASKS_SKIPPED
+from jobs.writeback import TASKS_BEFORE, TASKS_SKIPPED
 
 log = logging.getLogger("amoscore.backfill")
 
@@ -499,6 +502,15 @@ def _plan_phase(session: Session, rt: Runtime, account: AccountConfig, state: di
 # --- driver ---------------------------------------------------------------------------------------------
 
 
+def _live_since(session: Session, account_id: int, now: datetime) -> datetime:
+    """When amoscore began to receive the account's webhooks (now, if it has not yet): what
+    began before that is history to a backfill, what began after it live traffic would have
+    tasked anyway."""
+    first = session.execute(select(func.min(WebhookDelivery.received_at)).where(
+        WebhookDelivery.account_id == account_id)).scalar()
+    return min(first, now) if first is not None else now
+
+
 def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: datetime, *,
                  client: Any = None, talks: bool = True, restart: bool = False,
                  tasks: bool = False, progress: Progress | None = None) -> BackfillResult:
@@ -531,7 +543,7 @@ def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: da
             session.commit()
         if state["phase"] == "plan":
             if not tasks:
-                session.info[TASK_STATUS] = "skipped"
+                session.info[TASKS_BEFORE] = _live_since(session, account_id, rt.clock())
             _plan_phase(session, rt, account, state, since, until, progress, result)
             result.tasks_skipped = session.info.pop(TASKS_SKIPPED, 0)
     log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d tasks_skipped=%d",

@@ -240,7 +240,7 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
             waited = (now - latest.opened_at).total_seconds()
         declare_task(
             session, acc_id, deal_id=deal.id, rule="frt_breach",
-            key=f"{about}{int(latest.opened_at.timestamp())}",
+            key=f"{about}{int(latest.opened_at.timestamp())}", about_at=latest.opened_at,
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
@@ -300,6 +300,7 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
             declare_task(
                 session, acc_id, deal_id=deal.id, rule="complaint_overdue",
                 key=f"complaint_overdue-{acc_id}-{deal.id}-{int(c.entered_at.timestamp())}",
+                about_at=c.entered_at,
                 responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
                 complete_till=_deadline(calendar, now, rule.due_business_minutes),
                 text=rule.text.format(open_days=int((now - c.entered_at).total_seconds() // 86400)),
@@ -344,7 +345,7 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
             continue
         declare_task(
             session, acc_id, deal_id=deal.id, rule="low_score",
-            key=f"{about}{int(answer.at.timestamp())}-{answer.source}",
+            key=f"{about}{int(answer.at.timestamp())}-{answer.source}", about_at=answer.at,
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(score=_score_text(answer.raw), survey=answer.survey.upper()), at=now)

@@ -88,17 +88,21 @@ def declare_values(session: Session, account_id: int,
            update=("field_type", "value", "declared_at", "pending"))
 
 
-# session.info keys: a backfill records the tasks history declares as "skipped" (never sent,
-# their keys taken) and counts them.
-TASK_STATUS, TASKS_SKIPPED = "amoscore.task_status", "amoscore.tasks_skipped"
+# session.info keys: a backfill records the tasks about what began before amoscore received
+# the account's webhooks (a wait opened, a complaint entered, a score given) as "skipped":
+# never sent, their keys taken; and counts them.
+TASKS_BEFORE, TASKS_SKIPPED = "amoscore.tasks_before", "amoscore.tasks_skipped"
 
 
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
                  responsible_user_id: int | None, complete_till: datetime, text: str,
-                 at: datetime) -> bool:
+                 at: datetime, about_at: datetime | None = None) -> bool:
     """Add a pending task under its idempotency key; False when the key already exists.
-    The caller commits before any flush, so a crash can never lose or double it."""
-    status = session.info.get(TASK_STATUS, "pending")
+    ``about_at``: when the wait, complaint or answer it is about began. The caller commits
+    before any flush, so a crash can never lose or double it."""
+    before = session.info.get(TASKS_BEFORE)
+    history = before is not None and about_at is not None and about_at < before
+    status = "skipped" if history else "pending"
     res = insert_ignore(session, TaskLedger, [{
         "account_id": account_id, "idempotency_key": key, "deal_id": deal_id, "rule": rule,
         "responsible_user_id": responsible_user_id, "complete_till": complete_till,

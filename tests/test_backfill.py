@@ -24,6 +24,7 @@ from app.models import (
 )
 from integrations.amocrm.errors import AmoHTTPError
 from jobs.backfill import read_checkpoint, run_backfill, window_for
+from jobs.intake import store_delivery
 from tests.test_client_support import BASE, FakeTime, make_client
 
 pytestmark = pytest.mark.integration
@@ -433,11 +434,11 @@ def test_a_deal_edited_after_the_window_is_read_by_id(rt, example_account,
 
 
 @responses.activate
-def test_tasks_about_the_past_are_recorded_as_skipped_unless_asked_for(
+def test_tasks_about_what_began_before_install_are_skipped_unless_asked_for(
         rt, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A client of deal 101 wrote on 03-02 10:00 and nobody answered: by NOW the wait is a
-    breach. Backfilled, that task is history: recorded as skipped (its key taken, so no later
-    sync creates it), unless --tasks."""
+    breach. With no webhook received before it, that task is history: recorded as skipped
+    (its key taken, so no later sync creates it), unless --tasks."""
     import tests.test_backfill as me
     from app.models import TaskLedger
 
@@ -454,6 +455,18 @@ def test_tasks_about_the_past_are_recorded_as_skipped_unless_asked_for(
     since, until = window_for(example_account, date(2026, 3, 1), date(2026, 3, 2), NOW)
     result = run_backfill(rt, example_account, since, until,
                           client=make_client(FakeTime(), max_attempts=3), tasks=True)
+    with rt.sessions() as s:
+        tasks = [(t.deal_id, t.rule, t.status) for t in s.scalars(select(TaskLedger))]
+    assert tasks == [(101, "frt_breach", "pending")] and result.tasks_skipped == 0
+
+    # amoscore has received the account's webhooks since 03-02 09:00: the wait that opened at
+    # 10:00 is live traffic's, and still open: its task is created, --tasks or not.
+    _truncate(rt)
+    with rt.sessions() as s:
+        store_delivery(s, account_id=example_account.account_id, body=b"x=1",
+                       received_at=datetime.fromtimestamp(ts(2, 9), UTC))
+        s.commit()
+    result = _run(rt, example_account)
     with rt.sessions() as s:
         tasks = [(t.deal_id, t.rule, t.status) for t in s.scalars(select(TaskLedger))]
     assert tasks == [(101, "frt_breach", "pending")] and result.tasks_skipped == 0

@@ -22,9 +22,9 @@ from app.commands.options import parse_date
 @click.option("--restart", is_flag=True,
               help="Drop an unfinished run's checkpoint and start the window from its first page.")
 @click.option("--tasks/--no-tasks", default=False, show_default=True,
-              help="Create the tasks the history calls for (breaches, overdue complaints, low "
-                   "scores that fell due before this run). Off: they are recorded as skipped, "
-                   "so no later sync creates them either.")
+              help="Also create the tasks about what began before amoscore received the "
+                   "account's first webhook (a wait, complaint or low score of the history). "
+                   "Off: they are recorded as skipped, so no later sync creates them either.")
 def backfill_command(since: date, until: date | None, account_ids: tuple[int, ...], talks: bool,
                      restart: bool, tasks: bool) -> None:
     """Rebuild deals, stage/responsible changes, field history and interactions for a period
@@ -34,7 +34,8 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
     created in it, and by id the deals those events name that the first read missed, through
     the account's rate limit and retries; then plans each touched deal. Field values the
     metrics declare go out with the next sync (or are recorded in dry-run), as for live
-    traffic; tasks about the past only with --tasks.
+    traffic; so do tasks, but those about what began before amoscore received the account's
+    first webhook only with --tasks.
 
     Progress and an ETA go to stderr. A checkpoint is committed after every page: if the run
     stops (Ctrl-C, an API error, a crash), run the same command again and it continues where it
@@ -94,7 +95,7 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
                        "again to resume once the cause is fixed.", err=True)
             sys.exit(1)
         resumed = f", resumed in phase {result.resumed_from}" if result.resumed_from else ""
-        skipped = (f"; {result.tasks_skipped} tasks about the past recorded as skipped "
+        skipped = (f"; {result.tasks_skipped} tasks about the history recorded as skipped "
                    "(--tasks creates them)" if result.tasks_skipped else "")
         click.echo(f"account {account.account_id}: {result.leads} leads ({result.unread} of "
                    f"them read by id), {result.events} events, {result.talks} talks read, "
