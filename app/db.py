@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Base
 
+SQLITE_BUSY_MS = 30_000  # how long a SQLite connection waits for another writer's lock
+
 
 def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL (and ``synchronous=OFF`` when ``fast_sqlite``)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -28,6 +28,9 @@ STORE_SECONDS = 1.5  # leaves time to spool (one fsync) inside amoCRM's 2 s
 # After a timeout the next stores fail at once for this long instead of each waiting out its
 # own deadline: during an outage a worker then pays one wait per pause, not one per webhook.
 PAUSE_SECONDS = 2.0
+# A connection idle this long is reopened rather than trusted: a NAT or firewall may have
+# dropped it silently, and finding out would cost a timeout and a pause of spooled bodies.
+IDLE_SECONDS = 1800.0
 _PREPARED = b"amoscore_statement"
 
 
@@ -49,11 +52,12 @@ class PgStatement:
     """
 
     def __init__(self, conninfo: str, sql: str, *, seconds: float = STORE_SECONDS,
-                 pause: float = PAUSE_SECONDS) -> None:
+                 pause: float = PAUSE_SECONDS, idle: float = IDLE_SECONDS) -> None:
         self._conninfo = conninfo.encode()
         self._sql = sql.encode()
         self.seconds = seconds
         self.pause = pause
+        self.idle = idle
         self._local = threading.local()
         self._paused_until = 0.0
         from psycopg import Error, pq
@@ -86,8 +90,12 @@ class PgStatement:
 
     def _connection(self, deadline: float) -> pq.abc.PGconn:
         pgconn = getattr(self._local, "pgconn", None)
+        now = time.monotonic()
         if pgconn is not None and self._local.pid == os.getpid():
-            return pgconn
+            if now - self._local.used < self.idle:
+                self._local.used = now
+                return pgconn
+            self._drop()
         # Inherited across a fork, the socket is the parent's: leave it alone, open our own.
         self._local.pgconn = None
         pq = self._pq
@@ -109,7 +117,7 @@ class PgStatement:
         except BaseException:
             pgconn.finish()
             raise
-        self._local.pgconn, self._local.pid = pgconn, os.getpid()
+        self._local.pgconn, self._local.pid, self._local.used = pgconn, os.getpid(), now
         return pgconn
 
     def _execute(self, pgconn: pq.abc.PGconn, params: list[bytes | None],

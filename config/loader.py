@@ -244,7 +244,9 @@ _UNIQUE: tuple[tuple[str, Callable[[AccountConfig], object], str], ...] = (
      "{0[0]}.{0[1]} is already the amoCRM of {1}"),
     ("account.webhook_secret_env", lambda c: c.account.webhook_secret_env,
      "{} already holds the webhook secret of {}; each account needs its own"),
-    ("account.auth.long_lived_token_env", lambda c: c.account.auth.long_lived_token_env,
+    # Only where it is the way in: with an OAuth client the variable may stay unset.
+    ("account.auth.long_lived_token_env",
+     lambda c: None if c.account.auth.client_id else c.account.auth.long_lived_token_env,
      "{} already holds the token of {}; each account needs its own"),
 )
 

@@ -13,9 +13,9 @@ from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import autocommit_engine, insert_ignore, libpq_conninfo
+from app.db import SQLITE_BUSY_MS, autocommit_engine, insert_ignore, libpq_conninfo
 from app.models import PENDING_SQL, WebhookDelivery
-from app.pg_insert import PgStatement, StoreError
+from app.pg_insert import STORE_SECONDS, PgStatement, StoreError
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
 from jobs.ingest import IngestBatch, collect_webhook_events
@@ -89,8 +89,14 @@ def receive_delivery(engine: Engine, *, account_id: int | None, body: bytes,
     SQLAlchemyError (SQLite) when the database cannot take it: the receiver then spools."""
     if engine.dialect.name != "postgresql":
         with autocommit_engine(engine).connect() as conn:
-            return store_delivery(conn, account_id=account_id, body=body,
-                                  received_at=received_at, status=status, reason=reason)
+            # SQLite waits up to 30 s for a writer's lock (a backfill's plan chunk, a drain):
+            # the receiver waits only STORE_SECONDS, then the body is spooled.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(STORE_SECONDS * 1000)}")
+            try:
+                return store_delivery(conn, account_id=account_id, body=body,
+                                      received_at=received_at, status=status, reason=reason)
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
     row = _delivery_row(account_id=account_id, body=body, received_at=received_at,
                         status=status, reason=reason)
     params = [None if row[c] is None else

@@ -91,6 +91,7 @@ class RQJobQueue:
         self._queues = {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
         self._retry = Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
         self._error = redis.RedisError  # what a failed call raises (redis is imported here)
+        self._closed = redis.ConnectionError
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 queue: str = INTAKE_QUEUE) -> None:
@@ -109,14 +110,20 @@ class RQJobQueue:
         # Every webhook makes this call, so it goes straight to a connection of this thread's
         # own: redis-py's command layer (retry wrapper, response callbacks) and the pool's
         # checkout (a poll() for stray data each time) cost more CPU than the command.
-        conn = self._claim_connection()
-        try:
-            conn.send_command("SET", f"amoscore:drain:{account_id}", 1, "NX", "EX",
-                              DRAIN_FLAG_TTL)
-            return conn.read_response() is not None  # OK when set, nil when already there
-        except self._error as exc:
-            conn.disconnect()  # a half-read reply must not reach the next call; reconnects
-            raise EnqueueFailed(str(exc)) from exc
+        for attempt in (1, 2):
+            conn = self._claim_connection()
+            try:
+                conn.send_command("SET", f"amoscore:drain:{account_id}", 1, "NX", "EX",
+                                  DRAIN_FLAG_TTL)
+                return conn.read_response() is not None  # OK when set, nil when already there
+            except self._error as exc:
+                conn.disconnect()  # a half-read reply must not reach the next call; reconnects
+                # A connection the server dropped while idle (its timeout, a failover) fails
+                # at once: try a new one. A frozen Redis times out: no second wait.
+                if attempt == 1 and isinstance(exc, self._closed):
+                    continue
+                raise EnqueueFailed(str(exc)) from exc
+        raise AssertionError("unreachable")
 
     def _claim_connection(self) -> Any:
         conn = getattr(self._local, "conn", None)

@@ -96,3 +96,17 @@ def test_an_empty_folder_or_a_missing_path_is_an_error(tmp_path: Path) -> None:
         load_accounts(tmp_path)
     with pytest.raises(ConfigError, match="no such file or folder"):
         load_accounts(tmp_path / "nope.yaml")
+
+
+def test_accounts_on_oauth_may_keep_the_examples_token_variable(tmp_path: Path) -> None:
+    """Two YAMLs copied from the example, each with its own OAuth client: the long-lived
+    token variable they both still name may stay unset, so it is shared by nobody."""
+    text = (ACCOUNTS / "acme.yaml").read_text(encoding="utf-8").replace(
+        "    # client_id: 3f1c...", "    client_id: 3f1c").replace(
+        "    # client_secret_env: AMOCRM_CLIENT_SECRET", "    client_secret_env: AMOCRM_CLIENT_SECRET").replace(
+        "    # redirect_uri: https", "    redirect_uri: https")
+    (tmp_path / "a.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(
+        text.replace("id: 32427762", "id: 32427999").replace("subdomain: acme", "subdomain: acme2")
+        .replace("AMOSCORE_WEBHOOK_SECRET", "B_WEBHOOK_SECRET"), encoding="utf-8")
+    assert [a.account_id for a in load_accounts(tmp_path)] == [32427762, 32427999]

@@ -154,7 +154,8 @@ def test_an_event_without_a_usable_created_at_is_skipped_not_fatal(engine, appli
 
 @pytest.mark.parametrize(("value", "seconds"), [
     (1772604060, 1772604060), ("1772604060", 1772604060), ("2026-03-04", None), (True, None),
-    (-5, None), (0, None), (999_999_999_999, None), (None, None), (17.5, None)])
+    (-5, None), (0, None), (999_999_999_999, None), (None, None), (17.5, None), ("²", None),
+    ("١٧٧٢٦٠٤٠٦٠", None)])
 def test_event_created_at(value, seconds) -> None:
     from integrations.amocrm.payloads import event_created_at
 

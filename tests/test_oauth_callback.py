@@ -107,3 +107,10 @@ def test_consent_from_another_amocrm_account_is_refused(web) -> None:
         resp = client.get("/oauth/callback", query_string={
             "code": "code-123", "state": make_state(account, WEB_ENV), "referer": own})
     assert resp.status_code == 200
+
+
+def test_the_referer_is_escaped_in_the_answer(web) -> None:
+    client, _, account = web
+    resp = client.get("/oauth/callback", query_string={
+        "code": "c", "state": make_state(account, WEB_ENV), "referer": "<script>x</script>"})
+    assert resp.status_code == 400 and "<script>" not in resp.text and "&lt;script&gt;" in resp.text

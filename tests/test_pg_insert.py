@@ -72,6 +72,15 @@ def test_the_statement_is_prepared_once_per_connection(conninfo: str) -> None:
     assert st.run(["true"]) == "1"
 
 
+def test_a_connection_idle_too_long_is_reopened(conninfo: str) -> None:
+    st = PgStatement(conninfo, PID_SQL, idle=0.2)
+    first = st.run(["1"])
+    assert st.run(["1"]) == first  # used again at once
+    time.sleep(0.3)
+    again = st.run(["1"])
+    assert again is not None and again != first
+
+
 def test_failed_statement_drops_its_connection(conninfo: str) -> None:
     st = PgStatement(conninfo, PID_SQL)
     before = st.run(["1"])
@@ -155,3 +164,33 @@ def test_a_space_in_the_password_or_database_survives_into_the_connection_string
         engine.dispose()
     assert (parts["password"], parts["dbname"], parts["client_encoding"]) == (
         "s3cret pw", "my db", "UTF8")
+
+
+def test_on_sqlite_the_receiver_waits_for_a_writers_lock_only_so_long(tmp_path) -> None:
+    """A backfill or a drain holding SQLite's write lock held a webhook up to 30 s (sqlite's
+    busy timeout), past amoCRM's 2 s; the store now gives up after STORE_SECONDS (the
+    receiver then spools), and the connection's own timeout is back to 30 s afterwards."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import create_schema
+    from app.pg_insert import STORE_SECONDS
+    from jobs.intake import receive_delivery
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'locked.sqlite3'}")
+    create_schema(engine)
+    writer = engine.raw_connection()
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="locked"):
+            receive_delivery(engine, account_id=1, body=b"a=1", received_at=datetime.now(UTC),
+                             status="stored", reason=None)
+        assert STORE_SECONDS * 0.9 <= time.monotonic() - started < STORE_SECONDS + 1.0
+    finally:
+        writer.rollback()
+        writer.close()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    engine.dispose()

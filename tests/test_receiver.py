@@ -334,3 +334,19 @@ def test_drain_claim_against_a_dead_redis_raises_enqueue_failed():
     queue = RQJobQueue(receiver_redis(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(EnqueueFailed):
         queue.claim_drain(ACME)
+
+
+def test_drain_claim_survives_redis_dropping_the_idle_connection(runtime, redis_conn):
+    """Redis (its timeout setting, a failover) closes the receiver's idle connection: the next
+    claim opens a new one instead of failing the enqueue."""
+    queue = runtime.queue
+    assert queue.claim_drain(ACME) is True
+    queue.release_drain(ACME)
+    mine = queue._claim_connection()  # this thread's connection
+    killed = [c["id"] for c in redis_conn.client_list() if int(c["fd"]) >= 0
+              and c.get("name", "") == "" and c["cmd"] in ("set", "del")]
+    for client_id in killed:
+        redis_conn.client_kill_filter(_id=client_id)
+    assert killed
+    assert queue.claim_drain(ACME) is True
+    assert queue._claim_connection() is mine  # the same object, reconnected

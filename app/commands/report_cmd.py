@@ -22,7 +22,7 @@ def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]
                 "p90_business_seconds", "mean_business_seconds", "within_target_share"]
         return ["manager", *keys], [[u, *(managers[u][k] for k in keys)] for u in order]
     if section == "referrals":
-        keys = ["quarter", "won", "referred", "share", "change"]
+        keys = ["quarter", "won", "referred", "share", "change", "healthy"]
         return keys, [[q.get(k) for k in keys] for q in data["by_quarter"]]
     flat = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
     for name, sub in data.items():

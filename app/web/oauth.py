@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, request
+from markupsafe import escape
 
 from integrations.amocrm.errors import ReauthorizationRequired
 
@@ -28,8 +29,8 @@ def callback() -> tuple[str, int]:
     if referer and referer.lower() != own:
         # Consent given in another amoCRM account than the one the link was made for: its code
         # must not be stored (or reported connected) as this account's.
-        return (f"This consent came from {referer}, but the link was made for {own}. Open the "
-                f"link of `amoscore oauth connect` while signed in to {own}."), 400
+        return (f"This consent came from {escape(referer)}, but the link was made for {own}. "
+                f"Open the link of `amoscore oauth connect` while signed in to {own}."), 400
     try:
         tokens.connect_with_code(account, runtime.sessions, code)
     except ReauthorizationRequired:

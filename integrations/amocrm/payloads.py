@@ -154,8 +154,8 @@ def event_created_at(event: dict[str, Any]) -> int | None:
     value = event.get("created_at")
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
-    if isinstance(value, str) and not value.strip().isdigit():
-        return None
+    if isinstance(value, str) and not (value.strip().isascii() and value.strip().isdigit()):
+        return None  # isdigit alone takes '²' and other digits int() refuses
     seconds = int(value)
     return seconds if 0 < seconds <= _LATEST_UNIX else None
 
