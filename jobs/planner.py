@@ -313,7 +313,8 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
 def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
     from app.metrics import surveys as surveys_m
 
-    if not account.surveys.by_name():
+    # A deleted deal's answers go with it, as its episodes, complaint and win do.
+    if not account.surveys.by_name() or ledger.deal.is_deleted:
         return []
     return surveys_m.answers_from_history(
         ledger.deal.id, ledger.field_history, ledger.talk_rates, account.surveys,

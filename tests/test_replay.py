@@ -691,3 +691,52 @@ def test_a_discount_removed_after_the_win_is_no_referral(tmp_path):
     report = replay(_write_stream(tmp_path / "cleared.jsonl", lines), now=msk("2026-03-06 12:00:00"))
     assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 0)
     assert report["surveys"]["nps"]["answers"] == 1
+
+
+def test_an_unchanged_score_after_a_body_without_it_is_the_same_answer(tmp_path):
+    """NPS 3 set on 03-20; the won status of 03-25 carries only the discount (the shape of
+    leads__status_won); a price change on 04-02 sends the NPS 3 again. One answer, in March,
+    and one low_score task: the score was not given again."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created = 8201, msk("2026-03-02 10:00:00")
+    friend = ("Скидка от друга 5%", 908107)
+    lines = [
+        (created, "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-03-20 12:00:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-20 12:00:00"), created=created,
+                   fields={NPS_FIELD: "3"})),
+        (msk("2026-03-25 12:00:01"), "webhook",
+         lead_body("status", deal, at=msk("2026-03-25 12:00:00"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=created, fields={752009: friend})),
+        (msk("2026-04-02 12:00:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-04-02 12:00:00"), status_id=142,
+                   created=created, fields={752009: friend, NPS_FIELD: "3"})),
+    ]
+    stream = _write_stream(tmp_path / "nps-again.jsonl", lines)
+    march = replay(stream, period_from=msk("2026-03-01 00:00:00").date(),
+                   period_to=msk("2026-03-31 00:00:00").date())
+    april = replay(stream, period_from=msk("2026-04-01 00:00:00").date(),
+                   period_to=msk("2026-04-30 00:00:00").date())
+    assert (march["surveys"]["nps"]["answers"], april["surveys"]["nps"]["answers"]) == (1, 0)
+    assert [t["at"] for t in march["tasks"] if t["rule"] == "low_score"] == [
+        "2026-03-20T12:01:00+03:00"]
+
+
+def test_a_deleted_deals_survey_answer_goes_with_it(tmp_path):
+    """NPS 9 on two deals; one is deleted: its answer leaves the figures, as its episodes do."""
+    from tests.e2e_helpers import FIRST_STAGE, SALES, account_block, form_body, lead_body, msk
+
+    created = msk("2026-03-02 10:00:00")
+    lines = [(created, "webhook", lead_body("add", deal, at=created)) for deal in (8301, 8302)]
+    lines += [(msk("2026-03-03 12:00:01"), "webhook",
+               lead_body("update", deal, at=msk("2026-03-03 12:00:00"), created=created,
+                         fields={NPS_FIELD: score})) for deal, score in ((8301, "9"), (8302, "2"))]
+    lines.append((msk("2026-03-04 10:00:00"), "webhook",
+                  form_body({"leads": {"delete": [{"id": 8302, "status_id": FIRST_STAGE,
+                                                   "pipeline_id": SALES}]},
+                             "account": account_block()})))
+    report = replay(_write_stream(tmp_path / "deleted-nps.jsonl", lines))
+    nps = report["surveys"]["nps"]
+    assert (nps["answers"], nps["promoters"], nps["detractors"], nps["score"]) == (1, 1, 0, 100.0)
+

@@ -154,21 +154,16 @@ def answers_from_history(
 ) -> list[Answer]:
     """The deal's latest answer to each survey, from its field changes and chat ratings.
 
-    The same score set again is the same answer, unless the field was emptied in between (a
-    survey asked again, answered alike: a new answer at its own time)."""
+    The same score set again is the same answer, even after a delivery that left the field out
+    (recorded as emptied): lead bodies often carry only some fields, and a score that comes
+    back unchanged was not given again."""
     surveys = cfg.by_name()
     survey_of_field = {s.field_id: name for name, s in surveys.items()}
     events: dict[str, list[_Event]] = {}
-    cleared: dict[str, list[datetime]] = {}
     for at, field_id, values in field_history:
         name = survey_of_field.get(field_id)
-        if name is None:
-            continue
-        if isinstance(values, Sequence) and not isinstance(values, str) and not values:
-            cleared.setdefault(name, []).append(at)  # amoCRM's emptied field
-            continue
-        number = _field_number(values)
-        if number is None:
+        number = _field_number(values) if name else None
+        if name is None or number is None:
             continue
         lo, hi = surveys[name].scale
         if lo <= number <= hi:
@@ -184,11 +179,8 @@ def answers_from_history(
     answers = []
     for name in sorted(events):
         current: _Event | None = None
-        clears = sorted(cleared.get(name, ()))
         for event in sorted(events[name], key=lambda e: (e.at, e.source != "field", e.value)):
-            emptied_since = current is not None and any(
-                current.at < c <= event.at for c in clears)
-            if current is None or event.value != current.value or emptied_since:
+            if current is None or event.value != current.value:
                 current = event
         if current is not None:
             answers.append(Answer(deal_id, name, current.value, current.raw, current.raw_scale,
