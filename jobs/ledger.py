@@ -93,6 +93,32 @@ def _rates_stmt(some: bool) -> Any:
     return stmt.where(Talk.deal_id.in_(bindparam("ids", expanding=True))) if some else stmt
 
 
+def ordered_responsibles(
+        seen: Iterable[tuple[datetime, int, int | None]]) -> list[tuple[datetime, int]]:
+    """(at, responsible) in time order. Observations of one second are ordered by their
+    changes (a change from A comes after A was seen: the add and the responsible hook of one
+    second, as the fixtures have them), never by arrival, which a replay may shuffle."""
+    by_at: dict[datetime, list[tuple[int, int | None]]] = {}
+    for at, user, old in seen:
+        by_at.setdefault(at, []).append((user, old))
+    ordered: list[tuple[datetime, int]] = []
+    for at in sorted(by_at):
+        group = by_at[at]
+        changed_from = {user: old for user, old in group if old is not None and old != user}
+        ordered.extend((at, user) for user in sorted(
+            {u for u, _ in group}, key=lambda u: (_hand_overs_before(u, changed_from), u)))
+    return ordered
+
+
+def _hand_overs_before(user: int, changed_from: dict[int, int]) -> int:
+    """How many hand-overs of one second led to ``user`` (a loop counts once round)."""
+    steps, passed = 0, {user}
+    while (old := changed_from.get(user)) is not None and old not in passed:
+        steps, user = steps + 1, old
+        passed.add(user)
+    return steps
+
+
 def load_ledgers(session: Session, account_id: int,
                  deal_ids: Iterable[int] | None = None) -> dict[int, DealLedger]:
     """Every deal's ledger (or only those in ``deal_ids``), in a handful of Core queries."""
@@ -116,7 +142,8 @@ def load_ledgers(session: Session, account_id: int,
             ]
     for deal_id, found in rows(ResponsibleChange, "deal_id").items():
         if deal_id in deals:
-            deals[deal_id].responsibles = sorted((r.at, r.responsible_user_id) for r in found)
+            deals[deal_id].responsibles = ordered_responsibles(
+                (r.at, r.responsible_user_id, r.old_responsible_user_id) for r in found)
     for deal_id, found in rows(Interaction, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].items = [TimelineItem(at=r.at, kind=r.kind, created_by=r.created_by,

@@ -89,7 +89,8 @@ def custom_fields(values: Mapping[int, Any]) -> list[dict[str, Any]]:
 def lead_body(action: str, deal_id: int, *, at: datetime, created: datetime | None = None,
               pipeline_id: int = SALES, status_id: int = FIRST_STAGE,
               responsible: int = MANAGER, fields: Mapping[int, Any] | None = None,
-              old_status_id: int | None = None, modified_by: int = MANAGER) -> bytes:
+              old_status_id: int | None = None, modified_by: int = MANAGER,
+              old_responsible: int | None = None) -> bytes:
     """A full account ``leads[add|update|status]`` delivery (the shape of leads__status_won)."""
     born = unix(created or at)
     lead: dict[str, Any] = {
@@ -101,6 +102,8 @@ def lead_body(action: str, deal_id: int, *, at: datetime, created: datetime | No
     }
     if old_status_id is not None:
         lead["old_status_id"] = old_status_id
+    if old_responsible is not None:
+        lead["old_responsible_user_id"] = old_responsible
     if fields:
         lead["custom_fields"] = custom_fields(fields)
     return form_body({"leads": {action: [lead]}, "account": account_block()})

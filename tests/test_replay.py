@@ -180,7 +180,9 @@ def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
     good = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     at = json.loads(good[9])["at"]
     bad = ["{not json", json.dumps({"at": at, "fax": "x"}), json.dumps({"at": at, "webhook": 42}),
-           json.dumps({"at": at, "webhook": "garbage=%ZZ&&"})]
+           json.dumps({"at": at, "webhook": "garbage=%ZZ&&"}),
+           # A lone surrogate escape: no UTF-8 text, so a body amoCRM could not have sent.
+           json.dumps({"at": at, "webhook": "\udc80abc"})]
     lines = good[:10] + bad + good[10:]
     stream = tmp_path / "bad.jsonl"
     stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -195,11 +197,12 @@ def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
     assert reasons[13].startswith("bad body")
     assert len(reasons) == 3
     # An unparseable webhook body is a delivery stored as unsupported, not a bad line.
-    assert 14 not in reasons and report["deliveries"]["unsupported"] == 1
+    assert 14 not in reasons and 15 not in reasons
+    assert report["deliveries"]["unsupported"] == 2
     webhooks = sum('"webhook"' in ln for ln in good)
-    assert report["deliveries"]["received"] == webhooks + 1
+    assert report["deliveries"]["received"] == webhooks + 2
     assert report["deliveries"]["processed"] + report["deliveries"]["rejected"] + \
-        report["deliveries"]["unsupported"] + report["deliveries"]["duplicates"] == webhooks + 1
+        report["deliveries"]["unsupported"] + report["deliveries"]["duplicates"] == webhooks + 2
 
 
 @pytest.mark.parametrize("created_at", ["2026-03-04T09:01:00+03:00", 999_999_999_999, True])
@@ -740,3 +743,24 @@ def test_a_deleted_deals_survey_answer_goes_with_it(tmp_path):
     nps = report["surveys"]["nps"]
     assert (nps["answers"], nps["promoters"], nps["detractors"], nps["score"]) == (1, 1, 0, 100.0)
 
+
+
+@pytest.mark.parametrize("hook_first", [False, True])
+def test_a_reassignment_in_the_second_of_the_creation_wins_whatever_the_ids(tmp_path, hook_first):
+    """The deal is created for 10000698 and handed to 10000690 in the same second (the
+    leads__responsible fixture has updated_at = created_at). Nobody answers: the open wait
+    and its breach task belong to 10000690, even though its id sorts first, and in whichever
+    order the two deliveries arrive."""
+    from tests.e2e_helpers import MANAGER, lead_body, msk
+
+    deal, at, new = 8401, msk("2026-04-14 10:00:00"), 10000690
+    add = (at, "webhook", lead_body("add", deal, at=at))
+    hand_over = (at, "webhook", lead_body("responsible", deal, at=at, responsible=new,
+                                          old_responsible=MANAGER))
+    lines = [hand_over, add] if hook_first else [add, hand_over]
+    report = replay(_write_stream(tmp_path / "handover.jsonl", lines),
+                    now=msk("2026-04-14 12:00:00"))
+    assert list(report["frt"]["managers"]) == [str(new)]
+    assert report["frt"]["managers"][str(new)]["unanswered"] == 1
+    assert [(t["rule"], t["responsible_user_id"]) for t in report["tasks"]] == [
+        ("frt_breach", new)]
