@@ -343,8 +343,11 @@ class Replay:
                 plan_step(rt, self.account, clock.now, pull=pull, check=check)
                 unpulled = 0 if pull else unpulled
                 changed = changed and not check
+            # A check that fell due between the flush points runs as production's sync job
+            # does (pull, checks, flush in one run): its task is created at that moment, and
+            # its deadline counts from there (metrics.md §1, §5).
             if rt.extra.get("writeback_pending") and (
-                    _on_grid(clock.now, sync.flush_seconds) or at_end):
+                    _on_grid(clock.now, sync.flush_seconds) or at_end or due_now):
                 rt.extra["writeback_pending"] = False
                 result = flush_writeback(rt, self.account, clock.now)
                 if rt.dry_run(self.account):

@@ -443,8 +443,8 @@ def test_a_breach_task_for_one_wait_does_not_hide_the_next_waits(tmp_path):
     """The deal opens at 10:00 and nobody seems to answer: the breach task comes at 11:00.
     The reply of 10:59:00 shows in the events API only at 11:00:30, and the client wrote
     again at 10:59:30: that is a new wait, still open at its limit (11:59:30), so it gets its
-    own task (sent with the next minute's flush) although the first task was declared after
-    that wait began."""
+    own task, created at that moment, although the first task was declared after that wait
+    began."""
     from tests.e2e_helpers import MANAGER, chat_event, incoming_message_body, lead_body, msk
 
     deal = 7211
@@ -463,7 +463,8 @@ def test_a_breach_task_for_one_wait_does_not_hide_the_next_waits(tmp_path):
         ("2026-04-14T10:00:00+03:00", "2026-04-14T10:59:00+03:00"),
         ("2026-04-14T10:59:30+03:00", None)]
     assert [(t["rule"], t["at"]) for t in report["tasks"]] == [
-        ("frt_breach", "2026-04-14T11:00:00+03:00"), ("frt_breach", "2026-04-14T12:00:00+03:00")]
+        ("frt_breach", "2026-04-14T11:00:00+03:00"), ("frt_breach", "2026-04-14T11:59:30+03:00")]
+    assert report["tasks"][1]["complete_till"] == "2026-04-14T12:29:30+03:00"
 
 
 def test_a_new_low_score_delivered_late_gets_its_own_task(tmp_path):
@@ -764,3 +765,18 @@ def test_a_reassignment_in_the_second_of_the_creation_wins_whatever_the_ids(tmp_
     assert report["frt"]["managers"][str(new)]["unanswered"] == 1
     assert [(t["rule"], t["responsible_user_id"]) for t in report["tasks"]] == [
         ("frt_breach", new)]
+
+
+def test_an_overdue_task_between_flush_points_is_created_when_the_complaint_falls_due(tmp_path):
+    """A complaint entered on Tuesday 03-10 at 10:00:30 is overdue 5 × 24 h later, Sunday
+    10:00:30: its task is created then (not at the next flush minute), and its deadline is 240
+    business minutes from that moment: Monday 09:00-13:00."""
+    from tests.e2e_helpers import lead_body, msk
+
+    entered = msk("2026-03-10 10:00:30")
+    lines = [(entered, "webhook", lead_body("add", 8501, at=entered, pipeline_id=COMPLAINTS,
+                                            status_id=NEW_COMPLAINT))]
+    report = replay(_write_stream(tmp_path / "overdue.jsonl", lines),
+                    now=msk("2026-03-16 12:00:00"))
+    assert [(t["rule"], t["at"], t["complete_till"]) for t in report["tasks"]] == [
+        ("complaint_overdue", "2026-03-15T10:00:30+03:00", "2026-03-16T13:00:00+03:00")]
