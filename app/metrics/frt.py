@@ -12,8 +12,9 @@ Rules (metrics.md §1), and the choices made where the spec leaves room:
   a kind in ``frt.closes_on`` by a real user (``created_by`` not None, not 0, not ignored);
   ``robot_replied`` never closes. With ``talk_read`` in ``frt.also_reacts`` a talk marked read
   closes it and is attributed to the deal's responsible at that instant (a talk_read whose
-  ``created_by`` is a robot or an ignored user still does not close). With ``note`` a note
-  whose author is the deal's responsible at that instant closes it.
+  ``created_by`` is a robot or an ignored user, or read while such a user is responsible,
+  still does not close). With ``note`` a note whose author is the deal's responsible at that
+  instant closes it.
 - A reaction with no open episode does nothing.
 - ``seq`` numbers a deal's episodes from 1 in time order.
 - Zones: green when business seconds <= target, yellow <= limit, red above. **Without a
@@ -134,9 +135,12 @@ def _reactor(
     if item.kind in frt.closes_on and _is_real_user(item.created_by, ignored_users):
         return True, item.created_by
     if item.kind == "talk_read" and "talk_read" in frt.also_reacts:
+        reader = responsible_at(item.at)
         if item.created_by is not None and not _is_real_user(item.created_by, ignored_users):
             return False, None
-        return True, responsible_at(item.at)
+        if reader is not None and not _is_real_user(reader, ignored_users):
+            return False, None  # a robot or an ignored user holds the deal: nobody reacted
+        return True, reader
     if item.kind == "note" and "note" in frt.also_reacts:
         author = item.created_by
         if _is_real_user(author, ignored_users) and author == responsible_at(item.at):
