@@ -464,7 +464,7 @@ class WorkingHoursSchema(_Strict):
 
 class CalendarSchema(_Strict):
     working_hours = _nested(WorkingHoursSchema, required=True)
-    holidays = Country()
+    holidays = Country(allow_none=True)  # null: no public holidays, only days_off
     shorten_pre_holiday = Bool()
     days_off = TupleOf(IsoDate())
     working_days = MappingOf(IsoDate(), Periods())

@@ -119,6 +119,12 @@ def test_holidays_alias_is_rejected_with_the_iso_code(tmp_path: Path, written: s
     ]
 
 
+@pytest.mark.parametrize("written", ["null", "~", ""])
+def test_holidays_null_means_no_public_holidays(tmp_path: Path, written: str) -> None:
+    text = _edit("  holidays: RU ", f"  holidays: {written} ")
+    assert load_account(_write(tmp_path, text)).calendar.holidays is None
+
+
 # 5. Tasks for "supervisor" need users.supervisor.
 
 SUPERVISOR_LINE = '  supervisor: 10000701            # receives tasks whose rule says "supervisor"\n'
