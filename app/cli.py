@@ -12,7 +12,25 @@ from app.commands.report_cmd import report_group
 from app.commands.service_cmd import db_group, sweep_command, worker_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; a failure of the environment ends in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from app.commands.errors import environment_error
+
+            known = environment_error(exc)
+            if known is None:
+                raise
+            click.echo(f"amoscore: {known[0]}", err=True)
+            ctx.exit(known[1])
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (default: warnings only).")
 def main(verbose: bool) -> None:
     """amoscore — customer-service metrics for amoCRM / Kommo.

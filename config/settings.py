@@ -12,6 +12,10 @@ class MissingSetting(RuntimeError):
     """A required environment variable is not set; the message names it."""
 
 
+class BadSetting(ValueError):
+    """An environment variable holds something unusable; the message names it, not its value."""
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str  # "" = the embedded SQLite file
@@ -35,13 +39,20 @@ class Settings:
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     var_dir = Path(env.get("AMOSCORE_VAR_DIR", "var"))
+    redis_url = env.get("REDIS_URL", "")
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise BadSetting("REDIS_URL must start with redis://, rediss:// or unix:// "
+                         "(or be unset for the in-process queue)")
+    body_bytes = env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))
+    if not body_bytes.isdigit():
+        raise BadSetting("AMOSCORE_MAX_BODY_BYTES must be a whole number of bytes")
     return Settings(
         database_url=env.get("DATABASE_URL", ""),
-        redis_url=env.get("REDIS_URL", ""),
+        redis_url=redis_url,
         config_path=env.get("AMOSCORE_CONFIG", "config/account.example.yaml"),
         var_dir=var_dir,
         spool_dir=Path(env.get("AMOSCORE_SPOOL_DIR", str(var_dir / "spool"))),
-        max_content_length=int(env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))),
+        max_content_length=int(body_bytes),
         amocrm_base_url=env.get("AMOSCORE_AMOCRM_BASE_URL") or None,
     )
 

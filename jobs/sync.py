@@ -71,7 +71,7 @@ def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
 
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
-    from integrations.amocrm.errors import AccountBlocked
+    from integrations.amocrm.errors import AccountBlocked, ReauthorizationRequired
 
     rt = get_runtime()
     account = rt.account(account_id)
@@ -86,5 +86,11 @@ def sync_account(account_id: int) -> dict[str, int]:
         log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
                     "`amoscore amocrm resume --account %d`", account_id, exc, account_id)
         return {"stopped": 1}
+    except ReauthorizationRequired as exc:
+        # No token (none set, or amoCRM revoked it): every retry would fail alike. One line
+        # saying what to do; what is pending waits for the token.
+        log.warning("sync.no_token account=%d (%s); set the account's token variable or run "
+                    "`amoscore oauth connect --account %d`", account_id, exc, account_id)
+        return {"no_token": 1}
     return {"events": pulled, "due_deals": checked, "writes": len(result.writes),
             "tasks": len(result.tasks)}

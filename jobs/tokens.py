@@ -6,6 +6,7 @@ plus the helpers the CLI and the OAuth callback use (consent URL, state, code ex
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import os
@@ -77,7 +78,12 @@ class DbTokenStore:
 
 def fernet_for(account: AccountConfig, env: Mapping[str, str] = os.environ) -> Fernet:
     name = account.account.auth.encryption_key_env or "account.auth.encryption_key_env"
-    return Fernet(require_env(name, env).encode())
+    try:
+        return Fernet(require_env(name, env).encode())
+    except (ValueError, binascii.Error):  # the message names the variable, never its value
+        raise ValueError(f"{name} is not a Fernet key; make one with: python -c \"from "
+                         "cryptography.fernet import Fernet; print(Fernet.generate_key()"
+                         ".decode())\"") from None
 
 
 def oauth_client_for(account: AccountConfig, env: Mapping[str, str] = os.environ) -> OAuthClient:
@@ -152,6 +158,9 @@ def connect_with_code(
 ) -> None:
     """Exchange an authorization code and store the pair (replacing any revoked one)."""
     base_url = env.get("AMOSCORE_AMOCRM_BASE_URL") or account.account.base_url
+    # The code works once: everything that could stop the tokens being kept (the encryption
+    # key, the client secret) is checked before it is spent.
+    store = DbTokenStore(session_factory, account.account_id, fernet_for(account, env))
     pair = exchange_code(http or requests.Session(), base_url, oauth_client_for(account, env), code,
                          now=time.time() if now is None else now)
-    DbTokenStore(session_factory, account.account_id, fernet_for(account, env)).save(pair)
+    store.save(pair)

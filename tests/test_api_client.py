@@ -110,3 +110,27 @@ def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path,
     finally:
         set_runtime(None)
     assert f"amoscore amocrm resume --account {ACCOUNT_ID}" in caplog.text
+
+
+def test_a_sync_without_a_token_says_what_to_do_and_does_not_fail(tmp_path, monkeypatch, caplog):
+    """An OAuth account never connected (no tokens stored): the periodic sync returns with one
+    line naming `amoscore oauth connect`, not a traceback every interval."""
+    import logging
+
+    from cryptography.fernet import Fernet
+
+    import jobs.sync as sync
+    from jobs.runtime import set_runtime
+
+    rt = runtime(tmp_path)
+    auth = rt.account(ACCOUNT_ID).account.auth
+    monkeypatch.setenv(auth.encryption_key_env, Fernet.generate_key().decode())
+    monkeypatch.setenv(auth.client_secret_env, "client-secret")
+    monkeypatch.delenv(auth.long_lived_token_env, raising=False)
+    set_runtime(rt)
+    try:
+        with caplog.at_level(logging.WARNING, logger="amoscore.sync"), responses.RequestsMock():
+            assert sync.sync_account(ACCOUNT_ID) == {"no_token": 1}
+    finally:
+        set_runtime(None)
+    assert f"amoscore oauth connect --account {ACCOUNT_ID}" in caplog.text

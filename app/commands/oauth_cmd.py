@@ -46,8 +46,16 @@ def connect(account_id: int | None, code: str | None) -> None:
         return
     from app.db import create_schema, make_engine, make_session_factory
 
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)  # the embedded default's folder
     engine = make_engine(settings.effective_database_url)
-    create_schema(engine)
-    tokens.connect_with_code(account, make_session_factory(engine), code)
-    engine.dispose()
+    create_schema(engine)  # before the exchange: a database we cannot write must not waste the code
+    try:
+        tokens.connect_with_code(account, make_session_factory(engine), code)
+    except (ValueError, MissingSetting) as exc:  # the encryption key unset or not a Fernet key
+        click.echo(f"error: {exc} (the code was not used: fix this and run the command again)",
+                   err=True)
+        sys.exit(2)
+    finally:
+        engine.dispose()
     click.echo(f"account {account.account_id} connected; tokens stored encrypted")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
+from pathlib import Path
 
 import click
 
@@ -26,3 +28,19 @@ def parse_instant(_ctx: click.Context, _param: click.Parameter, value: str | Non
     if at.tzinfo is None:
         raise click.BadParameter("give the UTC offset, e.g. 2026-04-01T09:00:00+03:00")
     return at
+
+
+def check_period(period_from: date | None, period_to: date | None) -> None:
+    """--from after --to is a mistake, not an empty period."""
+    if period_from is not None and period_to is not None and period_from > period_to:
+        raise click.BadParameter(f"--from {period_from} is after --to {period_to}",
+                                 param_hint="'--from'")
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long run, not after it, when its output file cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise click.BadParameter(f"the folder {folder} does not exist", param_hint="'--report'")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise click.BadParameter(f"{path} cannot be written", param_hint="'--report'")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from app.commands.options import parse_date, parse_instant
+from app.commands.options import check_period, check_writable, parse_date, parse_instant
 
 
 @click.command("replay")
@@ -19,9 +19,14 @@ from app.commands.options import parse_date, parse_instant
               help="The account YAML to check against the stream.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON report here (replay.md's schema).")
-@click.option("--from", "period_from", callback=parse_date, help="First day of the period (account timezone).")
-@click.option("--to", "period_to", callback=parse_date, help="Last day of the period, inclusive.")
-@click.option("--now", callback=parse_instant, help="The report's 'now' (default: the last line's at).")
+@click.option("--from", "period_from", callback=parse_date, metavar="YYYY-MM-DD",
+              help="First day of the period, in the account's timezone (default: the first "
+                   "day of the first line's month).")
+@click.option("--to", "period_to", callback=parse_date, metavar="YYYY-MM-DD",
+              help="Last day of the period, inclusive (default: the last line's date).")
+@click.option("--now", callback=parse_instant, metavar="INSTANT",
+              help="The report's 'now', with its UTC offset, e.g. 2026-04-01T09:00:00+03:00 "
+                   "(default: the last line's at); later lines are not replayed.")
 @click.option("--database", "database_url", help="Database URL (default: a temporary SQLite file).")
 @click.option("--send", is_flag=True,
               help="Send writes and tasks to the account's API (AMOSCORE_AMOCRM_BASE_URL may "
@@ -40,6 +45,10 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
 
     from config.loader import ConfigError, load_account
     from jobs.replay import NothingToReplay, Replay, ReplayOptions, dump_report
+
+    check_period(period_from, period_to)
+    if report_path is not None:
+        check_writable(report_path)
 
     if logging.getLogger().level > logging.INFO:
         # A stream's rejected or unsupported deliveries are counted in the report; without -v
@@ -65,6 +74,9 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     except NothingToReplay as exc:
         click.echo(f"amoscore replay: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\namoscore replay: interrupted; no report written", err=True)
+        sys.exit(130)
     if report_path:
         dump_report(report, report_path)
     if not quiet:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from app.commands.options import parse_date, parse_instant
+from app.commands.options import check_period, parse_date, parse_instant
 
 
 def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -87,13 +87,18 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
 def _command(section: str, doc: str) -> click.Command:
     @click.command(section, help=doc)
     @click.option("--from", "period_from", callback=parse_date, required=True,
-                  help="First day (account timezone).")
-    @click.option("--to", "period_to", callback=parse_date, required=True, help="Last day, inclusive.")
-    @click.option("--now", callback=parse_instant, help="As of this instant (default: now).")
+                  metavar="YYYY-MM-DD", help="First day, in the account's timezone.")
+    @click.option("--to", "period_to", callback=parse_date, required=True, metavar="YYYY-MM-DD",
+                  help="Last day, inclusive.")
+    @click.option("--now", callback=parse_instant, metavar="INSTANT",
+                  help="As of this instant, e.g. 2026-04-01T09:00:00+03:00 (default: now).")
     @click.option("--account", "account_id", type=int, help="Only this account id.")
-    @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+    @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                  show_default=True, help="table for people; json (replay.md's section) or csv "
+                                          "for other tools.")
     def cmd(period_from: date, period_to: date, now: datetime | None, account_id: int | None,
             fmt: str) -> None:
+        check_period(period_from, period_to)
         _report(section, period_from, period_to, now, account_id, fmt)
 
     return cmd

@@ -17,6 +17,11 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
+def _num(value: float | None, unit: str = "") -> str:
+    """A figure as the report rounded it; a figure over no answers is a dash, not 'None'."""
+    return "—" if value is None else f"{value}{unit}"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
@@ -89,11 +94,11 @@ def summary(report: dict[str, Any]) -> str:
     s = report.get("surveys")
     if s:
         nps, csat, ces = s.get("nps", {}), s.get("csat", {}), s.get("ces", {})
-        parts.append(f"NPS {nps.get('score')} ({nps.get('answers')} answers: {nps.get('promoters')} "
-                     f"promoters, {nps.get('detractors')} detractors); CSAT {csat.get('percent')}% "
-                     f"({csat.get('answers')} answers, {csat.get('low')} low); CES mean "
-                     f"{ces.get('mean')} (1 very hard … 5 very easy; {ces.get('answers')} answers, "
-                     f"{ces.get('low')} low)")
+        parts.append(f"NPS {_num(nps.get('score'))} ({nps.get('answers')} answers: "
+                     f"{nps.get('promoters')} promoters, {nps.get('detractors')} detractors); "
+                     f"CSAT {_num(csat.get('percent'), '%')} ({csat.get('answers')} answers, "
+                     f"{csat.get('low')} low); CES mean {_num(ces.get('mean'))} (1 very hard … "
+                     f"5 very easy; {ces.get('answers')} answers, {ces.get('low')} low)")
     if "writes" in report:
         rules: dict[str, int] = {}
         for t in report.get("tasks", []):

@@ -11,7 +11,9 @@ class AmoHTTPError(AmoError):
     """An answer the client could not turn into a result (after its retries)."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"amoCRM answered HTTP {status}: {detail}")
+        # Status 0: no answer at all (connection refused, DNS, timeout after the retries).
+        super().__init__(f"amoCRM answered HTTP {status}: {detail}" if status
+                         else f"amoCRM could not be reached: {detail}")
         self.status = status
         self.detail = detail
 

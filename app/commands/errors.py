@@ -1,0 +1,42 @@
+"""The environment's usual failures as one line for the terminal, instead of a traceback.
+
+A missing config, a database or Redis that is not there, amoCRM refusing: each names what to
+set or check. The messages never carry a URL or a secret (a database URL may hold a password).
+"""
+
+from __future__ import annotations
+
+# The drivers SQLAlchemy imports for URL schemes amoscore does not ship.
+_DB_DRIVERS = frozenset({"MySQLdb", "pymysql", "psycopg2", "cx_Oracle", "oracledb", "pyodbc",
+                         "asyncpg", "aiosqlite", "pymssql"})
+DATABASE_URL_HINT = ("expected postgresql://USER@HOST:PORT/DB or sqlite:///PATH "
+                     "(DATABASE_URL, or replay's --database)")
+
+
+def environment_error(exc: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for a failure of the environment; None for anything else (a bug,
+    which keeps its traceback)."""
+    from config.errors import ConfigError
+    from config.settings import BadSetting, MissingSetting
+
+    if isinstance(exc, ConfigError):
+        return f"{exc} (AMOSCORE_CONFIG names the account YAML or a folder of them)", 2
+    if isinstance(exc, MissingSetting | BadSetting):
+        return str(exc), 2
+    module = type(exc).__module__
+    if isinstance(exc, ModuleNotFoundError) and exc.name in _DB_DRIVERS:
+        return f"no driver for this database URL's scheme; {DATABASE_URL_HINT}", 2
+    if module.startswith("sqlalchemy"):
+        from sqlalchemy import exc as sa_exc
+
+        if isinstance(exc, sa_exc.ArgumentError | sa_exc.NoSuchModuleError):
+            return f"not a database URL amoscore can use; {DATABASE_URL_HINT}", 2
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+            return f"cannot use the database: {detail[0] if detail else type(exc).__name__}", 1
+        return None
+    if module.startswith("redis") and type(exc).__name__ in ("ConnectionError", "TimeoutError"):
+        return f"cannot reach Redis (REDIS_URL): {exc}", 1
+    if module.startswith("integrations.amocrm"):
+        return str(exc), 1
+    return None

@@ -1,0 +1,134 @@
+"""What a user sees when the environment or the arguments are wrong: one line, no traceback,
+a non-zero exit, nothing spent or written that cannot be undone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import responses
+from click.testing import CliRunner
+
+from app.cli import main
+from app.commands.summary import summary
+from integrations.amocrm.errors import AmoHTTPError
+from tests.config_edits import EXAMPLE, edit, write
+
+DEMO = Path(__file__).parent.parent / "demo"
+REPORT_FRT = ["report", "frt", "--from", "2026-03-01", "--to", "2026-03-31"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    for name in ("DATABASE_URL", "REDIS_URL", "AMOSCORE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    return monkeypatch
+
+
+def one_line_error(result, code: int) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("amoscore: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("setting", "value", "code", "expected"), [
+    ("AMOSCORE_CONFIG", "/nowhere/acme.yaml", 2, "AMOSCORE_CONFIG names the account YAML"),
+    ("DATABASE_URL", "garbage", 2, "not a database URL amoscore can use"),
+    ("DATABASE_URL", "mysql://user@db/amo", 2, "no driver for this database URL's scheme"),
+    ("DATABASE_URL", "postgresql://amo:s3cret@127.0.0.1:1/amo", 1, "cannot use the database"),
+    ("REDIS_URL", "localhost:6379", 2, "REDIS_URL must start with redis://"),
+])
+def test_an_unusable_setting_is_one_line_naming_it(env, setting, value, code, expected):
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    env.setenv(setting, value)
+    line = one_line_error(CliRunner().invoke(main, REPORT_FRT), code)
+    assert expected in line
+    assert "s3cret" not in line
+
+
+def test_an_unreachable_redis_is_one_line(env):
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    line = one_line_error(CliRunner().invoke(main, ["amocrm", "status"]), 1)
+    assert "cannot reach Redis (REDIS_URL)" in line
+
+
+def test_a_bug_keeps_its_traceback(env, monkeypatch):
+    import jobs.report
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise KeyError("a bug")
+
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    monkeypatch.setattr(jobs.report, "build_report", broken)
+    result = CliRunner().invoke(main, REPORT_FRT)
+    assert isinstance(result.exception, KeyError)
+
+
+@pytest.mark.parametrize("command", [REPORT_FRT[:2], ["replay", str(DEMO / "stream.jsonl"),
+                                                      "--config", str(DEMO / "account.yaml")]])
+def test_from_after_to_is_refused(env, command):
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    result = CliRunner().invoke(main, [*command, "--from", "2026-03-31", "--to", "2026-03-01"])
+    assert result.exit_code == 2
+    assert "--from 2026-03-31 is after --to 2026-03-01" in result.output
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_replay(env, tmp_path):
+    stream = tmp_path / "s.jsonl"
+    stream.write_text("{not json\n", encoding="utf-8")  # a replay would end in its own error
+    result = CliRunner().invoke(main, ["replay", str(stream), "--config", str(DEMO / "account.yaml"),
+                                       "--report", str(tmp_path / "no" / "such" / "r.json")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "no usable line" not in result.output
+
+
+def test_oauth_connect_keeps_the_code_when_the_encryption_key_is_bad(env, tmp_path):
+    """The code works once: a bad AMOSCORE_FERNET_KEY is found before amoCRM is asked, so
+    the admin can fix it and use the same code."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for line in ("client_id: 3f1c...", "client_secret_env: AMOCRM_CLIENT_SECRET",
+                 "redirect_uri: https://scores.example.com/oauth/callback"):
+        text = edit(f"# {line}", line, text)
+    env.setenv("AMOSCORE_CONFIG", str(write(tmp_path, text)))
+    env.setenv("AMOCRM_CLIENT_SECRET", "client-secret")
+    env.setenv("AMOSCORE_FERNET_KEY", "notakey")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        token = rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={})
+        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
+    assert token.call_count == 0
+    assert result.exit_code == 2, result.output
+    assert "AMOSCORE_FERNET_KEY is not a Fernet key" in result.output
+    assert "notakey" not in result.output
+
+
+def test_the_summary_of_no_answers_shows_dashes_not_none():
+    nobody = {"answers": 0, "low": 0}
+    report = {"surveys": {"nps": {"answers": 0, "promoters": 0, "detractors": 0, "score": None},
+                          "csat": {**nobody, "percent": None}, "ces": {**nobody, "mean": None}}}
+    [line] = [ln for ln in summary(report).splitlines() if ln.startswith("NPS")]
+    assert line.startswith("NPS — (0 answers") and "CSAT — (0" in line and "CES mean — (" in line
+    assert "None" not in line
+
+
+def test_no_answer_at_all_is_not_called_an_http_status():
+    assert str(AmoHTTPError(0, "ConnectionError on GET /api/v4/events")) == (
+        "amoCRM could not be reached: ConnectionError on GET /api/v4/events")
+
+
+def test_ctrl_c_in_a_replay_says_no_report_was_written(env, tmp_path, monkeypatch):
+    import jobs.replay
+
+    def interrupted(self):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs.replay.Replay, "run", interrupted)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["replay", str(DEMO / "stream.jsonl"), "--config",
+                                       str(DEMO / "account.yaml"), "--report", str(out)])
+    assert result.exit_code == 130
+    assert "interrupted; no report written" in result.output and not out.exists()
