@@ -132,3 +132,18 @@ def test_ctrl_c_in_a_replay_says_no_report_was_written(env, tmp_path, monkeypatc
                                        str(DEMO / "account.yaml"), "--report", str(out)])
     assert result.exit_code == 130
     assert "interrupted; no report written" in result.output and not out.exists()
+
+
+def test_report_tables_read_as_durations_and_percentages_json_stays_raw():
+    import json
+
+    from app.commands.report_cmd import _render
+
+    frt = {"managers": {"10000698": {
+        "episodes": 3, "answered": 2, "unanswered": 1, "breaches": 1,
+        "median_business_seconds": 537, "p90_business_seconds": 7620,
+        "mean_business_seconds": None, "within_target_share": 0.7674}}}
+    row = _render("frt", frt, "table").splitlines()[2].split()
+    assert row == ["10000698", "3", "2", "1", "1", "8m57s", "2h07m", "—", "76.7%"]
+    assert json.loads(_render("frt", frt, "json")) == frt
+    assert _render("frt", {"managers": {}}, "table") == "no episodes in the period"

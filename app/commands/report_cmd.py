@@ -43,7 +43,32 @@ def _render(section: str, data: dict[str, Any], fmt: str) -> str:
         return buf.getvalue().rstrip("\n")
     from app.commands.summary import table
 
-    return table(headers, [["—" if c is None else str(c) for c in r] for r in rows])
+    if not rows:
+        return f"no {_NOUNS.get(section, 'figures')} in the period"
+    if headers == ["figure", "value"]:
+        cells = [[name, _cell(name, value)] for name, value in rows]
+    else:
+        cells = [[_cell(h, c) for h, c in zip(headers, r, strict=True)] for r in rows]
+    return table(headers, cells)
+
+
+_NOUNS = {"frt": "episodes", "referrals": "quarters"}
+
+
+def _cell(name: str, value: Any) -> str:
+    """A figure as a person reads it: durations as 8m57s, shares as 76.7%; json and csv keep
+    the report's raw numbers."""
+    from app.commands.summary import _fmt_seconds, _pct
+
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name.endswith("_seconds") and isinstance(value, int | float):
+        return _fmt_seconds(int(value))
+    if name.split(".")[-1] in ("share", "within_target_share", "change") and isinstance(value, float):
+        return _pct(value)
+    return str(value)
 
 
 def _report(section: str, period_from: date, period_to: date, now: datetime | None,
