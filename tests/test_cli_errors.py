@@ -147,3 +147,21 @@ def test_report_tables_read_as_durations_and_percentages_json_stays_raw():
     assert row == ["10000698", "3", "2", "1", "1", "8m57s", "2h07m", "—", "76.7%"]
     assert json.loads(_render("frt", frt, "json")) == frt
     assert _render("frt", {"managers": {}}, "table") == "no episodes in the period"
+
+
+def test_an_account_id_not_in_the_config_is_named(env):
+    from click import UsageError
+
+    from app.commands.oauth_cmd import _pick_account
+
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    with pytest.raises(UsageError, match=r"no account 1 in AMOSCORE_CONFIG \(ids: 32427762\)"):
+        _pick_account(1)
+
+
+def test_the_summary_lists_the_first_bad_lines():
+    bad = [{"line": n, "reason": "not JSON: Expecting value"} for n in (3, 7, 9, 12)]
+    [line] = [ln for ln in summary({"deliveries": {"received": 0}, "bad_lines": bad}).splitlines()
+              if ln.startswith("deliveries")]
+    assert line.endswith("bad lines: 4 (line 3: not JSON: Expecting value; line 7: not JSON: "
+                         "Expecting value; line 9: not JSON: Expecting value; 1 more in the report)")

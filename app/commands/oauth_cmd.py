@@ -18,8 +18,10 @@ def _pick_account(account_id: int | None):  # type: ignore[no-untyped-def]
     for acc in accounts:
         if acc.account_id == account_id:
             return settings, acc
-    raise click.UsageError("choose the account with --account ID (ids: "
-                           + ", ".join(str(a.account_id) for a in accounts) + ")")
+    ids = ", ".join(str(a.account_id) for a in accounts)
+    if account_id is not None:
+        raise click.UsageError(f"no account {account_id} in AMOSCORE_CONFIG (ids: {ids})")
+    raise click.UsageError(f"choose the account with --account ID (ids: {ids})")
 
 
 @click.group("oauth")

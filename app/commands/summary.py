@@ -17,6 +17,15 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
+def _bad_lines(bad: list[dict[str, Any]], shown: int = 3) -> str:
+    """'2 (line 11: not JSON: …; line 12: unknown kind …)': the first few, the rest in the report."""
+    if not bad:
+        return "0"
+    listed = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:shown])
+    more = f"; {len(bad) - shown} more in the report" if len(bad) > shown else ""
+    return f"{len(bad)} ({listed}{more})"
+
+
 def _num(value: float | None, unit: str = "") -> str:
     """A figure as the report rounded it; a figure over no answers is a dash, not 'None'."""
     return "—" if value is None else f"{value}{unit}"
@@ -60,7 +69,7 @@ def summary(report: dict[str, Any]) -> str:
         parts.append(f"deliveries: {d.get('received')} received, {d.get('duplicates')} duplicates, "
                      f"{d.get('processed')} processed, {d.get('rejected')} rejected, "
                      f"{d.get('unsupported')} unsupported; bad lines: "
-                     f"{len(report.get('bad_lines', []))}")
+                     f"{_bad_lines(report.get('bad_lines', []))}")
     later = report.get("lines_after_now")
     if later:
         parts.append(f"{later['count']} lines after --now not replayed (from line "
