@@ -310,15 +310,23 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
 # --- surveys --------------------------------------------------------------------------------
 
 
-def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
+def survey_history(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
+    """Every answer of the deal, oldest first per survey (none for a deleted deal)."""
     from app.metrics import surveys as surveys_m
 
     # A deleted deal's answers go with it, as its episodes, complaint and win do.
     if not account.surveys.by_name() or ledger.deal.is_deleted:
         return []
-    return surveys_m.answers_from_history(
+    return surveys_m.answer_history(
         ledger.deal.id, ledger.field_history, ledger.talk_rates, account.surveys,
         ledger.responsible_at)
+
+
+def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
+    """The deal's latest answer to each survey: what the figures count."""
+    from app.metrics import surveys as surveys_m
+
+    return surveys_m.latest_answers(survey_history(ledger, account))
 
 
 def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
@@ -326,21 +334,24 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
     from app.metrics import surveys as surveys_m
 
     cfg, acc_id, deal = account.surveys, account.account_id, ledger.deal
-    answers = survey_answers(ledger, account)
-    if not answers:
+    history = survey_history(ledger, account)
+    if not history:
         return
     if cfg.zone:
-        zone = surveys_m.client_zone(answers, cfg)
+        zone = surveys_m.client_zone(surveys_m.latest_answers(history), cfg)
         if zone in cfg.zone.enums:
             values.declare(deal.id, cfg.zone.field_id, "select", cfg.zone.enums[zone])
     rule = cfg.low_score_task
     if rule is None:
         return
-    for answer in answers:  # the latest answer to each survey: it stands until now
+    # One task per low answer, superseded ones included: which answers get a task must not
+    # depend on the order deliveries arrive in, or on how often the sync runs (metrics.md:
+    # one per deal, survey and answer; a score is dated by its updated_at, never by arrival).
+    for answer, until in _with_next(history):
         if not surveys_m.is_low(answer, cfg):
             continue
         about = f"low_score-{acc_id}-{deal.id}-{answer.survey}-"
-        if _task_declared_within(session, acc_id, deal.id, "low_score", about, answer.at, None):
+        if _task_declared_within(session, acc_id, deal.id, "low_score", about, answer.at, until):
             # The same answer seen again earlier (an older delivery of the same score arrived
             # late and moved its instant back): its task exists already.
             continue
@@ -350,6 +361,12 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(score=_score_text(answer.raw), survey=answer.survey.upper()), at=now)
+
+
+def _with_next(history: list) -> list[tuple]:  # type: ignore[type-arg]
+    """(answer, when the next answer to the same survey came, or None)."""
+    return [(a, b.at if b is not None and b.survey == a.survey else None)
+            for a, b in zip(history, [*history[1:], None], strict=True)]
 
 
 def _score_text(value: float) -> str:
@@ -435,4 +452,4 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
 
 
 __all__ = ["plan_deals", "mark_changed", "due_deals", "next_due", "changed_pending",
-           "frt_episodes", "complaints_for", "survey_answers", "win_instants", "field_value_at"]
+           "frt_episodes", "complaints_for", "survey_answers", "survey_history", "win_instants", "field_value_at"]

@@ -15,6 +15,7 @@ from app.metrics.surveys import (
     ManagerNps,
     NpsStats,
     SurveyStats,
+    answer_history,
     answers_from_history,
     client_zone,
     is_low,
@@ -153,6 +154,16 @@ def test_answers_from_history(case: Case) -> None:
                 for s, value, raw, scale, at, who, source in case.expected]
     assert sorted(got, key=lambda a: a.survey) == expected
     assert all(isinstance(a.value, int | float) for a in got)
+
+
+def test_answer_history_keeps_every_answer_a_changed_score_started() -> None:
+    fields = [(t("03-02 10:00"), NPS_F, fv("3")), (t("03-02 10:05"), NPS_F, fv("3")),
+              (t("03-03 10:00"), NPS_F, []), (t("03-04 10:00"), NPS_F, fv("2")),
+              (t("03-05 10:00"), NPS_F, fv("9")), (t("03-05 11:00"), CSAT_F, fv("2"))]
+    got = [(a.survey, a.value, a.at) for a in
+           answer_history(DEAL, fields, [], CFG, responsible_from((("01-01 00:00", ALICE),)))]
+    assert got == [("csat", 2, t("03-05 11:00")), ("nps", 3, t("03-02 10:00")),
+                   ("nps", 2, t("03-04 10:00")), ("nps", 9, t("03-05 10:00"))]
 
 
 def test_there_are_at_least_fifteen_cases() -> None:

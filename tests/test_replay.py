@@ -780,3 +780,33 @@ def test_an_overdue_task_between_flush_points_is_created_when_the_complaint_fall
                     now=msk("2026-03-16 12:00:00"))
     assert [(t["rule"], t["at"], t["complete_till"]) for t in report["tasks"]] == [
         ("complaint_overdue", "2026-03-15T10:00:30+03:00", "2026-03-16T13:00:00+03:00")]
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_low_score_replaced_by_a_high_one_gets_its_task_in_either_order(tmp_path, late):
+    """NPS 4 set at 11:00, 9 at 12:00. Delivered in order the 4 gets its task at 11:01; with
+    the 11:00 body arriving after the 12:00 one, the 4 still was an answer (metrics.md: a
+    score is dated by its updated_at, never by arrival): the same one task, when it is learnt."""
+    from tests.e2e_helpers import msk
+
+    updates = [("11:00:01", "11:00:00", "4"), ("12:00:01", "12:00:00", "9")]
+    if late:
+        updates = [updates[1], ("12:01:40", "11:00:00", "4")]
+    report = replay(_write_stream(tmp_path / "late.jsonl", _nps_updates(7421, updates)),
+                    now=msk("2026-03-03 13:00:00"))
+    tasks = [(t["at"], t["text"]) for t in report["tasks"] if t["rule"] == "low_score"]
+    assert len(tasks) == 1 and "4 (NPS)" in tasks[0][1], tasks
+    assert tasks[0][0] == ("2026-03-03T12:02:00+03:00" if late else "2026-03-03T11:01:00+03:00")
+    assert (report["surveys"]["nps"]["answers"], report["surveys"]["nps"]["promoters"]) == (1, 1)
+
+
+def test_two_low_answers_within_one_sync_interval_get_a_task_each(tmp_path):
+    """NPS 3 at 10:25:10, changed to 2 at 10:25:45: two answers, so two tasks, however often
+    the sync runs between them (one per deal, survey and answer)."""
+    from tests.e2e_helpers import msk
+
+    lines = _nps_updates(7431, [("10:25:11", "10:25:10", "3"), ("10:25:46", "10:25:45", "2")])
+    report = replay(_write_stream(tmp_path / "two.jsonl", lines), now=msk("2026-03-03 12:00:00"))
+    texts = [t["text"] for t in report["tasks"] if t["rule"] == "low_score"]
+    assert len(texts) == 2 and "3 (NPS)" in texts[0] and "2 (NPS)" in texts[1], texts
+    assert report["surveys"]["nps"]["answers"] == 1

@@ -145,14 +145,15 @@ def _talk_value(rate: object, cfg: SurveysConfig) -> tuple[str, float, int] | No
     return talk.feeds, value, number
 
 
-def answers_from_history(
+def answer_history(
     deal_id: int,
     field_history: Iterable[tuple[datetime, int, object]],
     talk_rates: Iterable[tuple[datetime, object]],
     cfg: SurveysConfig,
     responsible_at: ResponsibleAt,
 ) -> list[Answer]:
-    """The deal's latest answer to each survey, from its field changes and chat ratings.
+    """Every answer the deal gave to each survey, oldest first per survey (surveys by name),
+    from its field changes and chat ratings. A new answer starts where the score changes.
 
     The same score set again is the same answer, even after a delivery that left the field out
     (recorded as emptied): lead bodies often carry only some fields, and a score that comes
@@ -182,10 +183,28 @@ def answers_from_history(
         for event in sorted(events[name], key=lambda e: (e.at, e.source != "field", e.value)):
             if current is None or event.value != current.value:
                 current = event
-        if current is not None:
-            answers.append(Answer(deal_id, name, current.value, current.raw, current.raw_scale,
-                                  current.at, responsible_at(current.at), current.source))
+                answers.append(Answer(deal_id, name, event.value, event.raw, event.raw_scale,
+                                      event.at, responsible_at(event.at), event.source))
     return answers
+
+
+def latest_answers(history: Sequence[Answer]) -> list[Answer]:
+    """The latest answer to each survey (a changed score replaces the old answer), by survey."""
+    latest: dict[str, Answer] = {}
+    for answer in history:  # oldest first per survey
+        latest[answer.survey] = answer
+    return [latest[name] for name in sorted(latest)]
+
+
+def answers_from_history(
+    deal_id: int,
+    field_history: Iterable[tuple[datetime, int, object]],
+    talk_rates: Iterable[tuple[datetime, object]],
+    cfg: SurveysConfig,
+    responsible_at: ResponsibleAt,
+) -> list[Answer]:
+    """The deal's latest answer to each survey (see ``answer_history``)."""
+    return latest_answers(answer_history(deal_id, field_history, talk_rates, cfg, responsible_at))
 
 
 def _latest_per_deal_and_survey(answers: Iterable[Answer]) -> list[Answer]:
