@@ -7,9 +7,10 @@ considered, and what the checks declare goes out in the same run.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from config.account import AccountConfig
@@ -69,6 +70,28 @@ def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
     return flush(rt.sessions, account, client, now, dry_run=dry_run)
 
 
+def next_due_key(account_id: int) -> str:
+    return f"amoscore:next_due:{account_id}"
+
+
+def remember_next_due(rt: Runtime, account: AccountConfig) -> None:
+    """Tell the workers' timer when the account's next check falls due, so a sync runs at that
+    moment rather than up to an interval later: the breach task is created when the wait
+    reaches the limit (metrics.md §1), before a reply that comes seconds after it hides it."""
+    if rt.redis is None:
+        return
+    from jobs.planner import next_due
+
+    with rt.sessions() as session:
+        due = next_due(session, account.account_id)
+    if due is None:
+        rt.redis.delete(next_due_key(account.account_id))
+        return
+    if due.tzinfo is None:  # SQLite hands instants back naive; they are stored in UTC
+        due = due.replace(tzinfo=UTC)
+    rt.redis.set(next_due_key(account.account_id), math.ceil(due.timestamp()))
+
+
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
     from integrations.amocrm.errors import AccountBlocked, ReauthorizationRequired
@@ -79,6 +102,7 @@ def sync_account(account_id: int) -> dict[str, int]:
     try:
         pulled, checked = plan_step(rt, account, now)
         result = flush_writeback(rt, account, now)
+        remember_next_due(rt, account)
     except AccountBlocked as exc:
         # Stopped after a 403 until an admin lifts it: nothing to retry meanwhile (every sync
         # failing with a traceback, each retried 5 times, only buried the one line that says

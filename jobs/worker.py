@@ -29,17 +29,33 @@ def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
     return jobs
 
 
+def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyped-def]
+    """Enqueue each periodic job once per interval across all workers (SET NX as the lock),
+    and an account's sync at once when its next check has fallen due (once per due instant)."""
+    from jobs.sync import next_due_key, sync_account
+
+    for job_id, func, args, interval in jobs:
+        try:
+            if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
+                runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}", queue=SYNC_QUEUE)
+        except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
+            log.warning("worker.periodic_enqueue_failed job=%s", job_id)
+    for account_id in runtime.accounts:
+        try:
+            due = conn.get(next_due_key(account_id))
+            if due is None or int(due) > now:
+                continue
+            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True, ex=3600):
+                runtime.queue.enqueue(sync_account, account_id,
+                                      job_id=f"sync-{account_id}-due-{int(due)}", queue=SYNC_QUEUE)
+        except Exception:  # noqa: BLE001 - the periodic sync still comes within an interval
+            log.warning("worker.due_enqueue_failed account=%s", account_id)
+
+
 def _tick(runtime, conn, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    """Enqueue each periodic job once per interval across all workers (SET NX as the lock)."""
     jobs = periodic_jobs(runtime)
     while not stop.is_set():
-        for job_id, func, args, interval in jobs:
-            try:
-                if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
-                    runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(time.time())}",
-                                          queue=SYNC_QUEUE)
-            except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
-                log.warning("worker.periodic_enqueue_failed job=%s", job_id)
+        tick_once(runtime, conn, jobs, time.time())
         stop.wait(1.0)
 
 

@@ -253,3 +253,40 @@ def test_our_own_write_echoed_back_sends_nothing(
         assert len(e.amo.patches) == 1
     with runtime.sessions() as s:
         assert s.scalar(select(func.count()).select_from(WriteLog)) == 3
+
+
+def test_the_workers_timer_runs_the_sync_when_a_check_falls_due(
+        runtime, client, example_account, redis_conn) -> None:  # type: ignore[no-untyped-def]
+    """The deal opens at 12:30:20, off the minute grid. Each sync tells the workers' timer when
+    the next check falls due; the timer enqueues the account's sync at that second, once, so
+    the breach task is created when the wait reaches the limit (14:30:20, across lunch), not
+    with the next periodic sync, by which time a reply could hide it."""
+    from jobs.sync import next_due_key, sync_account
+    from jobs.worker import tick_once
+
+    deal, acc = 5031, example_account.account_id
+    opened = msk("2026-04-14 12:30:20")
+    due_syncs = []
+
+    def tick(at) -> None:  # type: ignore[no-untyped-def]
+        before = redis_conn.llen(f"rq:queue:{SYNC_QUEUE}")
+        tick_once(runtime, redis_conn, [], at.timestamp())
+        due_syncs.append(redis_conn.llen(f"rq:queue:{SYNC_QUEUE}") - before)
+
+    with amocrm(runtime, client, example_account) as e:
+        e.post(lead_body("add", deal, at=opened), at=opened + timedelta(seconds=1))
+        e.drain()
+        e.at(msk("2026-04-14 12:31:00"))
+        sync_account(acc)
+        assert int(redis_conn.get(next_due_key(acc))) == unix(msk("2026-04-14 12:45:20"))
+        tick(msk("2026-04-14 12:45:19"))
+        tick(msk("2026-04-14 12:45:20"))
+        tick(msk("2026-04-14 12:45:21"))  # the same due instant: not enqueued twice
+        e.drain(msk("2026-04-14 12:45:21"))  # the worker runs the due sync: zone yellow
+        assert e.amo.patches[-1] == frt_patch(deal, zone=YELLOW)
+        assert int(redis_conn.get(next_due_key(acc))) == unix(msk("2026-04-14 14:30:20"))
+        tick(msk("2026-04-14 14:30:20"))
+        e.drain(msk("2026-04-14 14:30:21"))
+        assert len(e.amo.task_posts) == 1
+        assert redis_conn.get(next_due_key(acc)) is None  # nothing more to check
+    assert due_syncs == [0, 1, 0, 1]
