@@ -18,9 +18,7 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as exc:
+        except Exception as exc:  # click's own exceptions are no environment error: re-raised
             from app.commands.errors import environment_error
 
             known = environment_error(exc)

@@ -106,7 +106,12 @@ class IngestBatch:
         upsert(session, StageChange, _merged_stage_rows(self.rows.get(StageChange, [])),
                keys=("account_id", "deal_id", "at", "pipeline_id", "status_id"),
                update=("old_pipeline_id", "old_status_id"), fill_only=True)
-        for model in (ResponsibleChange, FieldValue, NoteSeen, TalkRate):
+        # The same for a hand-over: a plain update showing the new responsible, stored first,
+        # must not keep the hand-over's old responsible out (the ledger orders by it).
+        upsert(session, ResponsibleChange, self.rows.get(ResponsibleChange, []),
+               keys=("account_id", "deal_id", "at", "responsible_user_id"),
+               update=("old_responsible_user_id",), fill_only=True)
+        for model in (FieldValue, NoteSeen, TalkRate):
             insert_ignore(session, model, self.rows.get(model, []))
         return self.touched
 

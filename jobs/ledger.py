@@ -97,7 +97,8 @@ def ordered_responsibles(
         seen: Iterable[tuple[datetime, int, int | None]]) -> list[tuple[datetime, int]]:
     """(at, responsible) in time order. Observations of one second are ordered by their
     changes (a change from A comes after A was seen: the add and the responsible hook of one
-    second, as the fixtures have them), never by arrival, which a replay may shuffle."""
+    second, as the fixtures have them), never by arrival, which a replay may shuffle. A loop
+    within one second (A -> B -> A) cannot be told apart from B -> A -> B: user ids decide."""
     by_at: dict[datetime, list[tuple[int, int | None]]] = {}
     for at, user, old in seen:
         by_at.setdefault(at, []).append((user, old))

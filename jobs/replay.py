@@ -61,6 +61,14 @@ class NothingToReplay(ValueError):
         self.bad = bad
 
 
+class EmptyPeriod(ValueError):
+    """--from or --to, with the other bound defaulted from the stream, gives no day at all."""
+
+    def __init__(self, period_from: date, period_to: date) -> None:
+        super().__init__(f"the period would run from {period_from} to {period_to} (one bound "
+                         "given, the other taken from the stream): give both --from and --to")
+
+
 @dataclass
 class Line:
     no: int
@@ -244,6 +252,8 @@ class Replay:
                 period_from = (self.opts.period_from
                                or start.astimezone(self.tz).date().replace(day=1))
                 period_to = self.opts.period_to or last_at.astimezone(self.tz).date()
+                if period_from > period_to:
+                    raise EmptyPeriod(period_from, period_to)
                 ctx = ReportContext(self.account, period_from, period_to, end)
                 with rt.sessions() as session:
                     report = build_report(session, ctx, received=self.received)

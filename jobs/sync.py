@@ -101,8 +101,8 @@ def sync_account(account_id: int) -> dict[str, int]:
     now = rt.clock()
     try:
         pulled, checked = plan_step(rt, account, now)
+        remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
         result = flush_writeback(rt, account, now)
-        remember_next_due(rt, account)
     except AccountBlocked as exc:
         # Stopped after a 403 until an admin lifts it: nothing to retry meanwhile (every sync
         # failing with a traceback, each retried 5 times, only buried the one line that says

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import session_scope, upsert
 from app.models import OAuthToken
 from config.account import AccountConfig
-from config.settings import require_env
+from config.settings import BadSetting, require_env
 from integrations.amocrm.auth import (
     Auth,
     OAuthAuth,
@@ -81,7 +81,7 @@ def fernet_for(account: AccountConfig, env: Mapping[str, str] = os.environ) -> F
     try:
         return Fernet(require_env(name, env).encode())
     except (ValueError, binascii.Error):  # the message names the variable, never its value
-        raise ValueError(f"{name} is not a Fernet key; make one with: python -c \"from "
+        raise BadSetting(f"{name} is not a Fernet key; make one with: python -c \"from "
                          "cryptography.fernet import Fernet; print(Fernet.generate_key()"
                          ".decode())\"") from None
 

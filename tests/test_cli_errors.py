@@ -165,3 +165,45 @@ def test_the_summary_lists_the_first_bad_lines():
               if ln.startswith("deliveries")]
     assert line.endswith("bad lines: 4 (line 3: not JSON: Expecting value; line 7: not JSON: "
                          "Expecting value; line 9: not JSON: Expecting value; 1 more in the report)")
+
+
+def test_a_from_after_the_streams_last_day_is_refused_not_an_empty_report(env, tmp_path):
+    lines = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:20]
+    stream = tmp_path / "march.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["replay", str(stream), "--config", str(DEMO / "account.yaml"),
+                                       "--report", str(out), "--from", "2026-04-01", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "the period would run from 2026-04-01 to 2026-03-" in result.output
+    assert not out.exists()
+
+
+def test_an_sql_error_on_a_live_connection_is_a_bug_not_a_missing_database():
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from app.commands.errors import environment_error
+
+    with create_engine("sqlite://").connect() as conn, pytest.raises(OperationalError) as caught:
+        conn.execute(text("SELEC 1"))
+    assert environment_error(caught.value) is None
+
+
+def test_oauth_connect_never_says_a_spent_code_was_unused(env, tmp_path):
+    """amoCRM took the code but answered something that is no token pair: the code is spent,
+    so the message must not tell the admin to run the same command again."""
+    from cryptography.fernet import Fernet
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for line in ("client_id: 3f1c...", "client_secret_env: AMOCRM_CLIENT_SECRET",
+                 "redirect_uri: https://scores.example.com/oauth/callback"):
+        text = edit(f"# {line}", line, text)
+    env.setenv("AMOSCORE_CONFIG", str(write(tmp_path, text)))
+    env.setenv("AMOCRM_CLIENT_SECRET", "client-secret")
+    env.setenv("AMOSCORE_FERNET_KEY", Fernet.generate_key().decode())
+    with responses.RequestsMock() as rsps:
+        rsps.post("https://acme.amocrm.ru/oauth2/access_token", body="<html>oops</html>")
+        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
+    assert result.exit_code != 0
+    assert "the code was not used" not in result.output

@@ -746,19 +746,22 @@ def test_a_deleted_deals_survey_answer_goes_with_it(tmp_path):
 
 
 
-@pytest.mark.parametrize("hook_first", [False, True])
-def test_a_reassignment_in_the_second_of_the_creation_wins_whatever_the_ids(tmp_path, hook_first):
+@pytest.mark.parametrize("order", ["add first", "hook first", "plain update first"])
+def test_a_reassignment_in_the_second_of_the_creation_wins_whatever_the_ids(tmp_path, order):
     """The deal is created for 10000698 and handed to 10000690 in the same second (the
     leads__responsible fixture has updated_at = created_at). Nobody answers: the open wait
-    and its breach task belong to 10000690, even though its id sorts first, and in whichever
-    order the two deliveries arrive."""
+    and its breach task belong to 10000690, even though its id sorts first, in whichever
+    order the deliveries arrive, and also when a plain update already showing 10000690 in
+    that second is stored before the hand-over that names the old responsible."""
     from tests.e2e_helpers import MANAGER, lead_body, msk
 
     deal, at, new = 8401, msk("2026-04-14 10:00:00"), 10000690
     add = (at, "webhook", lead_body("add", deal, at=at))
     hand_over = (at, "webhook", lead_body("responsible", deal, at=at, responsible=new,
                                           old_responsible=MANAGER))
-    lines = [hand_over, add] if hook_first else [add, hand_over]
+    update = (at, "webhook", lead_body("update", deal, at=at, responsible=new))
+    lines = {"add first": [add, hand_over], "hook first": [hand_over, add],
+             "plain update first": [add, update, hand_over]}[order]
     report = replay(_write_stream(tmp_path / "handover.jsonl", lines),
                     now=msk("2026-04-14 12:00:00"))
     assert list(report["frt"]["managers"]) == [str(new)]

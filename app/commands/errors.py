@@ -31,12 +31,27 @@ def environment_error(exc: BaseException) -> tuple[str, int] | None:
 
         if isinstance(exc, sa_exc.ArgumentError | sa_exc.NoSuchModuleError):
             return f"not a database URL amoscore can use; {DATABASE_URL_HINT}", 2
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        # Connecting failed, or the connection died: the database is not there. An error of a
+        # statement on a live connection (SQLite calls a syntax error "operational") is a bug.
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) and (
+                exc.statement is None or exc.connection_invalidated):
             detail = str(getattr(exc, "orig", exc)).strip().splitlines()
             return f"cannot use the database: {detail[0] if detail else type(exc).__name__}", 1
         return None
-    if module.startswith("redis") and type(exc).__name__ in ("ConnectionError", "TimeoutError"):
-        return f"cannot reach Redis (REDIS_URL): {exc}", 1
+    if module.startswith("redis"):
+        from redis.exceptions import ConnectionError as RedisDown
+        from redis.exceptions import TimeoutError as RedisSlow
+
+        if isinstance(exc, RedisDown | RedisSlow):  # AuthenticationError is a ConnectionError
+            return f"cannot reach Redis (REDIS_URL): {exc}", 1
+        return None
+    if module.startswith("requests"):
+        from requests.exceptions import ConnectionError as Unreachable
+        from requests.exceptions import Timeout
+
+        if isinstance(exc, Unreachable | Timeout):
+            return f"amoCRM could not be reached ({type(exc).__name__})", 1
+        return None
     if module.startswith("integrations.amocrm"):
         return str(exc), 1
     return None

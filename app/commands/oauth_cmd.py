@@ -34,7 +34,7 @@ def oauth_group() -> None:
 @click.option("--code", help="The authorization code from the redirect (valid 20 minutes).")
 def connect(account_id: int | None, code: str | None) -> None:
     """Print the consent URL; with --code, exchange the code and store the tokens."""
-    from config.settings import MissingSetting
+    from config.settings import BadSetting, MissingSetting
     from jobs import tokens
 
     settings, account = _pick_account(account_id)
@@ -54,7 +54,7 @@ def connect(account_id: int | None, code: str | None) -> None:
     create_schema(engine)  # before the exchange: a database we cannot write must not waste the code
     try:
         tokens.connect_with_code(account, make_session_factory(engine), code)
-    except (ValueError, MissingSetting) as exc:  # the encryption key unset or not a Fernet key
+    except (BadSetting, MissingSetting) as exc:  # raised before the exchange: key or secret
         click.echo(f"error: {exc} (the code was not used: fix this and run the command again)",
                    err=True)
         sys.exit(2)

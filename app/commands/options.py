@@ -39,7 +39,7 @@ def check_period(period_from: date | None, period_to: date | None) -> None:
 
 def check_writable(path: Path) -> None:
     """Fail before a long run, not after it, when its output file cannot be written."""
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise click.BadParameter(f"the folder {folder} does not exist", param_hint="'--report'")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):

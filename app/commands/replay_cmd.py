@@ -44,7 +44,7 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     import logging
 
     from config.loader import ConfigError, load_account
-    from jobs.replay import NothingToReplay, Replay, ReplayOptions, dump_report
+    from jobs.replay import EmptyPeriod, NothingToReplay, Replay, ReplayOptions, dump_report
 
     check_period(period_from, period_to)
     if report_path is not None:
@@ -74,6 +74,9 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     except NothingToReplay as exc:
         click.echo(f"amoscore replay: {exc}", err=True)
         sys.exit(1)
+    except EmptyPeriod as exc:
+        click.echo(f"amoscore replay: {exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("\namoscore replay: interrupted; no report written", err=True)
         sys.exit(130)

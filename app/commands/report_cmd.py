@@ -58,16 +58,18 @@ _NOUNS = {"frt": "episodes", "referrals": "quarters"}
 def _cell(name: str, value: Any) -> str:
     """A figure as a person reads it: durations as 8m57s, shares as 76.7%; json and csv keep
     the report's raw numbers."""
-    from app.commands.summary import _fmt_seconds, _pct
+    from app.commands.summary import fmt_seconds, pct
 
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if name.endswith("_seconds") and isinstance(value, int | float):
-        return _fmt_seconds(int(value))
-    if name.split(".")[-1] in ("share", "within_target_share", "change") and isinstance(value, float):
-        return _pct(value)
+        return fmt_seconds(int(value))
+    if name == "change" and isinstance(value, float):  # of a share: percentage points
+        return f"{value * 100:+.1f} pp"
+    if name.split(".")[-1] in ("share", "within_target_share") and isinstance(value, float):
+        return pct(value)
     return str(value)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt_seconds(value: int | None) -> str:
+def fmt_seconds(value: int | None) -> str:
     if value is None:
         return "—"
     minutes, sec = divmod(int(value), 60)
@@ -13,7 +13,7 @@ def _fmt_seconds(value: int | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
@@ -44,8 +44,8 @@ def frt_table(frt: dict[str, Any]) -> str:
     order = sorted(managers, key=lambda u: (managers[u]["median_business_seconds"] is None,
                                             managers[u]["median_business_seconds"] or 0, u))
     rows = [[u, str(m["episodes"]), str(m["answered"]), str(m["unanswered"]),
-             _fmt_seconds(m["median_business_seconds"]), _fmt_seconds(m["p90_business_seconds"]),
-             _pct(m["within_target_share"]), str(m["breaches"])] for u, m in
+             fmt_seconds(m["median_business_seconds"]), fmt_seconds(m["p90_business_seconds"]),
+             pct(m["within_target_share"]), str(m["breaches"])] for u, m in
             ((u, managers[u]) for u in order)]
     return table(["manager", "episodes", "answered", "open", "median", "p90", "in target",
                   "breaches"], rows) if rows else "no episodes in the period"
@@ -81,24 +81,24 @@ def summary(report: dict[str, Any]) -> str:
         if a and a.get("answered"):
             parts.append(
                 f"Where the wait went ({a['answered']} answered): open → assigned median "
-                f"{_fmt_seconds(a['median_to_assignment_business_seconds'])} (p90 "
-                f"{_fmt_seconds(a['p90_to_assignment_business_seconds'])}), assigned → reply "
-                f"median {_fmt_seconds(a['median_assignment_to_reply_business_seconds'])} (p90 "
-                f"{_fmt_seconds(a['p90_assignment_to_reply_business_seconds'])})")
+                f"{fmt_seconds(a['median_to_assignment_business_seconds'])} (p90 "
+                f"{fmt_seconds(a['p90_to_assignment_business_seconds'])}), assigned → reply "
+                f"median {fmt_seconds(a['median_assignment_to_reply_business_seconds'])} (p90 "
+                f"{fmt_seconds(a['p90_assignment_to_reply_business_seconds'])})")
     c = report.get("complaints")
     if c:
         moved = c.get("moved_out_unresolved")
         parts.append(f"\nComplaints: {c['volume']} new, {c['resolved']} resolved, {c['open']} open "
                      f"({c['overdue']} overdue)"
                      + (f", {moved} moved out unresolved" if moved else "")
-                     + f"; resolution mean {_fmt_seconds(c['mean_resolution_seconds'])}, "
-                     f"median {_fmt_seconds(c['median_resolution_seconds'])}, "
-                     f"p90 {_fmt_seconds(c['p90_resolution_seconds'])}")
+                     + f"; resolution mean {fmt_seconds(c['mean_resolution_seconds'])}, "
+                     f"median {fmt_seconds(c['median_resolution_seconds'])}, "
+                     f"p90 {fmt_seconds(c['p90_resolution_seconds'])}")
     r = report.get("referrals")
     if r:
-        quarters = ", ".join(f"{q['quarter']} {q['referred']}/{q['won']} ({_pct(q['share'])}"
+        quarters = ", ".join(f"{q['quarter']} {q['referred']}/{q['won']} ({pct(q['share'])}"
                              + _trend(q) + ")" for q in r.get("by_quarter", []))
-        parts.append(f"Referrals: {r['referred']} of {r['won']} won deals ({_pct(r['share'])}); "
+        parts.append(f"Referrals: {r['referred']} of {r['won']} won deals ({pct(r['share'])}); "
                      f"by quarter: {quarters or '—'}")
     s = report.get("surveys")
     if s:
