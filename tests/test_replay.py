@@ -677,9 +677,10 @@ def test_the_same_win_as_an_update_then_its_status_hook_counts_whatever_the_orde
     assert won == [1, 1]
 
 
-def test_a_discount_removed_after_the_win_is_no_referral(tmp_path):
-    """amoCRM leaves an emptied field out of the lead it sends: the later update without the
-    discount field (but with another one) empties it, so the deal is no longer referred."""
+def test_a_body_after_the_win_without_the_discount_leaves_the_referral(tmp_path):
+    """The won status carries the friend discount; the survey update after it carries only the
+    NPS field (a body with the fields its change touched): the deal stays referred, and a
+    discount changed to another option does un-refer it."""
     from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
 
     deal, created = 8101, msk("2026-03-02 10:00:00")
@@ -693,8 +694,13 @@ def test_a_discount_removed_after_the_win_is_no_referral(tmp_path):
                    created=created, fields={NPS_FIELD: "9"})),
     ]
     report = replay(_write_stream(tmp_path / "cleared.jsonl", lines), now=msk("2026-03-06 12:00:00"))
-    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 0)
+    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 1)
     assert report["surveys"]["nps"]["answers"] == 1
+    lines.append((msk("2026-03-05 13:00:01"), "webhook",
+                  lead_body("update", deal, at=msk("2026-03-05 13:00:00"), status_id=142,
+                            created=created, fields={752009: ("Скидка 10%", 908109)})))
+    report = replay(_write_stream(tmp_path / "changed.jsonl", lines), now=msk("2026-03-06 12:00:00"))
+    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 0)
 
 
 def test_an_unchanged_score_after_a_body_without_it_is_the_same_answer(tmp_path):
