@@ -94,21 +94,38 @@ def _rates_stmt(some: bool) -> Any:
 
 
 def ordered_responsibles(
-        seen: Iterable[tuple[datetime, int, int | None]]) -> list[tuple[datetime, int]]:
-    """(at, responsible) in time order. Observations of one second are ordered by their
-    changes (a change from A comes after A was seen: the add and the responsible hook of one
-    second, as the fixtures have them), never by arrival, which a replay may shuffle. A loop
-    within one second (A -> B -> A) cannot be told apart from B -> A -> B: user ids decide."""
-    by_at: dict[datetime, list[tuple[int, int | None]]] = {}
-    for at, user, old in seen:
-        by_at.setdefault(at, []).append((user, old))
+        seen: Iterable[tuple[datetime, int, int | None, int]]) -> list[tuple[datetime, int]]:
+    """(at, responsible) in time order, from (at, responsible, old responsible, row id).
+    Observations of one second are ordered by their changes (a change from A comes after A
+    was seen: the add and the responsible hook of one second, as the fixtures have them);
+    where no change links them, by the order they were stored in, as the deal row keeps the
+    later of two bodies of one second."""
+    by_at: dict[datetime, dict[int, tuple[int | None, int]]] = {}
+    for at, user, old, row in seen:
+        by_at.setdefault(at, {})[user] = (old, row)
     ordered: list[tuple[datetime, int]] = []
     for at in sorted(by_at):
         group = by_at[at]
-        changed_from = {user: old for user, old in group if old is not None and old != user}
+        changed_from = {u: old for u, (old, _) in group.items() if old is not None and old != u}
         ordered.extend((at, user) for user in sorted(
-            {u for u, _ in group}, key=lambda u: (_hand_overs_before(u, changed_from), u)))
+            group, key=lambda u: (_hand_overs_before(u, changed_from), group[u][1])))
     return ordered
+
+
+def _stage_records(rows: list[Any], deal_pipeline: int | None) -> list[StageRecord]:
+    """The deal's stage records in order. A body without pipeline_id (a hand-built status
+    change) keeps the pipeline the deal was in: a status moves within its pipeline, and a move
+    between pipelines names the new one."""
+    records, pipeline = [], None
+    for r in rows:
+        pipeline = r.pipeline_id if r.pipeline_id is not None else (
+            pipeline if pipeline is not None else deal_pipeline)
+        if pipeline is None or r.status_id is None:
+            continue
+        records.append(StageRecord(at=r.at, pipeline_id=pipeline, status_id=r.status_id,
+                                   old_pipeline_id=r.old_pipeline_id,
+                                   old_status_id=r.old_status_id, created=r.created))
+    return records
 
 
 def _hand_overs_before(user: int, changed_from: dict[int, int]) -> int:
@@ -135,16 +152,11 @@ def load_ledgers(session: Session, account_id: int,
     for deal_id, found in rows(StageChange, "deal_id").items():
         if deal_id in deals:
             found.sort(key=lambda r: (r.at, not r.created, r.id))
-            deals[deal_id].stages = [
-                StageRecord(at=r.at, pipeline_id=r.pipeline_id, status_id=r.status_id,
-                            old_pipeline_id=r.old_pipeline_id, old_status_id=r.old_status_id,
-                            created=r.created)
-                for r in found if r.pipeline_id is not None and r.status_id is not None
-            ]
+            deals[deal_id].stages = _stage_records(found, deals[deal_id].deal.pipeline_id)
     for deal_id, found in rows(ResponsibleChange, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].responsibles = ordered_responsibles(
-                (r.at, r.responsible_user_id, r.old_responsible_user_id) for r in found)
+                (r.at, r.responsible_user_id, r.old_responsible_user_id, r.id) for r in found)
     for deal_id, found in rows(Interaction, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].items = [TimelineItem(at=r.at, kind=r.kind, created_by=r.created_by,

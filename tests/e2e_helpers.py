@@ -87,7 +87,7 @@ def custom_fields(values: Mapping[int, Any]) -> list[dict[str, Any]]:
 
 
 def lead_body(action: str, deal_id: int, *, at: datetime, created: datetime | None = None,
-              pipeline_id: int = SALES, status_id: int = FIRST_STAGE,
+              pipeline_id: int | None = SALES, status_id: int = FIRST_STAGE,
               responsible: int = MANAGER, fields: Mapping[int, Any] | None = None,
               old_status_id: int | None = None, modified_by: int = MANAGER,
               old_responsible: int | None = None) -> bytes:
@@ -100,6 +100,8 @@ def lead_body(action: str, deal_id: int, *, at: datetime, created: datetime | No
         "pipeline_id": pipeline_id, "account_id": ACCOUNT_ID, "created_at": born,
         "updated_at": unix(at),
     }
+    if pipeline_id is None:  # a hand-built body that leaves it out
+        del lead["pipeline_id"]
     if old_status_id is not None:
         lead["old_status_id"] = old_status_id
     if old_responsible is not None:

@@ -10,12 +10,12 @@ T = datetime(2026, 4, 14, 7, 0, tzinfo=UTC)
 A, B, C = 30, 20, 10  # ids sorting against the order of the hand-overs
 
 
-def test_hand_overs_within_one_second_follow_their_chain_not_the_ids() -> None:
-    seen = [(T, C, B), (T, A, None), (T, B, A)]  # A seen, then A -> B, then B -> C
+def test_hand_overs_within_one_second_follow_their_chain_not_the_ids_or_rows() -> None:
+    seen = [(T, C, B, 1), (T, A, None, 2), (T, B, A, 3)]  # A seen, then A -> B, then B -> C
     assert ordered_responsibles(seen) == [(T, A), (T, B), (T, C)]
 
 
-def test_instants_order_first_and_a_loop_within_a_second_falls_back_to_ids() -> None:
+def test_unlinked_observations_of_one_second_keep_the_order_they_were_stored_in() -> None:
     later = T + timedelta(seconds=1)
-    seen = [(later, A, None), (T, A, B), (T, B, A)]
-    assert ordered_responsibles(seen) == [(T, B), (T, A), (later, A)]
+    seen = [(later, A, None, 1), (T, C, None, 4), (T, B, None, 3), (T, A, None, 2)]
+    assert ordered_responsibles(seen) == [(T, A), (T, B), (T, C), (later, A)]

@@ -819,3 +819,40 @@ def test_two_low_answers_within_one_sync_interval_get_a_task_each(tmp_path):
     texts = [t["text"] for t in report["tasks"] if t["rule"] == "low_score"]
     assert len(texts) == 2 and "3 (NPS)" in texts[0] and "2 (NPS)" in texts[1], texts
     assert report["surveys"]["nps"]["answers"] == 1
+
+
+def test_a_status_change_without_pipeline_id_stays_in_the_deals_pipeline(tmp_path):
+    """Bodies that leave pipeline_id out: a sales deal won at 12:00 is a won deal; a complaint
+    resolved at 14:00, four hours after it was created, is resolved, not open and overdue."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    created = msk("2026-04-14 10:00:00")
+    lines = [(created, "webhook", lead_body("add", 8601, at=created)),
+             (created, "webhook", lead_body("add", 8602, at=created, pipeline_id=COMPLAINTS,
+                                            status_id=NEW_COMPLAINT))]
+    lines += [(msk(f"2026-04-14 {hh}:00:01"), "webhook",
+               lead_body("status", deal, at=msk(f"2026-04-14 {hh}:00:00"), created=created,
+                         pipeline_id=None, status_id=142, old_status_id=old))
+              for deal, hh, old in ((8601, "12", FIRST_STAGE), (8602, "14", NEW_COMPLAINT))]
+    report = replay(_write_stream(tmp_path / "no-pipeline.jsonl", lines),
+                    now=msk("2026-04-20 10:00:00"))
+    assert (report["referrals"]["won"], report["referrals"]["referred"]) == (1, 0)
+    c = report["complaints"]
+    assert (c["volume"], c["resolved"], c["open"], c["overdue"]) == (1, 1, 0, 0)
+    assert c["median_resolution_seconds"] == 4 * 3600
+    assert [t["rule"] for t in report["tasks"]] == ["frt_breach"]  # deal 8601's creation wait
+
+
+def test_two_bodies_of_one_second_without_a_hand_over_keep_their_order(tmp_path):
+    """Created for 10000699 and, in the same second, updated to 10000698 (no
+    old_responsible_user_id): the later body wins, as it does on the deal itself, so the open
+    wait and its breach task go to 10000698 although 10000699's id sorts last."""
+    from tests.e2e_helpers import lead_body, msk
+
+    at = msk("2026-04-14 10:00:00")
+    lines = [(at, "webhook", lead_body("add", 8701, at=at, responsible=10000699)),
+             (at, "webhook", lead_body("update", 8701, at=at, responsible=10000698))]
+    report = replay(_write_stream(tmp_path / "same-second.jsonl", lines),
+                    now=msk("2026-04-14 12:00:00"))
+    assert list(report["frt"]["managers"]) == ["10000698"]
+    assert [t["responsible_user_id"] for t in report["tasks"]] == [10000698]
