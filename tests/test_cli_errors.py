@@ -87,16 +87,21 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_the_replay(env, 
     assert "does not exist" in result.output and "no usable line" not in result.output
 
 
-def test_oauth_connect_keeps_the_code_when_the_encryption_key_is_bad(env, tmp_path):
-    """The code works once: a bad AMOSCORE_FERNET_KEY is found before amoCRM is asked, so
-    the admin can fix it and use the same code."""
+def oauth_account(env, tmp_path, fernet_key: str) -> None:  # type: ignore[no-untyped-def]
+    """The example YAML with its OAuth client lines switched on, and its secrets set."""
     text = EXAMPLE.read_text(encoding="utf-8")
     for line in ("client_id: 3f1c...", "client_secret_env: AMOCRM_CLIENT_SECRET",
                  "redirect_uri: https://scores.example.com/oauth/callback"):
         text = edit(f"# {line}", line, text)
     env.setenv("AMOSCORE_CONFIG", str(write(tmp_path, text)))
     env.setenv("AMOCRM_CLIENT_SECRET", "client-secret")
-    env.setenv("AMOSCORE_FERNET_KEY", "notakey")
+    env.setenv("AMOSCORE_FERNET_KEY", fernet_key)
+
+
+def test_oauth_connect_keeps_the_code_when_the_encryption_key_is_bad(env, tmp_path):
+    """The code works once: a bad AMOSCORE_FERNET_KEY is found before amoCRM is asked, so
+    the admin can fix it and use the same code."""
+    oauth_account(env, tmp_path, "notakey")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         token = rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={})
         result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
@@ -195,13 +200,7 @@ def test_oauth_connect_never_says_a_spent_code_was_unused(env, tmp_path):
     so the message must not tell the admin to run the same command again."""
     from cryptography.fernet import Fernet
 
-    text = EXAMPLE.read_text(encoding="utf-8")
-    for line in ("client_id: 3f1c...", "client_secret_env: AMOCRM_CLIENT_SECRET",
-                 "redirect_uri: https://scores.example.com/oauth/callback"):
-        text = edit(f"# {line}", line, text)
-    env.setenv("AMOSCORE_CONFIG", str(write(tmp_path, text)))
-    env.setenv("AMOCRM_CLIENT_SECRET", "client-secret")
-    env.setenv("AMOSCORE_FERNET_KEY", Fernet.generate_key().decode())
+    oauth_account(env, tmp_path, Fernet.generate_key().decode())
     with responses.RequestsMock() as rsps:
         rsps.post("https://acme.amocrm.ru/oauth2/access_token", body="<html>oops</html>")
         result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])

@@ -16,9 +16,9 @@ from app.metrics.surveys import (
     NpsStats,
     SurveyStats,
     answer_history,
-    answers_from_history,
     client_zone,
     is_low,
+    latest_answers,
     report_dict,
     survey_stats,
 )
@@ -142,14 +142,14 @@ def responsible_from(changes: tuple[tuple[str, int], ...]):  # type: ignore[no-u
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_answers_from_history(case: Case) -> None:
-    got = answers_from_history(
+def test_latest_answers_from_history(case: Case) -> None:
+    got = latest_answers(answer_history(
         DEAL,
         [(t(w), f, v) for w, f, v in case.fields],
         [(t(w), r) for w, r in case.rates],
         case.cfg,
         responsible_from(case.responsible),
-    )
+    ))
     expected = [Answer(DEAL, s, value, raw, scale, t(at), who, source)
                 for s, value, raw, scale, at, who, source in case.expected]
     assert sorted(got, key=lambda a: a.survey) == expected

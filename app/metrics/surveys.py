@@ -196,17 +196,6 @@ def latest_answers(history: Sequence[Answer]) -> list[Answer]:
     return [latest[name] for name in sorted(latest)]
 
 
-def answers_from_history(
-    deal_id: int,
-    field_history: Iterable[tuple[datetime, int, object]],
-    talk_rates: Iterable[tuple[datetime, object]],
-    cfg: SurveysConfig,
-    responsible_at: ResponsibleAt,
-) -> list[Answer]:
-    """The deal's latest answer to each survey (see ``answer_history``)."""
-    return latest_answers(answer_history(deal_id, field_history, talk_rates, cfg, responsible_at))
-
-
 def _latest_per_deal_and_survey(answers: Iterable[Answer]) -> list[Answer]:
     latest: dict[tuple[int, str], Answer] = {}
     for a in answers:
