@@ -126,11 +126,7 @@ class IngestBatch:
             state = dict(before) if before else _new_state(
                 Deal, self.account_id, deal_id, custom_fields={}, is_deleted=False)
             for op, payload in self.deal_ops[deal_id]:
-                for field_id, at in _apply_deal_op(state, op, payload):
-                    # amoCRM leaves an emptied field out of the lead: record it as emptied, or
-                    # the history would keep its last value (a discount removed stays "referred").
-                    self.observe(FieldValue, deal_id=deal_id, field_id=field_id, values=[],
-                                 at=at, source="webhook")
+                _apply_deal_op(state, op, payload)
             if state["contact_id"] is None and deal_id in self.contacts:
                 state["contact_id"] = self.contacts[deal_id]
             if state != before:
@@ -247,10 +243,11 @@ def _write_states(session: Session | Connection, model: type, rows: list[dict[st
            update=[c.name for c in table.columns if c.name not in ("account_id", "id")])
 
 
-def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> list[tuple[int, datetime]]:
-    """One change to a deal's state, in delivery order (as the handlers used to apply them);
-    returns the custom fields it emptied (absent from a full lead that had them) and when."""
-    cleared: list[tuple[int, datetime]] = []
+def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
+    """One change to a deal's state, in delivery order (as the handlers used to apply them).
+
+    A field the body leaves out is not recorded as emptied: lead bodies often carry only the
+    fields a change touched (a status hook only the discount), so its absence says nothing."""
     if op == "delete":
         state["is_deleted"] = True
     elif op == "lead":
@@ -261,17 +258,13 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> list[tuple[i
                 if d.get(attr) is not None:
                     state[attr] = d[attr]
             if d.get("custom_fields_present"):
-                now_set = {str(k): v for k, v in d["custom_fields"].items()}
-                cleared = [(int(k), at) for k, v in (state["custom_fields"] or {}).items()
-                           if k not in now_set and v]
-                state["custom_fields"] = now_set
+                state["custom_fields"] = {str(k): v for k, v in d["custom_fields"].items()}
             state["updated_at"] = at
             if restore:
                 state["is_deleted"] = False
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born
-    return cleared
 
 
 _INTERACTIONS = Interaction.__table__

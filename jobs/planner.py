@@ -397,15 +397,13 @@ def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
     return wins
 
 
-def field_value_at(ledger: DealLedger, field_id: int, at: datetime, *,
-                   skip_emptied: bool = False) -> list | None:  # type: ignore[type-arg]
-    """The field's values as last seen at or before ``at`` (None if never seen by then); with
-    ``skip_emptied`` the last values it held, a body that left it out saying nothing."""
+def field_value_at(ledger: DealLedger, field_id: int, at: datetime) -> list | None:  # type: ignore[type-arg]
+    """The field's values as last seen at or before ``at`` (None if never seen by then)."""
     found = None
     for seen_at, fid, values in ledger.field_history:
         if seen_at > at:
             break
-        if fid == field_id and (values or not skip_emptied):
+        if fid == field_id:
             found = values
     return found
 

@@ -179,9 +179,8 @@ def referral_deal(ctx: ReportContext, ledger: DealLedger) -> referrals_m.WonDeal
     if not wins or ledger.deal.is_deleted:
         return None
     # As last known, not at the win: fields are often filled in just after it. A later body
-    # that leaves the field out (recorded as emptied) does not undo it: lead bodies often carry
-    # only the fields a change touched, as surveys treat a score that comes back unchanged.
-    values = field_value_at(ledger, ref.field_id, ctx.now, skip_emptied=True) if ref else None
+    # that leaves the field out does not undo it (ingest records no value for it).
+    values = field_value_at(ledger, ref.field_id, ctx.now) if ref else None
     return referrals_m.WonDeal(deal_id=ledger.deal.id, wins=tuple(wins), field_values=values,
                                responsible=ledger.responsible_at(wins[-1]))
 

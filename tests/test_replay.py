@@ -733,6 +733,35 @@ def test_an_unchanged_score_after_a_body_without_it_is_the_same_answer(tmp_path)
         "2026-03-20T12:01:00+03:00"]
 
 
+def test_a_score_sent_in_the_second_of_a_body_without_it_is_kept(tmp_path):
+    """NPS 9 on 03-20; on 03-25 the won status carries only the discount, and an update of the
+    same second (delivered two minutes later) sets NPS 3. The 3 is the deal's answer and gets
+    its low_score task: the body without the field recorded nothing that could shut it out."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created, changed = 8251, msk("2026-03-02 10:00:00"), msk("2026-03-25 12:00:00")
+    friend = ("Скидка от друга 5%", 908107)
+    lines = [
+        (created, "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-03-20 12:00:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-20 12:00:00"), created=created,
+                   fields={NPS_FIELD: "9"})),
+        (msk("2026-03-25 12:00:01"), "webhook",
+         lead_body("status", deal, at=changed, status_id=142, old_status_id=FIRST_STAGE,
+                   created=created, fields={752009: friend})),
+        (msk("2026-03-25 12:02:00"), "webhook",
+         lead_body("update", deal, at=changed, status_id=142, created=created,
+                   fields={752009: friend, NPS_FIELD: "3"})),
+    ]
+    report = replay(_write_stream(tmp_path / "same-second.jsonl", lines),
+                    now=msk("2026-03-26 12:00:00"))
+    nps = report["surveys"]["nps"]
+    assert (nps["answers"], nps["promoters"], nps["detractors"]) == (1, 0, 1)
+    assert [(t["deal_id"], t["at"]) for t in report["tasks"] if t["rule"] == "low_score"] == [
+        (deal, "2026-03-25T12:02:00+03:00")]
+    assert report["referrals"]["referred"] == 1
+
+
 def test_a_deleted_deals_survey_answer_goes_with_it(tmp_path):
     """NPS 9 on two deals; one is deleted: its answer leaves the figures, as its episodes do."""
     from tests.e2e_helpers import FIRST_STAGE, SALES, account_block, form_body, lead_body, msk

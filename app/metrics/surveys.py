@@ -156,7 +156,7 @@ def answer_history(
     from its field changes and chat ratings. A new answer starts where the score changes.
 
     The same score set again is the same answer, even after a delivery that left the field out
-    (recorded as emptied): lead bodies often carry only some fields, and a score that comes
+    or emptied it: lead bodies often carry only some fields, and a score that comes
     back unchanged was not given again."""
     surveys = cfg.by_name()
     survey_of_field = {s.field_id: name for name, s in surveys.items()}
