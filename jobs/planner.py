@@ -415,9 +415,7 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
     if ref is None:
         return
     wins = win_instants(ledger, account)
-    if not wins or field_value_at(ledger, ref.field_id, wins[-1]) is not None:
-        return
-    if any(fid == ref.field_id for _, fid, _ in ledger.field_history):
+    if not wins or any(fid == ref.field_id for _, fid, _ in ledger.field_history):
         return
     fetched = rt.extra.setdefault(f"fetched:{account.account_id}", set())
     if ledger.deal.id in fetched:

@@ -13,7 +13,6 @@ from app.metrics.referrals import (
     QuarterStats,
     Share,
     WonDeal,
-    field_value_at,
     is_referred,
     referral_stats,
 )
@@ -57,20 +56,6 @@ def t(when: str) -> datetime:
 )
 def test_is_referred(values: FieldValues, cfg: ReferralsConfig, expected: bool) -> None:
     assert is_referred(values, cfg) is expected
-
-
-@pytest.mark.parametrize(
-    ("win", "expected"),
-    [
-        ("2026-03-10 12:00", FRIEND),  # changed to "none" after the win: the value at the win
-        ("2026-03-20 12:00", NONE),
-        ("2026-03-20 10:00", NONE),  # changed at the win's instant: in effect
-        ("2026-02-28 12:00", None),  # before the field was set
-    ],
-)
-def test_field_value_at(win: str, expected: FieldValues) -> None:
-    history = [(t("2026-03-20 10:00"), NONE), (t("2026-03-01 09:00"), FRIEND)]
-    assert field_value_at(history, t(win)) == expected
 
 
 DEALS = [

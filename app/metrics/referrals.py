@@ -98,16 +98,6 @@ def _plain(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def field_value_at(history: Iterable[tuple[datetime, FieldValues]], at: datetime) -> FieldValues:
-    """The field's value in effect at ``at``: the latest change at or before it (None if none)."""
-    value: FieldValues = None
-    when: datetime | None = None
-    for changed_at, values in history:
-        if changed_at <= at and (when is None or changed_at >= when):
-            when, value = changed_at, values
-    return value
-
-
 def _share(won: int, referred: int) -> Share:
     return Share(won, referred, referred / won if won else None)
 
