@@ -221,6 +221,9 @@ class Replay:
             return client_for(self.account, env, session=session,
                               redis_url=env.get("REDIS_URL") or None)
         base = self.account.account.base_url
+        # Proxies and .netrc from the environment mean nothing to the fake, and reading them
+        # for every request cost more than the fake's answer.
+        session.trust_env = False
         self.fake = mount_fake(session, base, clock.timestamp)
         # The fake answers at once: no rate limit needed, and the simulated clock never moves
         # while a request is made.
