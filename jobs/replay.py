@@ -186,6 +186,7 @@ class Replay:
         self.tz = ZoneInfo(self.account.account.timezone)
         self.bad: list[dict[str, Any]] = []
         self.after_now: list[int] = []
+        self.last_line_at: datetime | None = None
         self.received = 0
         self.requests = {"GET": 0, "PATCH": 0, "POST": 0}
         self.dry_patch = 0
@@ -252,6 +253,7 @@ class Replay:
             set_runtime(rt)
             try:
                 end, last_at = self._drive(rt, clock, first, lines)
+                last_at = max(last_at, self.last_line_at or last_at)
                 period_from = (self.opts.period_from
                                or start.astimezone(self.tz).date().replace(day=1))
                 period_to = self.opts.period_to or last_at.astimezone(self.tz).date()
@@ -285,6 +287,8 @@ class Replay:
         for line in iter_stream(self.opts.stream, self.bad, self.opts.progress):
             if clock is not None and line.at < clock:
                 line.at = clock
+            # --to defaults to the last line's date, a line after --now included.
+            self.last_line_at = max(line.at, self.last_line_at or line.at)
             if self.opts.now is not None and line.at > self.opts.now:
                 # Not bad (replay.md keeps bad_lines for broken lines), just not yet happened:
                 # counted in the extra key lines_after_now.

@@ -259,6 +259,21 @@ def test_a_line_going_backwards_is_handled_at_the_clock_even_after_a_line_past_n
     assert late["bad_lines"] == [{"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
 
 
+def test_to_defaults_to_the_last_lines_date_even_past_now(tmp_path):
+    """replay.md: --to defaults to the last line's date. With --now before a later day's line,
+    that line is not handled, but the period still runs to its date."""
+    from tests.e2e_helpers import lead_body, msk
+
+    lines = [(msk(f"2026-03-{day} 10:00:00"), "webhook",
+              lead_body("add", deal, at=msk(f"2026-03-{day} 10:00:00")))
+             for deal, day in ((7751, "02"), (7752, "05"))]
+    stream = _write_stream(tmp_path / "later-day.jsonl", lines)
+    report = replay(stream, now=msk("2026-03-03 12:00:00"))
+    assert report["period"]["from"] == "2026-03-01" and report["period"]["to"] == "2026-03-05"
+    assert report["lines_after_now"] == {"count": 1, "first_line": 2}
+    assert [e["deal_id"] for e in report["frt"]["episodes"]] == [7751]
+
+
 @pytest.mark.parametrize("text", ["{not json\n\n", ""])
 def test_a_stream_with_no_usable_line_and_no_now_is_a_clear_error(tmp_path, text):
     stream = tmp_path / "nothing.jsonl"
