@@ -289,17 +289,22 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
         if seconds is not None:
             values.declare(deal.id, cfg.fields.resolution_hours, "numeric",
                            round_half_up(seconds / 3600, 1))
-    for c in complaints:
+    about = f"complaint_overdue-{acc_id}-{deal.id}-"
+    for i, c in enumerate(complaints):
         if c.state != "open":
             continue
         overdue = complaints_m.overdue_at(c, cfg)
         if overdue > now:
             due["complaint_overdue"] = overdue
-        elif cfg.overdue_task:
+        elif cfg.overdue_task and not _task_declared_within(
+                session, acc_id, deal.id, "complaint_overdue", about, c.entered_at,
+                complaints[i + 1].entered_at if i + 1 < len(complaints) else None):
+            # (A creation delivered late moves the entry earlier: the task about the entry
+            # first believed is about this same complaint.)
             rule = cfg.overdue_task
             declare_task(
                 session, acc_id, deal_id=deal.id, rule="complaint_overdue",
-                key=f"complaint_overdue-{acc_id}-{deal.id}-{int(c.entered_at.timestamp())}",
+                key=f"{about}{int(c.entered_at.timestamp())}",
                 about_at=c.entered_at,
                 responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
                 complete_till=_deadline(calendar, now, rule.due_business_minutes),

@@ -259,6 +259,28 @@ def test_a_line_going_backwards_is_handled_at_the_clock_even_after_a_line_past_n
     assert late["bad_lines"] == [{"line": 3, "reason": "'at' goes backwards (2026-03-03T10:30:00+03:00)"}]
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_a_complaints_creation_delivered_late_gives_no_second_overdue_task(tmp_path, late):
+    """A complaint created 03-02 moves on a stage 03-03. Delivered in order: one overdue task,
+    03-07. With the creation delivered only on 03-08, the service first takes 03-03 for the
+    entry (task 03-08); the late creation moves the entry, not the complaint: still one task."""
+    from tests.e2e_helpers import lead_body, msk
+
+    deal, pipe, created = 8351, 9621011, msk("2026-03-02 10:00:00")
+    add = lead_body("add", deal, at=created, pipeline_id=pipe, status_id=100)
+    moved = lead_body("status", deal, at=msk("2026-03-03 10:00:00"), created=created,
+                      pipeline_id=pipe, status_id=101, old_status_id=100)
+    lines = [(msk("2026-03-03 10:00:01"), "webhook", moved)]
+    lines.insert(1 if late else 0, (msk("2026-03-08 12:00:00") if late else created,
+                                    "webhook", add))
+    lines.append((msk("2026-03-10 12:00:00"), "webhook",
+                  lead_body("add", 8352, at=msk("2026-03-10 12:00:00"))))
+    report = replay(_write_stream(tmp_path / "late-add.jsonl", lines))
+    assert report["complaints"]["volume"] == 1 and report["complaints"]["overdue"] == 1
+    assert [(t["deal_id"], t["at"]) for t in report["tasks"] if t["rule"] == "complaint_overdue"
+            ] == [(deal, "2026-03-08T10:00:00+03:00" if late else "2026-03-07T10:00:00+03:00")]
+
+
 def test_to_defaults_to_the_last_lines_date_even_past_now(tmp_path):
     """replay.md: --to defaults to the last line's date. With --now before a later day's line,
     that line is not handled, but the period still runs to its date."""
