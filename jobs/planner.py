@@ -20,7 +20,14 @@ from app.db import insert_ignore
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
-from app.models import DesiredValue, DueCheck, FieldValue, ReactionEpisode, TaskLedger
+from app.models import (
+    DesiredValue,
+    DueCheck,
+    FieldValue,
+    ReactionEpisode,
+    SyncCheckpoint,
+    TaskLedger,
+)
 from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
@@ -415,15 +422,16 @@ def field_value_at(ledger: DealLedger, field_id: int, at: datetime) -> list | No
 
 def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
                         ledger: DealLedger, now: datetime) -> None:
-    """A won deal whose discount field we never saw: read the deal through the API once."""
+    """A won deal whose discount field we never saw: read the deal through the API once, and
+    keep its discount (only that: a survey score read here would be dated at the win)."""
     ref = account.referrals
     if ref is None:
         return
     wins = win_instants(ledger, account)
     if not wins or any(fid == ref.field_id for _, fid, _ in ledger.field_history):
         return
-    fetched = rt.extra.setdefault(f"fetched:{account.account_id}", set())
-    if ledger.deal.id in fetched:
+    marker = (account.account_id, f"lead_read:{ledger.deal.id}")
+    if session.get(SyncCheckpoint, marker) is not None:
         return
     from integrations.amocrm.errors import ReauthorizationRequired
     from jobs.sync import api_client
@@ -434,18 +442,22 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         client = api_client(rt, account)
     except ReauthorizationRequired:
         return  # no credentials yet: the write-back waits for them too
-    fetched.add(ledger.deal.id)
     lead = client.get_lead(ledger.deal.id)
-    if lead is None:
+    # Marked read whatever it held, so the deal is not read again on every plan. An empty
+    # discount (amoCRM leaves it out) is recorded nowhere: an empty row dated at the win
+    # would hide a discount set before the win whose delivery comes after the read.
+    insert_ignore(session, SyncCheckpoint, [{"account_id": marker[0], "name": marker[1],
+                                             "value": {"at": now.isoformat()},
+                                             "updated_at": now}])
+    values = lead.custom_fields.get(ref.field_id) if lead is not None else None
+    if not values:
         return
     from jobs.ingest import store_api_lead
 
-    fields = {fid: [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
-                    for v in values] for fid, values in lead.custom_fields.items()}
-    # amoCRM omits an empty field: record it empty, so the deal is not read again on every
-    # plan (a worker's work horse forgets ``fetched`` after each job).
-    fields.setdefault(ref.field_id, [])
-    store_api_lead(session, account.account_id, ledger.deal.id, fields, wins[-1])
+    discount = [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
+                for v in values]
+    store_api_lead(session, account.account_id, ledger.deal.id, {ref.field_id: discount},
+                   wins[-1])
     session.flush()
     ledger.field_history = sorted(
         ((r.at, r.field_id, r.values) for r in session.execute(

@@ -241,7 +241,7 @@ def test_the_missing_discount_is_read_with_the_workers_own_client(
     """As in production, no test client factory: the planner reads the won deal through the
     client the workers build from the environment (it needed a factory production never set,
     so the discount of a deal won by a Digital Pipeline hook was never read). A deal whose
-    discount is empty in amoCRM is recorded empty and not read again."""
+    discount is empty in amoCRM is not read again, and records no value."""
     monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", "prod-token")
     monkeypatch.delenv("AMOSCORE_AMOCRM_BASE_URL", raising=False)
     with amocrm(runtime, client, example_account) as e:
@@ -267,4 +267,4 @@ def test_the_missing_discount_is_read_with_the_workers_own_client(
     with runtime.sessions() as s:
         seen = sorted((f.deal_id, f.values) for f in s.scalars(
             select(FieldValue).where(FieldValue.field_id == DISCOUNT)))
-    assert seen == [(7102, [{"value": FRIEND_TEXT, "enum_id": None}]), (7103, [])]
+    assert seen == [(7102, [{"value": FRIEND_TEXT, "enum_id": None}])]

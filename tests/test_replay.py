@@ -281,6 +281,55 @@ def test_a_complaints_creation_delivered_late_gives_no_second_overdue_task(tmp_p
             ] == [(deal, "2026-03-08T10:00:00+03:00" if late else "2026-03-07T10:00:00+03:00")]
 
 
+def test_a_score_on_a_lead_read_for_its_discount_keeps_its_own_instant(tmp_path):
+    """Won 03-31 23:59:40 by a hook without fields (delivered late, at 00:00:05); NPS 3 set at
+    04-01 00:00:10, delivered in the same sync minute. The planner reads the won lead for its discount and finds the NPS
+    there too: the answer is still April's (its own updated_at), not dated at the win."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created = 8451, msk("2026-03-30 10:00:00")
+    lines = [
+        (created, "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-04-01 00:00:05"), "webhook",
+         lead_body("status", deal, at=msk("2026-03-31 23:59:40"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=created)),
+        (msk("2026-04-01 00:00:11"), "webhook",
+         lead_body("update", deal, at=msk("2026-04-01 00:00:10"), status_id=142,
+                   created=created, fields={NPS_FIELD: "3"})),
+    ]
+    stream = _write_stream(tmp_path / "read-at-win.jsonl", lines)
+    now = msk("2026-04-02 12:00:00")
+    march = replay(stream, period_from=msk("2026-03-01 00:00:00").date(),
+                   period_to=msk("2026-03-31 00:00:00").date(), now=now)
+    april = replay(stream, period_from=msk("2026-04-01 00:00:00").date(),
+                   period_to=msk("2026-04-30 00:00:00").date(), now=now)
+    assert march["api_requests"]["GET"] >= 1  # the lead was read
+    assert (march["surveys"]["nps"]["answers"], april["surveys"]["nps"]["answers"]) == (0, 1)
+    assert (march["referrals"]["won"], march["referrals"]["referred"]) == (1, 0)
+
+
+def test_a_discount_delivered_after_the_win_and_the_lead_read_still_refers(tmp_path):
+    """The friend discount set at 10:00 is delivered at 10:07, after the win of 10:05 and the
+    planner's read of the lead (which had no discount yet): the deal is referred, as it is
+    with the deliveries in order."""
+    from tests.e2e_helpers import FIRST_STAGE, lead_body, msk
+
+    deal, created = 8551, msk("2026-03-02 09:00:00")
+    discount = lead_body("update", deal, at=msk("2026-03-03 10:00:00"), created=created,
+                         fields={752009: ("Скидка от друга 5%", 908107)})
+    win = lead_body("status", deal, at=msk("2026-03-03 10:05:00"), status_id=142,
+                    old_status_id=FIRST_STAGE, created=created)
+    referred = []
+    for name, order in (("in-order", [("10:00:01", discount), ("10:05:01", win)]),
+                        ("late", [("10:05:01", win), ("10:07:00", discount)])):
+        lines = [(created, "webhook", lead_body("add", deal, at=created))]
+        lines += [(msk(f"2026-03-03 {hms}"), "webhook", body) for hms, body in order]
+        report = replay(_write_stream(tmp_path / f"{name}.jsonl", lines),
+                        now=msk("2026-03-05 12:00:00"))
+        referred.append((report["referrals"]["won"], report["referrals"]["referred"]))
+    assert referred == [(1, 1), (1, 1)]
+
+
 def test_to_defaults_to_the_last_lines_date_even_past_now(tmp_path):
     """replay.md: --to defaults to the last line's date. With --now before a later day's line,
     that line is not handled, but the period still runs to its date."""
