@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func
+from sqlalchemy import Connection, Engine, case, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -111,11 +111,13 @@ def _insert_ignore_stmt(dialect: str, table: Any, returning: str | None) -> Any:
 
 @cache
 def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...],
-                 fill_only: bool) -> Any:
+                 fill_only: bool, earliest: tuple[str, ...] = ()) -> Any:
     ins = _insert(dialect, table)
-    return ins.on_conflict_do_update(index_elements=list(keys), set_={
-        c: func.coalesce(table.c[c], ins.excluded[c]) if fill_only else ins.excluded[c]
-        for c in update})
+    set_ = {c: func.coalesce(table.c[c], ins.excluded[c]) if fill_only else ins.excluded[c]
+            for c in update}
+    set_.update({c: case((ins.excluded[c] < table.c[c], ins.excluded[c]), else_=table.c[c])
+                 for c in earliest})
+    return ins.on_conflict_do_update(index_elements=list(keys), set_=set_)
 
 
 def insert_ignore(
@@ -145,14 +147,16 @@ def upsert(
     keys: Sequence[str],
     update: Sequence[str],
     fill_only: bool = False,
+    earliest: Sequence[str] = (),
 ) -> None:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect. With
-    ``fill_only`` a stored value is kept and only a NULL is filled (``COALESCE(old, new)``)."""
+    ``fill_only`` a stored value is kept and only a NULL is filled (``COALESCE(old, new)``);
+    the ``earliest`` columns keep the smaller of the stored and the new value."""
     if not rows:
         return
     conn = core_connection(session)
     conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update),
-                              fill_only), list(rows))
+                              fill_only, tuple(earliest)), list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",

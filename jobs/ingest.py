@@ -68,7 +68,8 @@ class IngestBatch:
     def interaction(self, *, dedupe: str, kind: str, deal_id: int | None, created_by: int | None,
                     at: datetime, source: str, contact_id: int | None = None,
                     talk_id: int | None = None) -> None:
-        """The same message seen twice fills in what the first sighting lacked."""
+        """The same message seen twice fills in what the first sighting lacked, and is dated
+        by the earlier of its two ``created_at`` (whichever arrived first)."""
         new = {"account_id": self.account_id, "dedupe": dedupe, "kind": kind, "deal_id": deal_id,
                "created_by": created_by, "at": at, "source": source, "contact_id": contact_id,
                "talk_id": talk_id}
@@ -79,6 +80,7 @@ class IngestBatch:
         for key in ("deal_id", "contact_id", "talk_id", "created_by"):
             if old[key] is None:
                 old[key] = new[key]
+        old["at"] = min(old["at"], at)
 
     def link_chat(self, deal_id: int, *, talk_id: int | None, contact_id: int | None) -> None:
         """Attach a chat's unlinked messages to the deal it is now linked to."""
@@ -96,7 +98,8 @@ class IngestBatch:
         # A message seen as a webhook and as an event: each fills what the other lacked.
         upsert(session, Interaction, list(self.interactions.values()),
                keys=("account_id", "dedupe"),
-               update=("deal_id", "contact_id", "talk_id", "created_by"), fill_only=True)
+               update=("deal_id", "contact_id", "talk_id", "created_by"), fill_only=True,
+               earliest=("at",))
         self._write_links(session)
         self._write_talks(session)
         self._join_linked_talks(session)

@@ -17,9 +17,10 @@ ACCOUNT = 32427762
 AT = datetime(2025, 5, 26, 12, 0, tzinfo=UTC)
 
 
-def message(msg: str, *, talk: int | None, contact: int | None, deal: int | None) -> WebhookEvent:
+def message(msg: str, *, talk: int | None, contact: int | None, deal: int | None,
+            at: datetime = AT) -> WebhookEvent:
     return WebhookEvent("message.add", {
-        "id": msg, "talk_id": talk, "contact_id": contact, "created_at": AT, "type": "incoming",
+        "id": msg, "talk_id": talk, "contact_id": contact, "created_at": at, "type": "incoming",
         "entity_type": "lead" if deal else "contact", "entity_id": deal, "element_id": None})
 
 
@@ -144,3 +145,20 @@ def test_a_talk_read_without_updated_at_is_dated_when_received():
     assert reads["at"] == received
     [rate] = batch.rows[next(m for m in batch.rows if m.__name__ == "TalkRate")]
     assert rate["at"] == received
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("batches", ["one batch", "two batches"])
+def test_a_message_seen_twice_keeps_the_earlier_instant(sessions, batches):
+    """Seen first as created 2 s later, then as created at AT: the message is dated AT, in
+    whichever batches the two sightings come."""
+    later = message("m", talk=10, contact=5, deal=7, at=AT.replace(second=2))
+    earlier = message("m", talk=10, contact=5, deal=7)
+    if batches == "one batch":
+        write(sessions, later, earlier)
+    else:
+        write(sessions, later)
+        write(sessions, earlier)
+        write(sessions, later)  # and a third sighting does not move it back
+    with sessions() as s:
+        assert [at.astimezone(UTC) for at in s.scalars(select(Interaction.at))] == [AT]

@@ -330,6 +330,33 @@ def test_a_discount_delivered_after_the_win_and_the_lead_read_still_refers(tmp_p
     assert referred == [(1, 1), (1, 1)]
 
 
+@pytest.mark.parametrize("first", ["webhook", "event"])
+def test_a_message_seen_twice_with_two_times_keeps_the_earlier(tmp_path, first):
+    """The client's message m1 comes as a webhook created 10:00:00 and as an event created
+    10:00:02; the reply is at 10:10:00. Whichever arrives first, the wait opened at 10:00:00."""
+    from tests.e2e_helpers import MANAGER, chat_event, incoming_message_body, lead_body, msk
+
+    deal, created = 8651, msk("2026-03-02 09:00:00")
+    hook = ("webhook", incoming_message_body(deal, "m1", at=msk("2026-03-02 10:00:00")))
+    event = ("event", chat_event("ev-m1", "incoming_chat_message", deal, "m1",
+                                 at=msk("2026-03-02 10:00:02"), created_by=0))
+    early, late = (hook, event) if first == "webhook" else (event, hook)
+    lines = [
+        (created, "webhook", lead_body("add", deal, at=created)),
+        (msk("2026-03-02 09:00:30"), "event",
+         chat_event("ev-m0", "outgoing_chat_message", deal, "m0",
+                    at=msk("2026-03-02 09:00:20"), created_by=MANAGER)),
+        (msk("2026-03-02 10:00:03"), *early),
+        (msk("2026-03-02 10:01:30"), *late),
+        (msk("2026-03-02 10:10:30"), "event",
+         chat_event("ev-m2", "outgoing_chat_message", deal, "m2",
+                    at=msk("2026-03-02 10:10:00"), created_by=MANAGER)),
+    ]
+    report = replay(_write_stream(tmp_path / f"{first}-first.jsonl", lines))
+    assert [(e["opened_at"], e["wall_seconds"]) for e in report["frt"]["episodes"]] == [
+        ("2026-03-02T09:00:00+03:00", 20), ("2026-03-02T10:00:00+03:00", 600)]
+
+
 def test_to_defaults_to_the_last_lines_date_even_past_now(tmp_path):
     """replay.md: --to defaults to the last line's date. With --now before a later day's line,
     that line is not handled, but the period still runs to its date."""
