@@ -150,19 +150,25 @@ def _on_grid(at: datetime, every: int) -> bool:
 
 
 def _lead_json(d: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The API shape of a lead as its latest webhook showed it (what GET /leads/{id} returns)."""
+    """The API shape of a lead as its webhooks showed it (what GET /leads/{id} returns): the
+    newest body by ``updated_at`` wins, whatever the delivery order; an older one delivered
+    late only fills in what no newer one said. A body's fields merge by field id (a body often
+    carries only the fields its change touched)."""
     lead = dict(previous or {"id": d["id"], "custom_fields_values": None})
+    at = int(d["updated_at"].timestamp()) if d.get("updated_at") is not None else None
+    newer = at is None or lead.get("updated_at") is None or at >= lead["updated_at"]
     for key in ("name", "pipeline_id", "status_id", "responsible_user_id", "price"):
-        if d.get(key) is not None:
+        if d.get(key) is not None and (newer or lead.get(key) is None):
             lead[key] = d[key]
-    if d.get("updated_at") is not None:
-        lead["updated_at"] = int(d["updated_at"].timestamp())
+    if newer and at is not None:
+        lead["updated_at"] = at
     if d.get("custom_fields_present"):
-        lead["custom_fields_values"] = [
-            {"field_id": fid, "values": [{k: v for k, v in val.items() if v is not None}
-                                          for val in values]}
-            for fid, values in d["custom_fields"].items()
-        ] or None
+        fields = {f["field_id"]: f for f in lead["custom_fields_values"] or ()}
+        for fid, values in d["custom_fields"].items():
+            if newer or fid not in fields:
+                fields[fid] = {"field_id": fid, "values": [
+                    {k: v for k, v in val.items() if v is not None} for val in values]}
+        lead["custom_fields_values"] = list(fields.values()) or None
     return lead
 
 

@@ -357,6 +357,29 @@ def test_a_message_seen_twice_with_two_times_keeps_the_earlier(tmp_path, first):
         ("2026-03-02T09:00:00+03:00", 20), ("2026-03-02T10:00:00+03:00", 600)]
 
 
+def test_the_fakes_lead_is_the_newest_state_whatever_the_delivery_order():
+    """GET /leads/{id} in a dry-run answers the newest body by updated_at; an older body
+    delivered late fills in only what no newer one said, and fields merge by id."""
+    from datetime import UTC
+
+    from jobs.replay import _lead_json
+
+    def body(hour: int, status: int | None, fields: dict[int, str]) -> dict:  # type: ignore[type-arg]
+        return {"id": 1, "status_id": status, "updated_at": datetime(2026, 3, 3, hour, tzinfo=UTC),
+                "custom_fields_present": True,
+                "custom_fields": {f: [{"value": v, "enum_id": None}] for f, v in fields.items()}}
+
+    won = _lead_json(body(11, 142, {752011: "9"}), None)
+    lead = _lead_json(body(10, 100, {752009: "friend", 752011: "3"}), won)  # delivered late
+    assert lead["status_id"] == 142 and lead["updated_at"] == won["updated_at"]
+    assert {f["field_id"]: f["values"][0]["value"] for f in lead["custom_fields_values"]} == {
+        752011: "9", 752009: "friend"}
+    newest = _lead_json(body(12, None, {752011: "10"}), lead)
+    assert newest["status_id"] == 142
+    assert {f["field_id"]: f["values"][0]["value"] for f in newest["custom_fields_values"]} == {
+        752011: "10", 752009: "friend"}
+
+
 def test_to_defaults_to_the_last_lines_date_even_past_now(tmp_path):
     """replay.md: --to defaults to the last line's date. With --now before a later day's line,
     that line is not handled, but the period still runs to its date."""
