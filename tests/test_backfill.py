@@ -497,3 +497,5 @@ def test_ctrl_c_says_how_to_continue(rt, monkeypatch) -> None:  # type: ignore[n
     res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
     assert res.exit_code == 130
     assert "run the same command again to continue" in res.stderr
+    # The window in the account's timezone, as the dates were given.
+    assert "backfill 2026-03-01T00:00:00+03:00 .. 2026-03-02T23:59:59+03:00" in res.stderr

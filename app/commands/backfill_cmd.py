@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -75,8 +76,9 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
         if until is None and not restart:
             with rt.sessions() as session:
                 end = resume_until(session, account.account_id, start) or end
-        click.echo(f"account {account.account_id}: backfill {start.isoformat()} .. {end.isoformat()}",
-                   err=True)
+        tz = ZoneInfo(account.account.timezone)  # the admin gave dates in it
+        click.echo(f"account {account.account_id}: backfill {start.astimezone(tz).isoformat()}"
+                   f" .. {end.astimezone(tz).isoformat()}", err=True)
         try:
             result = run_backfill(rt, account, start, end, talks=talks, restart=restart,
                                   tasks=tasks, progress=progress)
