@@ -15,6 +15,15 @@ from app.commands.service_cmd import db_group, sweep_command, worker_command
 class _Main(click.Group):
     """The command group; a failure of the environment ends in one line, not a traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `amoscore replay … -v` as well as `amoscore -v replay …`: no command has a -v of
+        # its own, and people add it at the end of the line they just ran.
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _VERBOSE]
+        if flags:
+            args = flags[:1] + [a for a in args[:end] if a not in _VERBOSE] + args[end:]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -26,6 +35,9 @@ class _Main(click.Group):
                 raise
             click.echo(f"amoscore: {known[0]}", err=True)
             ctx.exit(known[1])
+
+
+_VERBOSE = ("-v", "--verbose")
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -206,3 +206,25 @@ def test_oauth_connect_never_says_a_spent_code_was_unused(env, tmp_path):
         result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
     assert result.exit_code != 0
     assert "the code was not used" not in result.output
+
+
+@pytest.mark.parametrize(("args", "verbose"), [
+    (["-v", "report", "show"], True),
+    (["report", "show", "-v"], True),
+    (["report", "--verbose", "show"], True),
+    (["report", "show"], False),
+    (["report", "show", "--", "-v"], False),
+])
+def test_verbose_may_come_anywhere_before_a_double_dash(args, verbose):
+    from app.cli import main
+
+    assert main.make_context("amoscore", list(args)).params["verbose"] is verbose
+
+
+def test_verbose_after_the_command_is_accepted(tmp_path):
+    """`amoscore db upgrade -v` runs the command (click used to refuse the -v there)."""
+    from app.cli import main
+
+    res = CliRunner().invoke(main, ["db", "upgrade", "-v"],
+                             env={"DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}"})
+    assert res.exit_code == 0, res.output
