@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, create_engine, event, func
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -94,6 +94,23 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 def core_connection(target: Session | Connection) -> Connection:
     """The Core connection of a session's transaction: Core statements skip the ORM layer."""
     return target if isinstance(target, Connection) else target.connection()
+
+
+_LEDGER_LOCK_SPACE = 0x616D6C67  # "amlg": the high half of the ledger lock's key
+
+
+def lock_ledger(target: Session | Connection, account_id: int) -> None:
+    """Hold the account's ledger until the transaction ends (Postgres; SQLite has one writer).
+
+    Ingest reads a deal's stored state, merges a batch into it and writes it back; planning
+    reads the ledgers, then clears the deals' due checks. Two drains of one account at once
+    (two workers, disjoint batches) would each write back the state it read, the older body
+    winning; a drain committing while a plan runs would have its "changed" mark cleared by it,
+    its event never planned. Both take this lock first."""
+    conn = core_connection(target)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                     {"k": (_LEDGER_LOCK_SPACE << 32) | (account_id & 0xFFFFFFFF)})
 
 
 def _insert(dialect: str, table: Any) -> Any:

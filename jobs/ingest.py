@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.db import core_connection, insert_ignore, upsert
+from app.db import core_connection, insert_ignore, lock_ledger, upsert
 from app.models import (
     Deal,
     FieldValue,
@@ -94,6 +94,7 @@ class IngestBatch:
 
     def flush(self, session: Session | Connection) -> set[int]:
         """Write everything collected; returns the deal ids touched."""
+        lock_ledger(session, self.account_id)
         self._write_deals(session)
         # A message seen as a webhook and as an event: each fills what the other lacked.
         upsert(session, Interaction, list(self.interactions.values()),

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.calendar import BusinessCalendar, add_business_time, calendar_for
-from app.db import insert_ignore
+from app.db import insert_ignore, lock_ledger
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
 from app.metrics.stats import round_half_up
@@ -111,6 +111,7 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
     if not ids:
         return
     calendar = account_calendar(rt, account)
+    lock_ledger(session, account.account_id)
     ledgers = load_ledgers(session, account.account_id, ids)
     values = Values(session, account.account_id, ids)
     acc_id = account.account_id
