@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import SQLITE_BUSY_MS, autocommit_engine, insert_ignore, libpq_conninfo
@@ -29,6 +29,9 @@ log = logging.getLogger("amoscore.intake")
 # short.
 DRAIN_BATCH = 500
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
+# A delivery whose own processing keeps meeting a "transient" database error is set aside after
+# this many drains, so an error that only looks transient cannot block the account for ever.
+TRANSIENT_ATTEMPTS = 5
 
 
 def dedupe_key(body: bytes, account_id: int | None) -> str:
@@ -221,7 +224,12 @@ def _process_batch(session: Session, account_id: int, rows: list[Delivery],
 
 def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
     """After a failed batch: each delivery in its own transaction; one that still fails is
-    marked unsupported with the error, so it cannot block the account's intake."""
+    marked unsupported with the error, so it cannot block the account's intake.
+
+    A transient database error (a dropped connection, a lock or statement timeout, a deadlock)
+    is no fault of the delivery: it stays pending with one more attempt counted, and the error
+    is raised after the pass, so this drain stops and a later one (the sweeper's) retries it."""
+    transient: Exception | None = None
     for delivery_id in ids:
         with rt.sessions() as session:
             found = session.execute(
@@ -239,10 +247,28 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
                 session.rollback()
                 log.exception("drain.delivery_failed delivery=%s", delivery_id)
                 reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:500]
+                error = exc  # ``exc`` is unbound when the except block ends
+            attempts = session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                .values(attempts=WebhookDelivery.attempts + 1)
+                .returning(WebhookDelivery.attempts)).scalar_one()
+            if is_transient(error) and attempts < TRANSIENT_ATTEMPTS:
+                session.commit()
+                transient = error
+                continue
             session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                            .values(status="unsupported", reason=reason, processed_at=now,
-                                    attempts=WebhookDelivery.attempts + 1))
+                            .values(status="unsupported", reason=reason, processed_at=now))
             session.commit()
+    if transient is not None:
+        raise transient
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that says nothing about the delivery being processed: the connection
+    dropped, a lock or statement timed out, a deadlock, the server is restarting."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def sweep(account_id: int | None = None) -> dict[str, int]:

@@ -79,3 +79,71 @@ def test_one_sweep_serves_every_account_at_the_shortest_interval(example_account
     assert not [j for j in jobs if j.startswith("sweep-")]
     assert {j for j in jobs if j.startswith("sync-")} == {
         f"sync-{example_account.account_id}", "sync-31000001"}
+
+
+def test_a_lock_timeout_leaves_the_deliveries_pending_for_a_later_drain(runtime, pg_engine):
+    """A transient database error (here a real lock timeout: another transaction holds the
+    account's ledger) says nothing about the deliveries: they were marked unsupported, lost
+    for good. They stay pending, the drain fails for RQ to record, and a later drain (the
+    sweeper's) processes them."""
+    from sqlalchemy import event, text
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import _LEDGER_LOCK_SPACE
+
+    @event.listens_for(pg_engine, "connect")
+    def short_lock_wait(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '200ms'")
+        dbapi_conn.commit()  # a SET in a transaction rolled back would be undone
+
+    pg_engine.dispose()  # the pool's connections were made before the listener
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    with runtime.sessions() as s:
+        for i in range(3):
+            store_delivery(s, account_id=ACCOUNT, body=lead.replace("32966269", str(32966269 + i)),
+                           received_at=runtime.clock())
+        s.commit()
+    key = (_LEDGER_LOCK_SPACE << 32) | ACCOUNT
+    with pg_engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        with pytest.raises(OperationalError, match="lock timeout"):
+            drain_with(runtime, ACCOUNT)
+        with runtime.sessions() as s:
+            rows = s.execute(select(WebhookDelivery)).scalars().all()
+            assert [(d.status, d.attempts) for d in rows] == [("stored", 1)] * 3
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        holder.commit()
+    assert drain_with(runtime, ACCOUNT) == 3
+    with runtime.sessions() as s:
+        assert sorted(d.status for d in s.execute(select(WebhookDelivery)).scalars()) == \
+            ["processed"] * 3
+        assert sorted(d.id for d in s.execute(select(Deal)).scalars()) == [
+            32966269, 32966270, 32966271]
+
+
+def test_a_delivery_that_keeps_meeting_a_transient_error_is_set_aside_in_the_end(
+        runtime, monkeypatch):
+    """An error that only looks transient (the same OperationalError every time) must not
+    block the account for ever: after TRANSIENT_ATTEMPTS drains the delivery is set aside."""
+    from sqlalchemy.exc import OperationalError
+
+    from jobs.intake import TRANSIENT_ATTEMPTS
+
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    with runtime.sessions() as s:
+        store_delivery(s, account_id=ACCOUNT, body=lead, received_at=runtime.clock())
+        s.commit()
+
+    def always_fails(batch, d, at):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT …", {}, Exception("too many SQL variables"))
+
+    monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", always_fails)
+    for _ in range(TRANSIENT_ATTEMPTS - 1):
+        with pytest.raises(OperationalError):
+            drain_with(runtime, ACCOUNT)
+    assert drain_with(runtime, ACCOUNT) == 1
+    with runtime.sessions() as s:
+        (row,) = s.execute(select(WebhookDelivery)).scalars()
+    assert (row.status, row.attempts) == ("unsupported", TRANSIENT_ATTEMPTS)
+    assert "too many SQL variables" in row.reason
