@@ -172,6 +172,14 @@ class IngestBatch:
         conn = core_connection(session)
         linked = conn.execute(_LINKED_TALKS, {"account": self.account_id,
                                               "talks": sorted(talks)}).all()
+        # A message that named its deal links the talk too, though no talk hook came: the deal
+        # of the talk's earliest such message, as if the unlinked one had come first.
+        if rest := talks - {talk for talk, _ in linked}:
+            by_message: dict[int, int] = {}
+            for talk, deal in conn.execute(_TALKS_LINKED_BY_MESSAGE, {
+                    "account": self.account_id, "talks": sorted(rest)}):
+                by_message.setdefault(talk, deal)
+            linked += sorted(by_message.items())
         if linked:
             conn.execute(_LINK_BY_TALK, [{"account": self.account_id, "deal": deal, "talk": talk}
                                          for talk, deal in linked])
@@ -283,6 +291,12 @@ _UNLINKED_CONTACTS = (select(_INTERACTIONS.c.contact_id).distinct()
 _LINKED_TALKS = (select(Talk.id, Talk.deal_id)
                  .where(Talk.account_id == bindparam("account"), Talk.deal_id.is_not(None),
                         Talk.id.in_(bindparam("talks", expanding=True))))
+_TALKS_LINKED_BY_MESSAGE = (
+    select(_INTERACTIONS.c.talk_id, _INTERACTIONS.c.deal_id)
+    .where(_INTERACTIONS.c.account_id == bindparam("account"),
+           _INTERACTIONS.c.deal_id.is_not(None),
+           _INTERACTIONS.c.talk_id.in_(bindparam("talks", expanding=True)))
+    .order_by(_INTERACTIONS.c.at, _INTERACTIONS.c.id))
 _LINK = update(_INTERACTIONS).where(_UNLINKED).values(deal_id=bindparam("deal"))
 _LINK_BY_TALK = _LINK.where(_INTERACTIONS.c.talk_id == bindparam("talk"))
 _LINK_BY_CONTACT = _LINK.where(_INTERACTIONS.c.contact_id == bindparam("contact"),

@@ -162,3 +162,19 @@ def test_a_message_seen_twice_keeps_the_earlier_instant(sessions, batches):
         write(sessions, later)  # and a third sighting does not move it back
     with sessions() as s:
         assert [at.astimezone(UTC) for at in s.scalars(select(Interaction.at))] == [AT]
+
+
+@pytest.mark.integration
+def test_a_message_arriving_after_a_linked_message_of_its_talk_joins_that_deal(sessions):
+    """A chat known only by its messages (no talk hook): the message naming the deal came
+    first, the unlinked one of the same talk later. It stayed unlinked for ever, while in the
+    other order it joined the deal, so the FRT figures depended on delivery order."""
+    write(sessions, message("linked", talk=14, contact=5, deal=600, at=AT.replace(minute=5)),
+          message("other", talk=14, contact=5, deal=601, at=AT.replace(minute=9)))
+    batch = IngestBatch(ACCOUNT)
+    collect_webhook_events(batch, [message("late", talk=14, contact=5, deal=None)], AT)
+    with sessions() as s:
+        touched = batch.flush(s)
+        s.commit()
+    assert deals_of(sessions)["msg:late"] == 600  # the talk's earliest linked message's deal
+    assert 600 in touched
