@@ -39,6 +39,9 @@ class DealLedger:
     field_history: list[tuple[datetime, int, list[Any]]] = field(default_factory=list)
     talk_rates: list[tuple[datetime, int]] = field(default_factory=list)
     stored_episodes: list[dict[str, Any]] = field(default_factory=list)
+    # The client: the contact of the deal's earliest message naming one (the deal row keeps
+    # the first one delivered, which depends on arrival order), else the deal row's.
+    contact_id: int | None = None
     _known: tuple[list[StageRecord], list[StageRecord]] | None = field(default=None, repr=False,
                                                                        compare=False)
 
@@ -148,7 +151,8 @@ def load_ledgers(session: Session, account_id: int,
         result = conn.execute(_rows_stmt(model, id_col, ids is not None), params).all()
         return _by_deal(result) if id_col == "deal_id" else {r.id: [r] for r in result}
 
-    deals = {deal_id: DealLedger(r[0]) for deal_id, r in rows(Deal, "id").items()}
+    deals = {deal_id: DealLedger(r[0], contact_id=r[0].contact_id)
+             for deal_id, r in rows(Deal, "id").items()}
     for deal_id, found in rows(StageChange, "deal_id").items():
         if deal_id in deals:
             found.sort(key=lambda r: (r.at, not r.created, r.id))
@@ -161,6 +165,9 @@ def load_ledgers(session: Session, account_id: int,
         if deal_id in deals:
             deals[deal_id].items = [TimelineItem(at=r.at, kind=r.kind, created_by=r.created_by,
                                                  key=r.dedupe) for r in found]
+            contacts = [(r.at, r.dedupe, r.contact_id) for r in found if r.contact_id is not None]
+            if contacts:
+                deals[deal_id].contact_id = min(contacts)[2]
     for deal_id, found in rows(FieldValue, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].field_history = sorted(((r.at, r.field_id, r.values) for r in found),

@@ -83,7 +83,7 @@ def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
         for ep in frt_episodes(ledger, ctx.account, ctx.calendar) if ctx.in_period(ep.opened_at)
     ]
     return DealFacts(
-        deal_id=ledger.deal.id, contact_id=ledger.deal.contact_id, episodes=episodes,
+        deal_id=ledger.deal.id, contact_id=ledger.contact_id, episodes=episodes,
         complaints=complaints_for(ledger, ctx.account), wins=win_instants(ledger, ctx.account),
         referral=referral_deal(ctx, ledger) if ctx.account.referrals else None,
         answers=survey_answers(ledger, ctx.account))

@@ -1021,3 +1021,36 @@ def test_two_bodies_of_one_second_without_a_hand_over_keep_their_order(tmp_path)
                     now=msk("2026-04-14 12:00:00"))
     assert list(report["frt"]["managers"]) == ["10000698"]
     assert [t["responsible_user_id"] for t in report["tasks"]] == [10000698]
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_won_deals_client_is_its_earliest_chats_contact_whatever_the_delivery_order(
+        tmp_path, late):
+    """The won deal's client (contact 501) writes first; a colleague (502) writes in the same
+    deal a day later. A complaint from contact 501 follows the win. The deal's client was the
+    contact of the first message delivered: with the client's message delivered late, the
+    colleague became the client and the sale counted as without complaint."""
+    from tests.e2e_helpers import FIRST_STAGE, incoming_message_body, lead_body, msk
+
+    sale, complaint, created = 8701, 8702, msk("2026-03-02 09:00:00")
+    client = (msk("2026-03-02 10:00:01"), "webhook", incoming_message_body(
+        sale, "c1", at=msk("2026-03-02 10:00:00"), talk_id=871, contact_id=501))
+    colleague = (msk("2026-03-03 10:00:01"), "webhook", incoming_message_body(
+        sale, "c2", at=msk("2026-03-03 10:00:00"), talk_id=872, contact_id=502))
+    chats = [colleague, (msk("2026-03-03 11:00:00"), *client[1:])] if late else [client, colleague]
+    lines = [
+        (created, "webhook", lead_body("add", sale, at=created)),
+        *chats,
+        (msk("2026-03-04 12:00:01"), "webhook",
+         lead_body("status", sale, at=msk("2026-03-04 12:00:00"), status_id=142,
+                   old_status_id=FIRST_STAGE, created=created)),
+        (msk("2026-03-06 10:00:00"), "webhook",
+         lead_body("add", complaint, at=msk("2026-03-06 10:00:00"), pipeline_id=COMPLAINTS,
+                   status_id=NEW_COMPLAINT)),
+        (msk("2026-03-06 10:05:01"), "webhook", incoming_message_body(
+            complaint, "c3", at=msk("2026-03-06 10:05:00"), talk_id=873, contact_id=501)),
+    ]
+    report = replay(_write_stream(tmp_path / f"client-{late}.jsonl", lines),
+                    now=msk("2026-03-07 12:00:00"))
+    assert report["complaints"]["orders_without_complaints"] == {
+        "won": 1, "without_complaint": 0, "share": 0.0}
