@@ -28,8 +28,11 @@ Rules (metrics.md §2, replay.md "What belongs to the period") and the choices m
   linked through its own id only. The share is None when nothing was won.
 - The same move into the pipeline seen twice (the account's status hook and the Digital
   Pipeline's, or a webhook and its event a second apart) is one entry: a record that repeats
-  the tracked entry's transition within ``SAME_MOVE_WINDOW``, with no other move seen in
-  between, is not read as "left unseen and came back".
+  the tracked entry's transition within ``SAME_MOVE_WINDOW`` is not read as "left unseen and
+  came back", even after moves within the pipeline (the event may be dated a second after the
+  hook, behind a quick move on). After such moves only a record saying it came from another
+  pipeline is taken for the entry again (a full update without old ids is a move back); a move
+  out in between ends the tracked complaint, so a real return is still a new one.
 """
 
 from __future__ import annotations
@@ -110,8 +113,8 @@ def complaints_of(
         came_from = (record.old_pipeline_id if record.old_pipeline_id is not None
                      else previous.pipeline_id if previous is not None else None)
         inside = record.pipeline_id == cfg.id
-        if (current is not None and entry is not None and previous is entry
-                and _same_move(record, entry)):
+        if (current is not None and entry is not None and _same_move(record, entry)
+                and (previous is entry or came_from != cfg.id)):
             continue  # the entry seen again (another hook, or its event): not a new complaint
         if current is not None and inside and came_from is not None and came_from != cfg.id:
             # The move out was never seen; the deal has come back.
