@@ -272,8 +272,10 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
             if d.get("custom_fields_present"):
                 state["custom_fields"] = {str(k): v for k, v in d["custom_fields"].items()}
             state["updated_at"] = at
-            if restore:
-                state["is_deleted"] = False
+        if restore:
+            # Even when the body is older than a state already applied: deliveries come in any
+            # order, and a deletion carries no instant to weigh against the restore's.
+            state["is_deleted"] = False
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born

@@ -1054,3 +1054,30 @@ def test_a_won_deals_client_is_its_earliest_chats_contact_whatever_the_delivery_
                     now=msk("2026-03-07 12:00:00"))
     assert report["complaints"]["orders_without_complaints"] == {
         "won": 1, "without_complaint": 0, "share": 0.0}
+
+
+def test_a_restore_delivered_after_a_newer_update_still_undeletes_the_deal(tmp_path):
+    """A complaint created 03-02 is deleted 03-03 and restored 03-04; a manager edits it on
+    03-05. The edit is delivered first, then the deletion and the restore. The restore's body
+    is older than the edit, so it was dropped whole, its restore with it: the complaint stayed
+    deleted, neither open nor overdue. A restore undeletes whatever its body's age."""
+    from tests.e2e_helpers import account_block, form_body, lead_body, msk
+
+    deal, created = 8801, msk("2026-03-02 10:00:00")
+    in_pipeline = {"pipeline_id": COMPLAINTS, "status_id": NEW_COMPLAINT, "created": created}
+    lines = [
+        (created, "webhook", lead_body("add", deal, at=created, pipeline_id=COMPLAINTS,
+                                       status_id=NEW_COMPLAINT)),
+        (msk("2026-03-05 10:00:01"), "webhook",
+         lead_body("update", deal, at=msk("2026-03-05 10:00:00"), **in_pipeline)),
+        (msk("2026-03-05 10:00:02"), "webhook",
+         form_body({"leads": {"delete": [{"id": deal, "status_id": NEW_COMPLAINT,
+                                          "pipeline_id": COMPLAINTS}]},
+                    "account": account_block()})),
+        (msk("2026-03-05 10:00:03"), "webhook",
+         lead_body("restore", deal, at=msk("2026-03-04 10:00:00"), **in_pipeline)),
+    ]
+    report = replay(_write_stream(tmp_path / "restored.jsonl", lines),
+                    now=msk("2026-03-20 10:00:00"))
+    assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (1, 1)
+    assert [(t["deal_id"], t["rule"]) for t in report["tasks"]] == [(deal, "complaint_overdue")]
