@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -236,12 +236,20 @@ def _task_record(row: TaskLedger) -> TaskRecord:
                       row.amo_task_id, row.reason)
 
 
+# How long after its POST was sent a ``posting`` row is looked up. A POST given up on after the
+# client's timeout may still be running at amoCRM; looked up too soon, its task is not listed
+# yet and would be posted a second time.
+POSTING_SETTLE = timedelta(seconds=60)
+
+
 def _resolve_posting(session_factory: sessionmaker[Session], account_id: int,
                      client: AmoClient, now: datetime, result: FlushResult) -> None:
-    """Rows left in ``posting`` by a dead worker: created already? Look before posting again."""
+    """Rows left in ``posting`` (a dead worker, an answer lost): created already? Look before
+    posting again, once the POST has had time to settle; younger rows wait for a later flush."""
     with session_scope(session_factory) as session:
         rows = session.scalars(select(TaskLedger).where(
-            TaskLedger.account_id == account_id, TaskLedger.status == "posting"
+            TaskLedger.account_id == account_id, TaskLedger.status == "posting",
+            or_(TaskLedger.sent_at.is_(None), TaskLedger.sent_at <= now - POSTING_SETTLE)
         ).order_by(TaskLedger.id)).all()
         for row in rows:
             before = client.requests_sent

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.db import make_session_factory, session_scope
 from app.models import DesiredValue, TaskLedger, WriteLog, WrittenValue
 from integrations.amocrm.payloads import task_marker
-from jobs.writeback import declare_task, declare_value, flush
+from jobs.writeback import POSTING_SETTLE, declare_task, declare_value, flush
 from tests.test_client_support import ACCOUNT_ID, BASE, FakeTime, make_account, make_client
 
 pytestmark = pytest.mark.integration
@@ -230,7 +230,8 @@ def test_task_declared_5_times_and_a_crash_after_post_gives_one_task(factory) ->
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         rsps.get(f"{BASE}/api/v4/tasks", json=listed, match=[matchers.query_param_matcher(
             {"limit": "250", "filter[entity_type]": "leads", "filter[entity_id]": "32966269"})])
-        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+        result = flush(factory, make_account(), make_client(), NOW + POSTING_SETTLE,
+                       dry_run=False)
         assert [c.request.method for c in rsps.calls] == ["GET"]
     assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 555001)]
     with session_scope(factory) as s:
@@ -376,3 +377,33 @@ def test_a_value_refused_by_name_three_times_is_no_longer_sent(factory) -> None:
         again = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=4),
                       dry_run=False)
     assert [(w.deal_id, w.status) for w in again.writes] == [(17, "sent")]
+
+
+def test_a_posting_row_is_not_looked_up_while_its_post_may_still_be_in_flight(factory) -> None:
+    """The POST timed out on our side at 12:00:00 and amoCRM is still creating the task. A
+    flush 20 s later (a check falling due) looked it up, found nothing listed yet and posted
+    it again: two tasks. It waits until the POST has settled, then finds it by its marker."""
+    till = NOW + timedelta(hours=2)
+    key = "frt_breach:9:episode-1"
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=9, rule="frt_breach", key=key,
+                     responsible_user_id=10000698, complete_till=till, text="t", at=NOW)
+        row = s.scalars(select(TaskLedger)).one()
+        row.status, row.sent_at = "posting", NOW
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{BASE}/api/v4/tasks", status=204)  # not listed yet
+        rsps.post(f"{BASE}/api/v4/tasks", json={"_embedded": {"tasks": [{"id": 78}]}})
+        result = flush(factory, make_account(), make_client(), NOW + timedelta(seconds=20),
+                       dry_run=False)
+        assert [c.request.method for c in rsps.calls] == []  # no lookup, no second POST
+    assert result.tasks == []
+    listed = {"_embedded": {"tasks": [{"id": 555002, "entity_id": 9, "entity_type": "leads",
+                                       "text": f"t\n{task_marker(key)}", "is_completed": False,
+                                       "complete_till": int(till.timestamp()), "task_type_id": 1,
+                                       "responsible_user_id": 10000698}]}}
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.get(f"{BASE}/api/v4/tasks", json=listed)
+        result = flush(factory, make_account(), make_client(), NOW + POSTING_SETTLE,
+                       dry_run=False)
+        assert [c.request.method for c in rsps.calls] == ["GET"]
+    assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 555002)]
