@@ -315,6 +315,6 @@ def load_spool(rt: Runtime) -> int:
         except OperationalError as exc:
             log.warning("sweeper.spool_db_down error=%s", exc.__class__.__name__)
             break
-        path.unlink()
+        path.unlink(missing_ok=True)  # another loader may have stored and removed it too
         loaded += 1
     return loaded

@@ -38,11 +38,24 @@ def write(spool_dir: Path, *, account_id: int | None, body: str, received_at: da
 
 
 def pending(spool_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Spooled deliveries, oldest first."""
+    """Spooled deliveries, oldest first. A file another loader took meanwhile (the web
+    process and the sweeper may share the folder) is skipped."""
     if not spool_dir.is_dir():
         return
     for path in sorted(spool_dir.glob("*.json")):
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                record = json.load(fh)
+        except FileNotFoundError:
+            continue
         record["received_at"] = datetime.fromisoformat(record["received_at"])
         yield path, record
+
+
+def has_pending(spool_dir: Path) -> bool:
+    """Is anything spooled? (One directory read.)"""
+    try:
+        with os.scandir(spool_dir) as entries:
+            return any(e.name.endswith(".json") and not e.name.startswith(".") for e in entries)
+    except FileNotFoundError:
+        return False

@@ -190,15 +190,21 @@ def test_database_cut_spools_and_sweeper_loads(pg_engine, behind_proxy):
         assert len(list(rt.settings.spool_dir.glob("*.json"))) == 11
 
         proxy.restore()
-        # The connection the cut broke was dropped, not pooled again: the next body is stored.
+        # The connection the cut broke was dropped, not pooled again: the next body is stored,
+        # and the web process starts loading its spool by itself.
         later = distinct_bodies(1, start=200)
-        with serve_app(create_app({"RUNTIME": rt, "ENV": TEST_ENV})) as base:
+        app = create_app({"RUNTIME": rt, "ENV": TEST_ENV})
+        loaders: list = []
+        poke = app.extensions["amoscore.spool_loader"].poke
+        app.extensions["amoscore.spool_loader"].poke = lambda: loaders.append(poke())
+        with serve_app(app) as base:
             assert post_timed(http, base, later[0][3])[0] == 200
-        assert len(list(rt.settings.spool_dir.glob("*.json"))) == 11
+        assert loaders and loaders[0] is not None
+        loaders[0].join(timeout=30)
+        assert list(rt.settings.spool_dir.glob("*.json")) == []
         items += later
         rt.clock.offset = timedelta(seconds=6)  # type: ignore[attr-defined]
-        assert sweep_with(rt) == {"spool_loaded": 11, "drains_enqueued": 1}
-        assert list(rt.settings.spool_dir.glob("*.json")) == []
+        assert sweep_with(rt) == {"spool_loaded": 0, "drains_enqueued": 1}
         assert run_worker(rt) == 0
         assert statuses(rt) == {"processed": 13}
         assert_ledger_matches(rt, items)
@@ -209,13 +215,16 @@ def test_database_cut_spools_and_sweeper_loads(pg_engine, behind_proxy):
         http.close()
 
 
-def test_database_frozen_answers_in_time_and_spools(pg_engine, behind_proxy):
+def test_database_frozen_answers_in_time_and_spools(pg_engine, behind_proxy, monkeypatch):
     """A Postgres that keeps the connection but stops answering: the receiver stops waiting
     after STORE_SECONDS and spools; for PAUSE_SECONDS after that the next bodies are spooled
-    at once; when the database answers again bodies are stored, and every spooled one loads,
-    so every body is stored exactly once."""
+    at once; when the database answers again bodies are stored, and every spooled one loads
+    (here by the sweeper: the web process's own loader is kept off), so every body is stored
+    exactly once."""
     from app.pg_insert import PAUSE_SECONDS, STORE_SECONDS
-    from app.web import create_app
+    from app.web import create_app, webhooks
+
+    monkeypatch.setattr(webhooks, "SPOOL_CHECK_SECONDS", 3600.0)  # looks once, at the start
 
     proxy, rt = behind_proxy
     items = distinct_bodies(6, start=300)

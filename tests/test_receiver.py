@@ -350,3 +350,58 @@ def test_drain_claim_survives_redis_dropping_the_idle_connection(runtime, redis_
     assert killed
     assert queue.claim_drain(ACME) is True
     assert queue._claim_connection() is mine  # the same object, reconnected
+
+
+def test_the_web_process_loads_its_own_spool_once_the_database_takes_bodies_again(
+        runtime, tmp_path):
+    """The web host's spool is on its own disk (a web dyno): the worker's sweeper never sees
+    it. Bodies spooled while the database was away waited there for ever (and went with the
+    host). The next body the database takes starts loading the spool from the web process."""
+    from dataclasses import replace
+
+    from app.web import create_app
+    from jobs import spool
+
+    web_runtime = replace(runtime, settings=replace(runtime.settings,
+                                                    spool_dir=tmp_path / "web-disk"))
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    spooled = lead.replace("32966269", "32966280")
+    spool.write(web_runtime.settings.spool_dir, account_id=ACME, body=spooled,
+                received_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC), status="stored", reason=None)
+    app = create_app({"RUNTIME": web_runtime, "ENV": TEST_ENV})
+    loader = app.extensions["amoscore.spool_loader"]
+    started = []
+    poke = loader.poke
+    loader.poke = lambda: started.append(poke()) or started[-1]  # type: ignore[method-assign]
+    assert post(app.test_client(), lead.encode()).status_code == 200
+    assert started[0] is not None
+    started[0].join(timeout=10)
+    stored = {d.body: (d.status, d.received_at) for d in deliveries(runtime)}
+    assert stored == {lead: ("queued", stored[lead][1]),
+                      spooled: ("stored", datetime(2026, 3, 2, 9, 0, tzinfo=UTC))}
+    assert list(web_runtime.settings.spool_dir.glob("*.json")) == []
+    # Nothing spooled now: the next bodies start no loader.
+    assert post(app.test_client(), lead.replace("32966269", "32966281").encode()
+                ).status_code == 200
+    assert started[1] is None
+
+
+def test_two_loaders_racing_on_one_spool_store_each_body_once(runtime):
+    """The web process and the sweeper may load one folder at once: each body is stored once
+    and neither fails on the file the other removed."""
+    from jobs import spool
+    from jobs.intake import load_spool
+
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    bodies = [lead.replace("32966269", str(32966290 + i)) for i in range(3)]
+    for body in bodies:
+        spool.write(runtime.settings.spool_dir, account_id=ACME, body=body,
+                    received_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC), status="stored",
+                    reason=None)
+    first = spool.pending(runtime.settings.spool_dir)
+    path, record = next(first)  # one loader has read the oldest file …
+    assert load_spool(runtime) == 3  # … when the other loads them all
+    assert record["body"] in bodies
+    assert list(first) == []  # the first finds the rest gone, without an error
+    path.unlink(missing_ok=True)
+    assert sorted(d.body for d in deliveries(runtime)) == sorted(bodies)

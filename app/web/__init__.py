@@ -58,7 +58,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["amoscore.router"] = AccountRouter(by_secret)
 
     from app.web.health import health_bp
-    from app.web.webhooks import webhooks_bp
+    from app.web.webhooks import SpoolLoader, webhooks_bp
+
+    app.extensions["amoscore.spool_loader"] = SpoolLoader(runtime)
 
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(health_bp)

@@ -8,6 +8,8 @@ could neither store nor spool gets a 503, so that amoCRM sends it again.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,11 +17,51 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.pg_insert import StoreError
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
-from jobs.intake import mark_stored, receive_delivery
+from jobs.intake import load_spool, mark_stored, receive_delivery
 from jobs.queues import EnqueueFailed, schedule_drain
 
 log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
+
+SPOOL_CHECK_SECONDS = 5.0
+
+
+class SpoolLoader:
+    """Loads this process's spool back into the database once a store succeeds again.
+
+    The sweeper loads the spool too, but only where the worker shares the web's disk; on
+    hosts that do not (a web dyno's own ephemeral disk) the files would wait for ever and go
+    with the host. Looked at no more than every few seconds, and loaded off the request's
+    thread, so the answer to amoCRM is not held up."""
+
+    def __init__(self, runtime) -> None:  # type: ignore[no-untyped-def]
+        self.runtime = runtime
+        self._next_check = 0.0
+        self._running = threading.Lock()
+
+    def poke(self) -> threading.Thread | None:
+        """After a successful store: start loading if anything is spooled (the thread, or None)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + SPOOL_CHECK_SECONDS
+        if not spool.has_pending(self.runtime.settings.spool_dir):
+            return None
+        if not self._running.acquire(blocking=False):
+            return None
+        thread = threading.Thread(target=self._load, name="amoscore-spool", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self) -> None:
+        try:
+            loaded = load_spool(self.runtime)
+            if loaded:
+                log.warning("webhook.spool_loaded deliveries=%d", loaded)
+        except Exception:  # noqa: BLE001 - the files stay; the next poke tries again
+            log.exception("webhook.spool_load_failed")
+        finally:
+            self._running.release()
 
 
 @webhooks_bp.post("/webhooks/amocrm/<secret>")
@@ -48,6 +90,7 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
             log.exception("webhook.spool_failed account=%s", account.account_id)
             return "", 503
         return "", code
+    current_app.extensions["amoscore.spool_loader"].poke()
     if status == "rejected":
         log.warning("webhook.rejected account=%s reason=%s", account.account_id, reason)
     if delivery_id is not None and status == "stored":
