@@ -30,8 +30,11 @@ log = logging.getLogger("amoscore.intake")
 DRAIN_BATCH = 500
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
 # A delivery whose own processing keeps meeting a "transient" database error is set aside after
-# this many drains, so an error that only looks transient cannot block the account for ever.
+# this many drains and this long, so an error that only looks transient cannot block the
+# account for ever, while a busy account's drains (one per webhook) cannot use them up in a
+# short outage.
 TRANSIENT_ATTEMPTS = 5
+TRANSIENT_GRACE = timedelta(hours=1)
 
 
 def dedupe_key(body: bytes, account_id: int | None) -> str:
@@ -189,8 +192,10 @@ def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int
             try:
                 _process_batch(session, account_id, rows, now)
                 session.commit()
-            except Exception:  # noqa: BLE001 - a bulkhead: find the bad row, keep the rest
+            except Exception as exc:  # noqa: BLE001 - a bulkhead: find the bad row, keep the rest
                 session.rollback()
+                if is_job_timeout(exc):
+                    raise  # RQ ends the job; the rows stay pending for a later drain
                 log.exception("drain.batch_failed account=%s size=%d", account_id, len(rows))
                 failed = True
         if failed:
@@ -227,9 +232,10 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
     marked unsupported with the error, so it cannot block the account's intake.
 
     A transient database error (a dropped connection, a lock or statement timeout, a deadlock)
-    is no fault of the delivery: it stays pending with one more attempt counted, and the error
-    is raised after the pass, so this drain stops and a later one (the sweeper's) retries it."""
-    transient: Exception | None = None
+    is no fault of the delivery: it stays pending with one more attempt counted and the error
+    is raised at once, so this drain stops and a later one retries it. Only a delivery that
+    has met such errors on TRANSIENT_ATTEMPTS drains, over at least TRANSIENT_GRACE since it
+    was received, is set aside: an error that only looks transient cannot block the account."""
     for delivery_id in ids:
         with rt.sessions() as session:
             found = session.execute(
@@ -238,13 +244,16 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
             ).first()
             if found is None:
                 continue
+            delivery = Delivery(*found)
             now = rt.clock()
             try:
-                _process_batch(session, account_id, [Delivery(*found)], now)
+                _process_batch(session, account_id, [delivery], now)
                 session.commit()
                 continue
             except Exception as exc:  # noqa: BLE001 - recorded on the row, and logged
                 session.rollback()
+                if is_job_timeout(exc):
+                    raise  # RQ ends the job: no fault of the delivery either
                 log.exception("drain.delivery_failed delivery=%s", delivery_id)
                 reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:500]
                 error = exc  # ``exc`` is unbound when the except block ends
@@ -252,15 +261,18 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
                 update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
                 .values(attempts=WebhookDelivery.attempts + 1)
                 .returning(WebhookDelivery.attempts)).scalar_one()
-            if is_transient(error) and attempts < TRANSIENT_ATTEMPTS:
+            if is_transient(error) and (attempts < TRANSIENT_ATTEMPTS
+                                        or now - delivery.received_at < TRANSIENT_GRACE):
                 session.commit()
-                transient = error
-                continue
+                raise error
             session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
                             .values(status="unsupported", reason=reason, processed_at=now))
             session.commit()
-    if transient is not None:
-        raise transient
+
+
+def is_job_timeout(exc: BaseException) -> bool:
+    """RQ's job timeout, told by its module so that replay and the receiver need not import rq."""
+    return any(cls.__module__ == "rq.timeouts" for cls in type(exc).__mro__)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -110,8 +110,10 @@ def test_a_lock_timeout_leaves_the_deliveries_pending_for_a_later_drain(runtime,
         with pytest.raises(OperationalError, match="lock timeout"):
             drain_with(runtime, ACCOUNT)
         with runtime.sessions() as s:
-            rows = s.execute(select(WebhookDelivery)).scalars().all()
-            assert [(d.status, d.attempts) for d in rows] == [("stored", 1)] * 3
+            rows = s.execute(select(WebhookDelivery).order_by(WebhookDelivery.id)).scalars().all()
+            # The pass stops at the first: each row waiting out the timeout could outlast the job.
+            assert [(d.status, d.attempts) for d in rows] == [
+                ("stored", 1), ("stored", 0), ("stored", 0)]
         holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         holder.commit()
     assert drain_with(runtime, ACCOUNT) == 3
@@ -125,10 +127,15 @@ def test_a_lock_timeout_leaves_the_deliveries_pending_for_a_later_drain(runtime,
 def test_a_delivery_that_keeps_meeting_a_transient_error_is_set_aside_in_the_end(
         runtime, monkeypatch):
     """An error that only looks transient (the same OperationalError every time) must not
-    block the account for ever: after TRANSIENT_ATTEMPTS drains the delivery is set aside."""
+    block the account for ever: after TRANSIENT_ATTEMPTS drains, and TRANSIENT_GRACE since the
+    delivery came, it is set aside. Before the grace is over it stays pending, whatever the
+    count: a busy account drains once per webhook and would use the attempts up in seconds."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
     from sqlalchemy.exc import OperationalError
 
-    from jobs.intake import TRANSIENT_ATTEMPTS
+    from jobs.intake import TRANSIENT_ATTEMPTS, TRANSIENT_GRACE
 
     lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
     with runtime.sessions() as s:
@@ -139,11 +146,38 @@ def test_a_delivery_that_keeps_meeting_a_transient_error_is_set_aside_in_the_end
         raise OperationalError("INSERT …", {}, Exception("too many SQL variables"))
 
     monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", always_fails)
-    for _ in range(TRANSIENT_ATTEMPTS - 1):
+    for _ in range(TRANSIENT_ATTEMPTS + 2):
         with pytest.raises(OperationalError):
             drain_with(runtime, ACCOUNT)
+    with runtime.sessions() as s:
+        (row,) = s.execute(select(WebhookDelivery)).scalars()
+        assert (row.status, row.attempts) == ("stored", TRANSIENT_ATTEMPTS + 2)
+        s.execute(update(WebhookDelivery).values(
+            received_at=runtime.clock() - TRANSIENT_GRACE - timedelta(seconds=1)))
+        s.commit()
     assert drain_with(runtime, ACCOUNT) == 1
     with runtime.sessions() as s:
         (row,) = s.execute(select(WebhookDelivery)).scalars()
-    assert (row.status, row.attempts) == ("unsupported", TRANSIENT_ATTEMPTS)
+    assert (row.status, row.attempts) == ("unsupported", TRANSIENT_ATTEMPTS + 3)
     assert "too many SQL variables" in row.reason
+
+
+def test_rqs_job_timeout_leaves_the_delivery_pending(runtime, monkeypatch):
+    """RQ raises its timeout inside the job: that is no fault of the delivery being processed
+    (it was marked unsupported for good)."""
+    from rq.timeouts import JobTimeoutException
+
+    lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
+    with runtime.sessions() as s:
+        store_delivery(s, account_id=ACCOUNT, body=lead, received_at=runtime.clock())
+        s.commit()
+
+    def times_out(batch, d, at):  # type: ignore[no-untyped-def]
+        raise JobTimeoutException("Task exceeded maximum timeout value (300 seconds)")
+
+    monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", times_out)
+    with pytest.raises(JobTimeoutException):
+        drain_with(runtime, ACCOUNT)
+    with runtime.sessions() as s:
+        (row,) = s.execute(select(WebhookDelivery)).scalars()
+    assert (row.status, row.attempts) == ("stored", 0)
