@@ -67,7 +67,7 @@ def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
 
     dry_run = rt.dry_run(account)
     client = None if dry_run else api_client(rt, account)
-    return flush(rt.sessions, account, client, now, dry_run=dry_run)
+    return flush(rt.sessions, account, client, now, dry_run=dry_run, clock=rt.clock)
 
 
 def next_due_key(account_id: int) -> str:

@@ -10,7 +10,7 @@ A task row is committed before its POST and marked ``posting`` around it; a row 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -243,13 +243,14 @@ POSTING_SETTLE = timedelta(seconds=60)
 
 
 def _resolve_posting(session_factory: sessionmaker[Session], account_id: int,
-                     client: AmoClient, now: datetime, result: FlushResult) -> None:
+                     client: AmoClient, now: datetime, clock: Callable[[], datetime],
+                     result: FlushResult) -> None:
     """Rows left in ``posting`` (a dead worker, an answer lost): created already? Look before
     posting again, once the POST has had time to settle; younger rows wait for a later flush."""
     with session_scope(session_factory) as session:
         rows = session.scalars(select(TaskLedger).where(
             TaskLedger.account_id == account_id, TaskLedger.status == "posting",
-            or_(TaskLedger.sent_at.is_(None), TaskLedger.sent_at <= now - POSTING_SETTLE)
+            or_(TaskLedger.sent_at.is_(None), TaskLedger.sent_at <= clock() - POSTING_SETTLE)
         ).order_by(TaskLedger.id)).all()
         for row in rows:
             before = client.requests_sent
@@ -271,13 +272,13 @@ _PENDING_TASKS = select(TaskLedger.id).where(
 
 
 def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
-                 client: AmoClient | None, now: datetime, dry_run: bool,
-                 result: FlushResult) -> None:
+                 client: AmoClient | None, now: datetime, clock: Callable[[], datetime],
+                 dry_run: bool, result: FlushResult) -> None:
     account_id = account.account_id
     if not dry_run:
         assert client is not None
         client.ensure_ready()
-        _resolve_posting(session_factory, account_id, client, now, result)
+        _resolve_posting(session_factory, account_id, client, now, clock, result)
     with session_factory() as session:
         pending_ids = session.connection().execute(_PENDING_TASKS, {
             "account": account_id,
@@ -299,8 +300,10 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
                               complete_till=int(row.complete_till.timestamp()),
                               task_type_id=account.writeback.task_type_id,
                               responsible_user_id=row.responsible_user_id) for row in rows]
+            # Stamped when sent, not at the sync's start: the settle time counts from here.
+            sent = clock()
             for row in rows:
-                row.status, row.sent_at = "posting", now
+                row.status, row.sent_at = "posting", sent
         # ``posting`` is committed before the POST: a crash after it is resolved by lookup.
         assert client is not None
         before = client.requests_sent
@@ -365,9 +368,12 @@ def account_flush_lock(session_factory: sessionmaker[Session], account_id: int) 
 
 
 def flush(session_factory: sessionmaker[Session], account: AccountConfig,
-          client: AmoClient | None, now: datetime, *, dry_run: bool) -> FlushResult:
+          client: AmoClient | None, now: datetime, *, dry_run: bool,
+          clock: Callable[[], datetime] | None = None) -> FlushResult:
     """Send changed values, then pending tasks (or only record them when ``dry_run``); does
-    nothing while another flush of the account runs (it sends what is pending)."""
+    nothing while another flush of the account runs (it sends what is pending). ``clock``
+    dates each task POST when it is sent (``now`` is the sync's instant, taken before its
+    events pull and checks); without it, ``now``."""
     if not dry_run and client is None:
         raise ValueError("flush needs a client unless dry_run")
     result = FlushResult()
@@ -377,5 +383,6 @@ def flush(session_factory: sessionmaker[Session], account: AccountConfig,
                      account.account_id)
             return result
         _flush_values(session_factory, account, client, now, dry_run, result)
-        _flush_tasks(session_factory, account, client, now, dry_run, result)
+        _flush_tasks(session_factory, account, client, now, clock or (lambda: now), dry_run,
+                     result)
     return result

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from app.db import make_session_factory, session_scope
 from app.models import DesiredValue, TaskLedger, WriteLog, WrittenValue
+from integrations.amocrm.errors import AmoHTTPError
 from integrations.amocrm.payloads import task_marker
 from jobs.writeback import POSTING_SETTLE, declare_task, declare_value, flush
 from tests.test_client_support import ACCOUNT_ID, BASE, FakeTime, make_account, make_client
@@ -407,3 +408,29 @@ def test_a_posting_row_is_not_looked_up_while_its_post_may_still_be_in_flight(fa
                        dry_run=False)
         assert [c.request.method for c in rsps.calls] == ["GET"]
     assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 555002)]
+
+
+def test_a_post_is_dated_when_sent_not_when_the_sync_began(factory) -> None:
+    """The sync began at 09:00:00 (its ``now``); its pull and checks took 50 s, so the task
+    POST went out at 09:00:50 and timed out. Dated 09:00:00, the row was looked up at the next
+    flush, 09:01:05, seconds after the timeout; dated when sent it waits until 09:01:50."""
+    import requests
+
+    till = NOW + timedelta(hours=2)
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=9, rule="frt_breach", key="k-late", text="t",
+                     responsible_user_id=10000698, complete_till=till, at=NOW)
+    sent = NOW + timedelta(seconds=50)
+    with responses.RequestsMock() as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks", body=requests.exceptions.ReadTimeout("no answer"))
+        with pytest.raises(AmoHTTPError):
+            flush(factory, make_account(), make_client(), NOW, dry_run=False,
+                  clock=lambda: sent)
+    with session_scope(factory) as s:
+        row = s.scalars(select(TaskLedger)).one()
+        assert (row.status, row.sent_at) == ("posting", sent)
+    later = NOW + timedelta(seconds=65)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{BASE}/api/v4/tasks", status=204)
+        flush(factory, make_account(), make_client(), later, dry_run=False, clock=lambda: later)
+        assert [c.request.method for c in rsps.calls] == []
