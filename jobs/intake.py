@@ -314,17 +314,25 @@ def sweep_with(rt: Runtime) -> dict[str, int]:
     return {"spool_loaded": loaded, "drains_enqueued": enqueued}
 
 
-def load_spool(rt: Runtime) -> int:
-    """Move spooled deliveries into the database, deleting each file once committed."""
+def load_spool(rt: Runtime, *, bounded: bool = False) -> int:
+    """Move spooled deliveries into the database, deleting each file once committed.
+    ``bounded``: store as the receiver does, each INSERT given up after STORE_SECONDS (the web
+    process's loader, which a database that stops answering must not hold for ever)."""
     loaded = 0
     for path, record in spool.pending(rt.settings.spool_dir):
         try:
-            with rt.sessions() as session:
-                store_delivery(session, account_id=record["account_id"], body=record["body"],
-                               received_at=record["received_at"], status=record["status"],
-                               reason=record["reason"])
-                session.commit()
-        except OperationalError as exc:
+            if bounded:
+                receive_delivery(rt.engine, account_id=record["account_id"],
+                                 body=record["body"].encode("utf-8"),
+                                 received_at=record["received_at"], status=record["status"],
+                                 reason=record["reason"])
+            else:
+                with rt.sessions() as session:
+                    store_delivery(session, account_id=record["account_id"],
+                                   body=record["body"], received_at=record["received_at"],
+                                   status=record["status"], reason=record["reason"])
+                    session.commit()
+        except (OperationalError, StoreError) as exc:
             log.warning("sweeper.spool_db_down error=%s", exc.__class__.__name__)
             break
         path.unlink(missing_ok=True)  # another loader may have stored and removed it too

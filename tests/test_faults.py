@@ -257,6 +257,44 @@ def test_database_frozen_answers_in_time_and_spools(pg_engine, behind_proxy, mon
         http.close()
 
 
+def test_the_web_loader_gives_up_on_a_frozen_database_and_loads_later(pg_engine, behind_proxy):
+    """The web process's spool loader meets a database that stops answering: it gives up
+    within the receiver's deadline instead of hanging (which would keep its lock, and this
+    process would never load its spool again), keeps the files, and loads them later."""
+    from app.pg_insert import PAUSE_SECONDS, STORE_SECONDS
+    from app.web.webhooks import SpoolLoader
+    from jobs import spool
+
+    proxy, rt = behind_proxy
+    items = distinct_bodies(3, start=400)
+    for *_, body in items:
+        spool.write(rt.settings.spool_dir, account_id=ACCOUNT_ID, body=body.decode(),
+                    received_at=datetime.now(UTC), status="stored", reason=None)
+    loader = SpoolLoader(rt)
+    with rt.sessions() as s:  # a pooled connection, as a running web process has
+        s.execute(select(func.count()).select_from(WebhookDelivery))
+    proxy.freeze()
+    try:
+        started = time.monotonic()
+        thread = loader.poke()
+        assert thread is not None
+        thread.join(timeout=STORE_SECONDS * 4)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < STORE_SECONDS * 3
+    finally:
+        proxy.thaw()
+    assert len(list(rt.settings.spool_dir.glob("*.json"))) == 3
+    loader._next_check = 0.0
+    time.sleep(PAUSE_SECONDS + 0.1)  # the receiver's pause after a timeout, then it tries again
+    thread = loader.poke()
+    assert thread is not None  # the lock was released
+    thread.join(timeout=10)
+    assert list(rt.settings.spool_dir.glob("*.json")) == []
+    with rt.sessions() as s:
+        stored = set(s.execute(select(WebhookDelivery.body)).scalars())
+    assert stored == {body.decode() for *_, body in items}
+
+
 # --- 3. a worker SIGKILLed mid-batch -------------------------------------------------------------
 
 

@@ -50,12 +50,16 @@ class SpoolLoader:
         if not self._running.acquire(blocking=False):
             return None
         thread = threading.Thread(target=self._load, name="amoscore-spool", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the next poke tries again
+            self._running.release()
+            return None
         return thread
 
     def _load(self) -> None:
         try:
-            loaded = load_spool(self.runtime)
+            loaded = load_spool(self.runtime, bounded=True)
             if loaded:
                 log.warning("webhook.spool_loaded deliveries=%d", loaded)
         except Exception:  # noqa: BLE001 - the files stay; the next poke tries again
