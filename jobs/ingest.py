@@ -259,11 +259,15 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
     """One change to a deal's state, in delivery order (as the handlers used to apply them).
 
     A field the body leaves out is not recorded as emptied: lead bodies often carry only the
-    fields a change touched (a status hook only the discount), so its absence says nothing."""
+    fields a change touched (a status hook only the discount), so its absence says nothing.
+
+    A deletion carries no instant of its own: it is dated when it was received. The deal is
+    deleted while no body is dated after its latest deletion: a restore, or any later change,
+    proves it alive (a deleted lead cannot change), whatever order the deliveries came in."""
     if op == "delete":
-        state["is_deleted"] = True
+        state["deleted_at"] = max(filter(None, (state["deleted_at"], payload)))
     elif op == "lead":
-        at, d, restore = payload
+        at, d = payload
         # amoCRM gives no ordering guarantee: only a newer (or equal) updated_at moves the state.
         if state["updated_at"] is None or at >= state["updated_at"]:
             for attr in DEAL_STATE:
@@ -272,13 +276,11 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
             if d.get("custom_fields_present"):
                 state["custom_fields"] = {str(k): v for k, v in d["custom_fields"].items()}
             state["updated_at"] = at
-        if restore:
-            # Even when the body is older than a state already applied: deliveries come in any
-            # order, and a deletion carries no instant to weigh against the restore's.
-            state["is_deleted"] = False
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born
+    if state["deleted_at"] is not None:
+        state["is_deleted"] = state["updated_at"] is None or state["updated_at"] <= state["deleted_at"]
 
 
 _INTERACTIONS = Interaction.__table__
@@ -331,11 +333,10 @@ def _talk_deal(d: dict[str, Any]) -> int | None:
 Handler = Callable[[IngestBatch, dict[str, Any], datetime], None]
 
 
-def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool,
-          restore: bool = False) -> None:
+def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool) -> None:
     at = event_instant(d, received_at)
     deal_id = d["id"]
-    batch.deal(deal_id, "lead", (at, d, restore))
+    batch.deal(deal_id, "lead", (at, d))
     batch.touched.add(deal_id)
     if d.get("pipeline_id") is not None or d.get("status_id") is not None:
         batch.observe(StageChange, deal_id=deal_id, at=at, old_pipeline_id=d.get("old_pipeline_id"),
@@ -364,11 +365,12 @@ def handle_lead_change(batch: IngestBatch, d: dict[str, Any], at: datetime) -> N
 
 
 def handle_lead_restore(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    _lead(batch, d, at, created=False, restore=True)
+    # A restore is a change dated after the deletion: that alone undeletes the deal.
+    _lead(batch, d, at, created=False)
 
 
 def handle_lead_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    batch.deal(d["id"], "delete")
+    batch.deal(d["id"], "delete", at)
     batch.touched.add(d["id"])
 
 

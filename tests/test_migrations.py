@@ -77,3 +77,28 @@ def test_0003_downgrades_and_upgrades_again(tmp_path):
         i["name"] for i in inspect(engine).get_indexes("created_tasks")}
     create_schema(engine)
     assert _drift(engine) == []
+
+
+def test_0004_dates_deals_deleted_before_it_and_downgrades(tmp_path):
+    """Deals deleted before 0004 get a deletion instant (the upgrade's), so they stay deleted
+    until a body dated after it (a restore) arrives."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from app.migrate import alembic_config, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old4.sqlite3'}")
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO deals (account_id, id, is_deleted, custom_fields) "
+                          "VALUES (1, 10, 1, '{}'), (1, 11, 0, '{}')"))
+    create_schema(engine)
+    assert _drift(engine) == []
+    with engine.connect() as conn:
+        dated = dict(conn.execute(text("SELECT id, deleted_at IS NOT NULL FROM deals")).all())
+    assert dated == {10: 1, 11: 0}
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    assert "deleted_at" not in {c["name"] for c in inspect(engine).get_columns("deals")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -1056,28 +1056,45 @@ def test_a_won_deals_client_is_its_earliest_chats_contact_whatever_the_delivery_
         "won": 1, "without_complaint": 0, "share": 0.0}
 
 
-def test_a_restore_delivered_after_a_newer_update_still_undeletes_the_deal(tmp_path):
-    """A complaint created 03-02 is deleted 03-03 and restored 03-04; a manager edits it on
-    03-05. The edit is delivered first, then the deletion and the restore. The restore's body
-    is older than the edit, so it was dropped whole, its restore with it: the complaint stayed
-    deleted, neither open nor overdue. A restore undeletes whatever its body's age."""
+@pytest.mark.parametrize("story", ["restored then edited", "restored, edited, deleted again"])
+def test_a_restore_delivered_late_undeletes_the_deal_only_if_dated_after_the_deletion(
+        tmp_path, story):
+    """A complaint created 03-02. "restored then edited": deleted 03-03 10:00:00 (received at
+    once), restored 10:00:10, edited 10:00:20; the edit is delivered before the restore. The
+    restore's body, older than the edit, was dropped whole, its restore with it: the complaint
+    stayed deleted. "… deleted again": restored 03-04, edited 03-05, deleted 03-06; the restore
+    comes last. A deletion is dated when received; a body dated after it proves the deal alive."""
     from tests.e2e_helpers import account_block, form_body, lead_body, msk
 
     deal, created = 8801, msk("2026-03-02 10:00:00")
     in_pipeline = {"pipeline_id": COMPLAINTS, "status_id": NEW_COMPLAINT, "created": created}
+    delete = form_body({"leads": {"delete": [{"id": deal, "status_id": NEW_COMPLAINT,
+                                              "pipeline_id": COMPLAINTS}]},
+                        "account": account_block()})
+    if story == "restored then edited":
+        deleted, restored, edited = (msk("2026-03-03 10:00:00"), msk("2026-03-03 10:00:10"),
+                                     msk("2026-03-03 10:00:20"))
+        middle = [(deleted, "webhook", delete),
+                  (edited + timedelta(seconds=1), "webhook",
+                   lead_body("update", deal, at=edited, **in_pipeline))]
+        alive = True
+    else:
+        restored, edited, deleted = (msk("2026-03-04 10:00:00"), msk("2026-03-05 10:00:00"),
+                                     msk("2026-03-06 10:00:00"))
+        middle = [(edited + timedelta(seconds=1), "webhook",
+                   lead_body("update", deal, at=edited, **in_pipeline)),
+                  (deleted, "webhook", delete)]
+        alive = False
     lines = [
         (created, "webhook", lead_body("add", deal, at=created, pipeline_id=COMPLAINTS,
                                        status_id=NEW_COMPLAINT)),
-        (msk("2026-03-05 10:00:01"), "webhook",
-         lead_body("update", deal, at=msk("2026-03-05 10:00:00"), **in_pipeline)),
-        (msk("2026-03-05 10:00:02"), "webhook",
-         form_body({"leads": {"delete": [{"id": deal, "status_id": NEW_COMPLAINT,
-                                          "pipeline_id": COMPLAINTS}]},
-                    "account": account_block()})),
-        (msk("2026-03-05 10:00:03"), "webhook",
-         lead_body("restore", deal, at=msk("2026-03-04 10:00:00"), **in_pipeline)),
+        *middle,
+        (deleted + timedelta(seconds=30), "webhook",
+         lead_body("restore", deal, at=restored, **in_pipeline)),
     ]
     report = replay(_write_stream(tmp_path / "restored.jsonl", lines),
                     now=msk("2026-03-20 10:00:00"))
-    assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (1, 1)
-    assert [(t["deal_id"], t["rule"]) for t in report["tasks"]] == [(deal, "complaint_overdue")]
+    assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (
+        (1, 1) if alive else (0, 0))
+    assert [(t["deal_id"], t["rule"]) for t in report["tasks"]] == (
+        [(deal, "complaint_overdue")] if alive else [])
