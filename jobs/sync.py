@@ -13,6 +13,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from app.db import upsert
+from app.models import SyncCheckpoint
 from config.account import AccountConfig
 from jobs.runtime import Runtime, get_runtime
 
@@ -92,6 +97,26 @@ def remember_next_due(rt: Runtime, account: AccountConfig) -> None:
     rt.redis.set(next_due_key(account.account_id), math.ceil(due.timestamp()))
 
 
+STOP_CHECKPOINT = "amocrm_stopped"
+
+
+def stored_stop(session: Session, account_id: int) -> str | None:
+    """The reason the account's traffic was stopped (after a 403), as kept in the database."""
+    row = session.get(SyncCheckpoint, (account_id, STOP_CHECKPOINT))
+    return str(row.value.get("reason")) if row is not None else None
+
+
+def store_stop(session: Session, account_id: int, reason: str, now: datetime) -> None:
+    upsert(session, SyncCheckpoint, [{"account_id": account_id, "name": STOP_CHECKPOINT,
+                                      "value": {"reason": reason}, "updated_at": now}],
+           keys=("account_id", "name"), update=("value", "updated_at"))
+
+
+def clear_stored_stop(session: Session, account_id: int) -> None:
+    session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.account_id == account_id,
+                                                 SyncCheckpoint.name == STOP_CHECKPOINT))
+
+
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
     from integrations.amocrm.errors import AccountBlocked, ReauthorizationRequired
@@ -99,6 +124,14 @@ def sync_account(account_id: int) -> dict[str, int]:
     rt = get_runtime()
     account = rt.account(account_id)
     now = rt.clock()
+    # The stop is kept in the database as well as in Redis: a Redis restarted without
+    # persistence forgets it, and the next sync would call amoCRM again, deepening an IP block.
+    with rt.sessions() as session:
+        held = stored_stop(session, account_id)
+    if held is not None:
+        log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
+                    "`amoscore amocrm resume --account %d`", account_id, held, account_id)
+        return {"stopped": 1}
     try:
         pulled, checked = plan_step(rt, account, now)
         remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
@@ -107,6 +140,9 @@ def sync_account(account_id: int) -> dict[str, int]:
         # Stopped after a 403 until an admin lifts it: nothing to retry meanwhile (every sync
         # failing with a traceback, each retried 5 times, only buried the one line that says
         # what to do). What is pending stays pending and goes out after the resume.
+        with rt.sessions() as session:
+            store_stop(session, account_id, exc.reason[:500], now)
+            session.commit()
         log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
                     "`amoscore amocrm resume --account %d`", account_id, exc, account_id)
         return {"stopped": 1}

@@ -17,6 +17,12 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "account.example.y
 ACCOUNT = 32427762
 
 
+@pytest.fixture(autouse=True)
+def _database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The commands also read the stop the sync keeps in the database: a file of the test's."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+
+
 def _run(args: list[str], redis_url: str) -> object:
     env = {"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": redis_url}
     return CliRunner().invoke(main, ["amocrm", *args], env=env)

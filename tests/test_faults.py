@@ -144,6 +144,46 @@ def test_redis_killed_then_frozen_while_posting(pg_engine, private_redis, exampl
         set_runtime(None)
 
 
+def test_a_403_stop_outlives_a_redis_restart(pg_engine, pg_url, private_redis, example_account,
+                                            tmp_path, monkeypatch):
+    """amoCRM answers 403: the account is stopped. Redis is killed and started again, empty
+    (no persistence): the stop lived only there, so the next sync called amoCRM again, which
+    makes an IP block worse. The database keeps it until `amoscore amocrm resume`."""
+    import re
+
+    import responses
+    from click.testing import CliRunner
+
+    from app.cli import main
+    from jobs.sync import sync_account
+
+    monkeypatch.setenv(example_account.account.auth.long_lived_token_env, "long-lived")
+    rt = make_runtime(pg_engine, private_redis.url, example_account, tmp_path)
+    set_runtime(rt)
+    events = re.compile(r"https://acme\.amocrm\.ru/api/v4/events.*")
+    try:
+        with responses.RequestsMock() as rsps:
+            rsps.get(events, status=403, json={"title": "Forbidden", "status": 403})
+            assert sync_account(ACCOUNT_ID) == {"stopped": 1}
+            assert len(rsps.calls) == 1
+        private_redis.kill()
+        private_redis.start()  # same port, nothing kept
+        with responses.RequestsMock() as rsps:  # no route: any call to amoCRM would fail
+            assert sync_account(ACCOUNT_ID) == {"stopped": 1}
+            assert len(rsps.calls) == 0
+        resumed = CliRunner().invoke(main, ["amocrm", "resume"], env={
+            "AMOSCORE_CONFIG": str(Path(__file__).parent.parent / "config" / "account.example.yaml"),
+            "REDIS_URL": private_redis.url, "DATABASE_URL": pg_url})
+        assert resumed.exit_code == 0, resumed.output
+        assert "resumed (it was stopped: HTTP 403 on GET /api/v4/events" in resumed.output
+        with responses.RequestsMock() as rsps:
+            rsps.get(events, status=204)
+            result = sync_account(ACCOUNT_ID)
+            assert "stopped" not in result and len(rsps.calls) >= 1
+    finally:
+        set_runtime(None)
+
+
 # --- 2. the database unreachable: bodies go to the spool ---------------------------------------
 
 

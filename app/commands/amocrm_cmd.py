@@ -1,8 +1,10 @@
 """`amoscore amocrm status` and `amoscore amocrm resume`: the shared pause and stop switch.
 
 A 403 stops every worker's traffic to the account (more bad calls make an IP block worse);
-only an admin, after checking the account and the integration in amoCRM, lifts the stop. Without REDIS_URL the switch lives inside one
-process and ends with it, so these commands need REDIS_URL.
+only an admin, after checking the account and the integration in amoCRM, lifts the stop. The
+switch lives in Redis, seen by every process, and the sync also keeps the stop in the database
+(a Redis restarted without persistence forgets it); resume clears both. Without REDIS_URL the
+switch lives inside one process and ends with it, so these commands need REDIS_URL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,27 @@ def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
 
     settings, account = _pick_account(account_id)
     _need_redis(settings)
-    return account, redis_limiter(settings.redis_url, account.account_id)
+    return settings, account, redis_limiter(settings.redis_url, account.account_id)
+
+
+def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | None:  # type: ignore[no-untyped-def]
+    """The stop the sync keeps in the database (it outlives a Redis restart); cleared if asked."""
+    from app.db import create_schema, make_engine, make_session_factory
+    from jobs.sync import clear_stored_stop, stored_stop
+
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)  # the embedded default's folder
+    engine = make_engine(settings.effective_database_url)
+    try:
+        create_schema(engine)
+        with make_session_factory(engine)() as session:
+            reason = stored_stop(session, account_id)
+            if clear and reason is not None:
+                clear_stored_stop(session, account_id)
+                session.commit()
+        return reason
+    finally:
+        engine.dispose()
 
 
 def _need_redis(settings) -> None:  # type: ignore[no-untyped-def]
@@ -47,13 +69,14 @@ def status(account_id: int | None) -> None:
         if len(accounts) > 1:
             _need_redis(settings)
             for account in accounts:
-                _status_line(account, redis_limiter(settings.redis_url, account.account_id))
+                _status_line(settings, account,
+                             redis_limiter(settings.redis_url, account.account_id))
             return
     _status_line(*_limiter(account_id))
 
 
-def _status_line(account, limiter) -> None:  # type: ignore[no-untyped-def]
-    reason = limiter.stopped_reason()
+def _status_line(settings, account, limiter) -> None:  # type: ignore[no-untyped-def]
+    reason = limiter.stopped_reason() or _stored_stop(settings, account.account_id)
     wait = limiter.paused_until() - time.time()
     if reason:
         click.echo(f"account {account.account_id}: stopped: {reason}")
@@ -67,8 +90,10 @@ def _status_line(account, limiter) -> None:  # type: ignore[no-untyped-def]
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 def resume(account_id: int | None) -> None:
     """Lift a stop once the cause is fixed in amoCRM; the next sync sends what waited."""
-    account, limiter = _limiter(account_id)
-    reason = limiter.stopped_reason()
+    settings, account, limiter = _limiter(account_id)
+    # Redis may have forgotten the stop (restarted without persistence); the database has not.
+    stored = _stored_stop(settings, account.account_id, clear=True)
+    reason = limiter.stopped_reason() or stored
     if not reason:
         click.echo(f"account {account.account_id} was not stopped; nothing to do")
         return

@@ -218,7 +218,8 @@ class AmoClient:
                     f"amoCRM answered 403 ({detail or 'forbidden'}); all traffic of this account is "
                     "stopped so an IP block is not made worse. An admin must check in amoCRM that the "
                     "integration is active, has rights and the IP is not blocked, then lift the stop "
-                    f"(`amoscore amocrm resume --account {self.limiter.account_id}`)."
+                    f"(`amoscore amocrm resume --account {self.limiter.account_id}`).",
+                    reason=reason,
                 )
             if status == 504 and return_504:
                 return resp

@@ -21,6 +21,10 @@ class AmoHTTPError(AmoError):
 class AccountBlocked(AmoError):
     """amoCRM answered 403: the account's traffic is stopped until an admin clears it."""
 
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message  # the stop's own short reason, as `amocrm status` shows
+
 
 class ReauthorizationRequired(AmoError):
     """The token can no longer be used or refreshed; an admin must connect the account again."""

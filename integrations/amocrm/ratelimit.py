@@ -179,7 +179,8 @@ class AccountLimiter:
             raise AccountBlocked(
                 f"amoCRM traffic of account {self.account_id} is stopped: {reason}. "
                 "An admin must check the account and the integration in amoCRM, then clear the "
-                f"stop with `amoscore amocrm resume --account {self.account_id}`."
+                f"stop with `amoscore amocrm resume --account {self.account_id}`.",
+                reason=reason,
             )
 
     def pause_for(self, seconds: float) -> float:
