@@ -409,3 +409,81 @@ def test_sweeper_leaves_fresh_queued_rows_alone(pg_engine, private_redis, exampl
         s.commit()
     assert sweep_with(rt)["drains_enqueued"] == 1
     assert statuses(rt) == {"stored": 1}
+
+
+# --- 5. a process SIGKILLed while its task POST is at amoCRM -------------------------------------
+
+_FLUSH_CHILD = """
+import sys
+from datetime import datetime
+from app.db import make_engine, make_session_factory
+from config.loader import load_account
+from integrations.amocrm.client import client_for
+from jobs.writeback import flush
+account = load_account(sys.argv[1])
+client = client_for(account, {"AMOSCORE_AMOCRM_BASE_URL": sys.argv[3],
+                              "AMOCRM_LONG_LIVED_TOKEN": "test-token"}, timeout=60)
+flush(make_session_factory(make_engine(sys.argv[2])), account, client,
+      datetime.fromisoformat(sys.argv[4]), dry_run=False)
+"""
+
+
+def test_a_flush_killed_while_its_task_post_is_in_flight_creates_one_task(pg_engine, pg_url,
+                                                                          example_account):
+    """A real process POSTs a breach task; amoCRM creates it but has not answered when the
+    process is SIGKILLed. The next flush finds the task by its marker instead of posting it
+    again: one task in amoCRM, recorded with amoCRM's id."""
+    import subprocess
+    import sys
+    import threading
+
+    from app.db import make_session_factory, session_scope
+    from app.models import TaskLedger
+    from integrations.amocrm.client import client_for
+    from integrations.amocrm.fake import FakeAmoAdapter
+    from jobs.writeback import POSTING_SETTLE, declare_task, flush
+    from tests.faultkit import ROOT
+
+    fake = FakeAmoAdapter("http://fake", now=time.time)
+    posted, hold = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def amocrm(environ, start_response):  # type: ignore[no-untyped-def]
+        from urllib.parse import parse_qs
+
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(size) if size else None
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        calls.append(environ["REQUEST_METHOD"])
+        status, body = fake._route(environ["REQUEST_METHOD"], environ["PATH_INFO"], query, raw)
+        if environ["REQUEST_METHOD"] == "POST":
+            posted.set()
+            hold.wait(30)  # created, but the answer never leaves before the kill
+        start_response(f"{status} X", [("Content-Type", "application/json")])
+        return [] if body is None else [json.dumps(body).encode()]
+
+    now = datetime(2026, 4, 14, 11, 0, tzinfo=UTC)
+    sessions = make_session_factory(pg_engine)
+    with session_scope(sessions) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=5101, rule="frt_breach", key="frt_breach:5101:1",
+                     responsible_user_id=10000698, complete_till=now + timedelta(hours=4),
+                     text="Клиент ждёт ответа", at=now)
+    config = str(ROOT / "config" / "account.example.yaml")
+    with serve_app(amocrm) as base:
+        child = subprocess.Popen([sys.executable, "-c", _FLUSH_CHILD, config, pg_url, base,
+                                  now.isoformat()], cwd=ROOT, start_new_session=True)
+        try:
+            assert posted.wait(30), "the child never posted"
+            kill_tree(child)
+        finally:
+            hold.set()
+        assert child.returncode == -9
+        with session_scope(sessions) as s:
+            assert s.scalars(select(TaskLedger.status)).one() == "posting"
+        later = now + POSTING_SETTLE
+        client = client_for(example_account, {"AMOSCORE_AMOCRM_BASE_URL": base,
+                                              "AMOCRM_LONG_LIVED_TOKEN": "test-token"})
+        result = flush(sessions, example_account, client, later, dry_run=False)
+    assert [t["id"] for t in fake.posted_tasks] == [1]  # one task in amoCRM
+    assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 1)]
+    assert calls == ["POST", "GET"]  # the killed POST, then the lookup: no second POST
