@@ -29,12 +29,12 @@ log = logging.getLogger("amoscore.intake")
 # short.
 DRAIN_BATCH = 500
 STORED_GRACE = timedelta(seconds=5)  # the receiver enqueues itself; the sweeper only after this
-# A delivery whose own processing keeps meeting a "transient" database error is set aside after
-# this many drains and this long, so an error that only looks transient cannot block the
-# account for ever, while a busy account's drains (one per webhook) cannot use them up in a
-# short outage.
-TRANSIENT_ATTEMPTS = 5
-TRANSIENT_GRACE = timedelta(hours=1)
+# Database errors that say nothing about the delivery being processed (SQLSTATE): a
+# serialization failure, a deadlock, a lock not available, a statement or lock timeout, the
+# server shutting down or not taking connections yet, too many connections. Class 08 (the
+# connection) too. Anything else (a value out of range, a program limit) is the delivery's.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03",
+                                 "53300"})
 
 
 def dedupe_key(body: bytes, account_id: int | None) -> str:
@@ -233,9 +233,7 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
 
     A transient database error (a dropped connection, a lock or statement timeout, a deadlock)
     is no fault of the delivery: it stays pending with one more attempt counted and the error
-    is raised at once, so this drain stops and a later one retries it. Only a delivery that
-    has met such errors on TRANSIENT_ATTEMPTS drains, over at least TRANSIENT_GRACE since it
-    was received, is set aside: an error that only looks transient cannot block the account."""
+    is raised at once, so this drain stops and a later one retries it."""
     for delivery_id in ids:
         with rt.sessions() as session:
             found = session.execute(
@@ -244,10 +242,9 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
             ).first()
             if found is None:
                 continue
-            delivery = Delivery(*found)
             now = rt.clock()
             try:
-                _process_batch(session, account_id, [delivery], now)
+                _process_batch(session, account_id, [Delivery(*found)], now)
                 session.commit()
                 continue
             except Exception as exc:  # noqa: BLE001 - recorded on the row, and logged
@@ -257,12 +254,9 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
                 log.exception("drain.delivery_failed delivery=%s", delivery_id)
                 reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:500]
                 error = exc  # ``exc`` is unbound when the except block ends
-            attempts = session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                .values(attempts=WebhookDelivery.attempts + 1)
-                .returning(WebhookDelivery.attempts)).scalar_one()
-            if is_transient(error) and (attempts < TRANSIENT_ATTEMPTS
-                                        or now - delivery.received_at < TRANSIENT_GRACE):
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                            .values(attempts=WebhookDelivery.attempts + 1))
+            if is_transient(error):
                 session.commit()
                 raise error
             session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
@@ -277,9 +271,20 @@ def is_job_timeout(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """A database error that says nothing about the delivery being processed: the connection
-    dropped, a lock or statement timed out, a deadlock, the server is restarting."""
+    dropped, a lock or statement timed out, a deadlock, the server is restarting (SQLite:
+    the database is busy). Told by the error's code, not its class: psycopg and SQLite file
+    program limits and missing tables under OperationalError too, and those would fail the
+    same way for ever."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name:
+        return sqlite_name in ("SQLITE_BUSY", "SQLITE_LOCKED")
+    # No code at all: the driver lost the server (psycopg's connection failures carry none).
     return isinstance(exc, OperationalError | InterfaceError)
 
 

@@ -124,42 +124,43 @@ def test_a_lock_timeout_leaves_the_deliveries_pending_for_a_later_drain(runtime,
             32966269, 32966270, 32966271]
 
 
-def test_a_delivery_that_keeps_meeting_a_transient_error_is_set_aside_in_the_end(
-        runtime, monkeypatch):
-    """An error that only looks transient (the same OperationalError every time) must not
-    block the account for ever: after TRANSIENT_ATTEMPTS drains, and TRANSIENT_GRACE since the
-    delivery came, it is set aside. Before the grace is over it stays pending, whatever the
-    count: a busy account drains once per webhook and would use the attempts up in seconds."""
-    from datetime import timedelta
+def test_an_operational_error_that_is_no_transient_condition_is_set_aside(runtime,
+                                                                          monkeypatch):
+    """psycopg and SQLite file program limits and missing tables under OperationalError too:
+    such an error fails the same way on every drain, so it must not hold the account's intake
+    (it is the delivery's, like any other error). Told by the error's code."""
+    import sqlite3
 
-    from sqlalchemy import update
+    import psycopg.errors
     from sqlalchemy.exc import OperationalError
 
-    from jobs.intake import TRANSIENT_ATTEMPTS, TRANSIENT_GRACE
+    from jobs.intake import is_transient
 
     lead = (FIXTURES / "webhooks" / "leads__add.txt").read_text().strip()
     with runtime.sessions() as s:
         store_delivery(s, account_id=ACCOUNT, body=lead, received_at=runtime.clock())
         s.commit()
+    limit = psycopg.errors.ProgramLimitExceeded("too many columns")
 
-    def always_fails(batch, d, at):  # type: ignore[no-untyped-def]
-        raise OperationalError("INSERT …", {}, Exception("too many SQL variables"))
+    def fails(batch, d, at):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT …", {}, limit)
 
-    monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", always_fails)
-    for _ in range(TRANSIENT_ATTEMPTS + 2):
-        with pytest.raises(OperationalError):
-            drain_with(runtime, ACCOUNT)
-    with runtime.sessions() as s:
-        (row,) = s.execute(select(WebhookDelivery)).scalars()
-        assert (row.status, row.attempts) == ("stored", TRANSIENT_ATTEMPTS + 2)
-        s.execute(update(WebhookDelivery).values(
-            received_at=runtime.clock() - TRANSIENT_GRACE - timedelta(seconds=1)))
-        s.commit()
+    monkeypatch.setitem(ingest.EVENT_HANDLERS, "leads.add", fails)
     assert drain_with(runtime, ACCOUNT) == 1
     with runtime.sessions() as s:
         (row,) = s.execute(select(WebhookDelivery)).scalars()
-    assert (row.status, row.attempts) == ("unsupported", TRANSIENT_ATTEMPTS + 3)
-    assert "too many SQL variables" in row.reason
+    assert (row.status, row.attempts) == ("unsupported", 1)
+    assert "too many columns" in row.reason
+
+    def sqlite_error(message: str, name: str) -> OperationalError:
+        orig = sqlite3.OperationalError(message)
+        orig.sqlite_errorname = name  # type: ignore[attr-defined]
+        return OperationalError("SELECT …", {}, orig)
+
+    assert is_transient(sqlite_error("database is locked", "SQLITE_BUSY"))
+    assert not is_transient(sqlite_error("no such table: deals", "SQLITE_ERROR"))
+    assert is_transient(OperationalError("SELECT …", {}, psycopg.errors.DeadlockDetected("x")))
+    assert is_transient(OperationalError("SELECT …", {}, psycopg.OperationalError("lost")))
 
 
 def test_rqs_job_timeout_leaves_the_delivery_pending(runtime, monkeypatch):
