@@ -108,9 +108,10 @@ class Deal(Base):
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]  # amoCRM's, the order key for state
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    # When the latest deletion was received (a deletion carries no instant of its own); the
-    # deal is deleted while no body is dated after it.
+    # When the latest deletion was received (a deletion carries no instant of its own), and
+    # the newest updated_at amoCRM gave a body: the deal is deleted while none is after it.
     deleted_at: Mapped[datetime | None]
+    alive_at: Mapped[datetime | None]
     # field id (as str) -> list of {"value": str|None, "enum_id": int|None}
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

@@ -261,13 +261,14 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
     A field the body leaves out is not recorded as emptied: lead bodies often carry only the
     fields a change touched (a status hook only the discount), so its absence says nothing.
 
-    A deletion carries no instant of its own: it is dated when it was received. The deal is
-    deleted while no body is dated after its latest deletion: a restore, or any later change,
-    proves it alive (a deleted lead cannot change), whatever order the deliveries came in."""
+    Deletion: a deletion carries no instant of its own and is dated when it was received. A
+    deal is alive again once a body dated by amoCRM after that (``alive_at``: the newest
+    ``updated_at`` seen) or a restore newer than the deal's state comes; whichever order the
+    deliveries came in, a later change proves the deal was restored."""
     if op == "delete":
         state["deleted_at"] = max(filter(None, (state["deleted_at"], payload)))
     elif op == "lead":
-        at, d = payload
+        at, d, restore, dated = payload
         # amoCRM gives no ordering guarantee: only a newer (or equal) updated_at moves the state.
         if state["updated_at"] is None or at >= state["updated_at"]:
             for attr in DEAL_STATE:
@@ -276,11 +277,20 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
             if d.get("custom_fields_present"):
                 state["custom_fields"] = {str(k): v for k, v in d["custom_fields"].items()}
             state["updated_at"] = at
+            if restore:
+                state["deleted_at"], state["is_deleted"] = None, False
+        if dated:
+            state["alive_at"] = max(filter(None, (state["alive_at"], at)))
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born
     if state["deleted_at"] is not None:
-        state["is_deleted"] = state["updated_at"] is None or state["updated_at"] <= state["deleted_at"]
+        state["is_deleted"] = still_deleted(state["deleted_at"], state["alive_at"])
+
+
+def still_deleted(deleted_at: datetime, alive_at: datetime | None) -> bool:
+    """Deleted (received at ``deleted_at``) with no change dated after it."""
+    return alive_at is None or alive_at <= deleted_at
 
 
 _INTERACTIONS = Interaction.__table__
@@ -333,10 +343,13 @@ def _talk_deal(d: dict[str, Any]) -> int | None:
 Handler = Callable[[IngestBatch, dict[str, Any], datetime], None]
 
 
-def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool) -> None:
+def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool,
+          restore: bool = False) -> None:
     at = event_instant(d, received_at)
     deal_id = d["id"]
-    batch.deal(deal_id, "lead", (at, d))
+    # Only amoCRM's own instant can prove a change came after a deletion we received.
+    dated = bool(d.get("updated_at") or d.get("last_modified"))
+    batch.deal(deal_id, "lead", (at, d, restore, dated))
     batch.touched.add(deal_id)
     if d.get("pipeline_id") is not None or d.get("status_id") is not None:
         batch.observe(StageChange, deal_id=deal_id, at=at, old_pipeline_id=d.get("old_pipeline_id"),
@@ -365,8 +378,7 @@ def handle_lead_change(batch: IngestBatch, d: dict[str, Any], at: datetime) -> N
 
 
 def handle_lead_restore(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    # A restore is a change dated after the deletion: that alone undeletes the deal.
-    _lead(batch, d, at, created=False)
+    _lead(batch, d, at, created=False, restore=True)
 
 
 def handle_lead_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:

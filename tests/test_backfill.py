@@ -499,3 +499,30 @@ def test_ctrl_c_says_how_to_continue(rt, monkeypatch) -> None:  # type: ignore[n
     assert "run the same command again to continue" in res.stderr
     # The window in the account's timezone, as the dates were given.
     assert "backfill 2026-03-01T00:00:00+03:00 .. 2026-03-02T23:59:59+03:00" in res.stderr
+
+
+def test_a_lead_the_api_lists_alive_after_its_deletion_undeletes_the_deal(rt) -> None:  # type: ignore[no-untyped-def]
+    """The deletion was received at 10:00; the restore's webhook was lost. Backfill reads the
+    lead, listed alive with updated_at 10:05: the deal was restored. Before, backfill moved
+    its state on and left it deleted, until an unrelated webhook happened to undelete it."""
+    from integrations.amocrm.webhooks import WebhookEvent
+    from jobs.backfill import apply_api_lead
+    from jobs.ingest import apply_webhook_events
+
+    account = 32427762
+
+    deleted = datetime.fromtimestamp(ts(2, 10), UTC)
+    with rt.sessions() as s:
+        apply_webhook_events(s, account, [WebhookEvent("leads.delete", {"id": 7001})], deleted)
+        s.commit()
+        assert s.get(Deal, (account, 7001)).is_deleted
+        apply_api_lead(s, account, _lead(7001, status=1001, pipeline=SALES,
+                                            created=ts(2, 9), updated=ts(2, 10, 5), user=501))
+        s.commit()
+        assert not s.get(Deal, (account, 7001)).is_deleted
+        # Listed with an updated_at before the deletion: it says nothing against it.
+        apply_webhook_events(s, account, [WebhookEvent("leads.delete", {"id": 7002})], deleted)
+        apply_api_lead(s, account, _lead(7002, status=1001, pipeline=SALES,
+                                            created=ts(2, 9), updated=ts(2, 9, 30), user=501))
+        s.commit()
+        assert s.get(Deal, (account, 7002)).is_deleted

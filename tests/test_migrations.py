@@ -79,9 +79,8 @@ def test_0003_downgrades_and_upgrades_again(tmp_path):
     assert _drift(engine) == []
 
 
-def test_0004_dates_deals_deleted_before_it_and_downgrades(tmp_path):
-    """Deals deleted before 0004 get a deletion instant (the upgrade's), so they stay deleted
-    until a body dated after it (a restore) arrives."""
+def test_0004_adds_the_deletion_instants_and_downgrades(tmp_path):
+    """Deals deleted before 0004 keep their flag with no instant (the old restore rule)."""
     from alembic import command
     from sqlalchemy import text
 
@@ -91,14 +90,14 @@ def test_0004_dates_deals_deleted_before_it_and_downgrades(tmp_path):
     upgrade(engine, "0003")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO deals (account_id, id, is_deleted, custom_fields) "
-                          "VALUES (1, 10, 1, '{}'), (1, 11, 0, '{}')"))
+                          "VALUES (1, 10, 1, '{}')"))
     create_schema(engine)
     assert _drift(engine) == []
     with engine.connect() as conn:
-        dated = dict(conn.execute(text("SELECT id, deleted_at IS NOT NULL FROM deals")).all())
-    assert dated == {10: 1, 11: 0}
+        assert conn.execute(text("SELECT is_deleted, deleted_at, alive_at FROM deals")).one() \
+            == (1, None, None)
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0003")
-    assert "deleted_at" not in {c["name"] for c in inspect(engine).get_columns("deals")}
+    assert not {"deleted_at", "alive_at"} & {c["name"] for c in inspect(engine).get_columns("deals")}
