@@ -310,9 +310,14 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
         try:
             outcome = client.post_tasks(body)
         except AmoHTTPError as exc:
-            # The POST may or may not have landed: rows stay ``posting`` for the next flush.
+            # The POST may or may not have landed: rows stay ``posting`` for the next flush,
+            # their settle time counted from now (the POST went out after any limiter wait).
             log.warning("writeback.tasks_ambiguous account=%d error=%s", account_id, exc)
             result.post_requests += client.requests_sent - before
+            with session_scope(session_factory) as session:
+                session.execute(update(TaskLedger).where(TaskLedger.id.in_(ids),
+                                                         TaskLedger.status == "posting")
+                                .values(sent_at=clock()))
             raise
         result.post_requests += client.requests_sent - before
         with session_scope(session_factory) as session:

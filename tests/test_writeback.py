@@ -413,7 +413,8 @@ def test_a_posting_row_is_not_looked_up_while_its_post_may_still_be_in_flight(fa
 def test_a_post_is_dated_when_sent_not_when_the_sync_began(factory) -> None:
     """The sync began at 09:00:00 (its ``now``); its pull and checks took 50 s, so the task
     POST went out at 09:00:50 and timed out. Dated 09:00:00, the row was looked up at the next
-    flush, 09:01:05, seconds after the timeout; dated when sent it waits until 09:01:50."""
+    flush, 09:01:05, seconds after the timeout; dated when the client gave up on it (09:01:00)
+    it waits until 09:02:00."""
     import requests
 
     till = NOW + timedelta(hours=2)
@@ -421,14 +422,21 @@ def test_a_post_is_dated_when_sent_not_when_the_sync_began(factory) -> None:
         declare_task(s, ACCOUNT_ID, deal_id=9, rule="frt_breach", key="k-late", text="t",
                      responsible_user_id=10000698, complete_till=till, at=NOW)
     sent = NOW + timedelta(seconds=50)
+    given_up = sent + timedelta(seconds=10)  # the client's timeout, after any limiter wait
+    clock = [sent]
+
+    def times_out(request):  # type: ignore[no-untyped-def]
+        clock[0] = given_up
+        raise requests.exceptions.ReadTimeout("no answer")
+
     with responses.RequestsMock() as rsps:
-        rsps.post(f"{BASE}/api/v4/tasks", body=requests.exceptions.ReadTimeout("no answer"))
+        rsps.add_callback(responses.POST, f"{BASE}/api/v4/tasks", callback=times_out)
         with pytest.raises(AmoHTTPError):
             flush(factory, make_account(), make_client(), NOW, dry_run=False,
-                  clock=lambda: sent)
+                  clock=lambda: clock[0])
     with session_scope(factory) as s:
         row = s.scalars(select(TaskLedger)).one()
-        assert (row.status, row.sent_at) == ("posting", sent)
+        assert (row.status, row.sent_at) == ("posting", given_up)
     later = NOW + timedelta(seconds=65)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.get(f"{BASE}/api/v4/tasks", status=204)
