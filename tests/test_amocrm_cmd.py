@@ -18,9 +18,13 @@ ACCOUNT = 32427762
 
 
 @pytest.fixture(autouse=True)
-def _database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The commands also read the stop the sync keeps in the database: a file of the test's."""
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+def _no_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The commands also read the stop the sync keeps in the database: here the embedded
+    default in a folder of the test's, which does not exist (and must not be created)."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    yield
+    assert not (tmp_path / "var").exists()
 
 
 def _run(args: list[str], redis_url: str) -> object:

@@ -297,6 +297,17 @@ def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monk
     with rt.sessions() as s:
         state = read_checkpoint(s, example_account.account_id)
     assert state is not None and state["phase"] == "events" and state["events_pages"] == 1
+    # The stop is kept in the database, as the syncs keep it: a run after a Redis restart (a
+    # fresh client here) refuses before calling amoCRM, and so do the syncs.
+    from jobs.sync import stored_stop
+
+    with rt.sessions() as s:
+        assert stored_stop(s, example_account.account_id) == "HTTP 403 on GET /api/v4/talks/77 (IP blocked)"
+    calls = len(responses.calls)
+    res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
+    assert res.exit_code == 1, res.output
+    assert "is stopped: HTTP 403" in res.stderr and "amoscore amocrm resume" in res.stderr
+    assert len(responses.calls) == calls
 
 
 def test_window_is_whole_days_in_the_account_timezone(example_account) -> None:  # type: ignore[no-untyped-def]

@@ -24,21 +24,33 @@ def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
 
 
 def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | None:  # type: ignore[no-untyped-def]
-    """The stop the sync keeps in the database (it outlives a Redis restart); cleared if asked."""
-    from app.db import create_schema, make_engine, make_session_factory
+    """The stop the sync keeps in the database (it outlives a Redis restart); cleared if asked.
+    Only reads (and that one delete): no schema is created or migrated here, and an embedded
+    database that does not exist yet holds no stop."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import make_engine, make_session_factory
     from jobs.sync import clear_stored_stop, stored_stop
 
-    if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)  # the embedded default's folder
+    if not settings.database_url and not (settings.var_dir / "amoscore.sqlite3").exists():
+        return None
     engine = make_engine(settings.effective_database_url)
     try:
-        create_schema(engine)
         with make_session_factory(engine)() as session:
             reason = stored_stop(session, account_id)
             if clear and reason is not None:
                 clear_stored_stop(session, account_id)
                 session.commit()
         return reason
+    except SQLAlchemyError as exc:
+        if clear:
+            raise click.ClickException(
+                f"the stop kept in the database could not be cleared ({exc.__class__.__name__}): "
+                "run the command again once the database answers; until then every sync "
+                "stays stopped") from None
+        click.echo(f"note: the database could not be read ({exc.__class__.__name__}); "
+                   "only the stop kept in Redis is shown", err=True)
+        return None
     finally:
         engine.dispose()
 
@@ -91,11 +103,16 @@ def _status_line(settings, account, limiter) -> None:  # type: ignore[no-untyped
 def resume(account_id: int | None) -> None:
     """Lift a stop once the cause is fixed in amoCRM; the next sync sends what waited."""
     settings, account, limiter = _limiter(account_id)
+    # Redis first: a sync starting in between then still finds the database's stop (and keeps
+    # quiet), rather than meeting Redis's and storing it again after this command cleared it.
+    in_redis = limiter.stopped_reason()
+    if in_redis:
+        limiter.clear_stop()
     # Redis may have forgotten the stop (restarted without persistence); the database has not.
-    stored = _stored_stop(settings, account.account_id, clear=True)
-    reason = limiter.stopped_reason() or stored
+    reason = in_redis or _stored_stop(settings, account.account_id, clear=True)
+    if in_redis:
+        _stored_stop(settings, account.account_id, clear=True)
     if not reason:
         click.echo(f"account {account.account_id} was not stopped; nothing to do")
         return
-    limiter.clear_stop()
     click.echo(f"account {account.account_id} resumed (it was stopped: {reason})")

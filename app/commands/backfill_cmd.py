@@ -45,7 +45,7 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
     An API error that needs a person (403: traffic stopped; a token that must be reconnected)
     ends the run with exit code 1 and keeps the checkpoint.
     """
-    from integrations.amocrm.errors import AmoError
+    from integrations.amocrm.errors import AccountBlocked, AmoError
     from jobs.backfill import (
         BackfillConflict,
         read_checkpoint,
@@ -54,6 +54,7 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
         window_for,
     )
     from jobs.runtime import build_runtime
+    from jobs.sync import store_stop, stored_stop
 
     rt = build_runtime(for_web=False)
     accounts = [a for a in rt.accounts.values() if not account_ids or a.account_id in account_ids]
@@ -76,6 +77,13 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
         if until is None and not restart:
             with rt.sessions() as session:
                 end = resume_until(session, account.account_id, start) or end
+        with rt.sessions() as session:
+            held = stored_stop(session, account.account_id)
+        if held:
+            click.echo(f"error: amoCRM traffic of account {account.account_id} is stopped: "
+                       f"{held}. Check the account and the integration in amoCRM, then run "
+                       f"`amoscore amocrm resume --account {account.account_id}`", err=True)
+            sys.exit(1)
         tz = ZoneInfo(account.account.timezone)  # the admin gave dates in it
         click.echo(f"account {account.account_id}: backfill {start.astimezone(tz).isoformat()}"
                    f" .. {end.astimezone(tz).isoformat()}", err=True)
@@ -91,6 +99,9 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
             sys.exit(130)
         except AmoError as exc:
             with rt.sessions() as session:
+                if isinstance(exc, AccountBlocked):  # kept for the syncs too, as they keep it
+                    store_stop(session, account.account_id, exc.reason[:500], rt.clock())
+                    session.commit()
                 state = read_checkpoint(session, account.account_id) or {}
             click.echo(f"error: {exc}", err=True)
             click.echo(f"checkpoint kept (phase {state.get('phase', '?')}); run the same command "
