@@ -115,6 +115,42 @@ def ordered_responsibles(
     return ordered
 
 
+def ordered_stage_rows(rows: list[Any]) -> list[Any]:
+    """Stage rows in time order. Rows of one second are ordered by their moves (a move from a
+    status comes after the move into it: a robot's two hops, a win and the move on after it,
+    a webhook and the event of the move before it), the creation first; where no move links
+    them, by the order they were stored in."""
+    by_at: dict[datetime, list[Any]] = {}
+    for row in rows:
+        by_at.setdefault(row.at, []).append(row)
+    ordered: list[Any] = []
+    for at in sorted(by_at):
+        group = by_at[at]
+        if len(group) == 1:
+            ordered.extend(group)
+            continue
+        ordered.extend(sorted(group, key=lambda r: (not r.created, _moves_before(r, group), r.id)))
+    return ordered
+
+
+def _moves_before(row: Any, group: list[Any]) -> int:
+    """How many moves of the same second led to ``row``'s (a loop counts once round)."""
+    steps, passed = 0, {id(row)}
+    while True:
+        came = next((p for p in group if id(p) not in passed and _led_to(p, row)), None)
+        if came is None:
+            return steps
+        steps, row = steps + 1, came
+        passed.add(id(row))
+
+
+def _led_to(before: Any, row: Any) -> bool:
+    """Did ``before``'s move end where ``row``'s began?"""
+    return (row.old_status_id is not None and before.status_id == row.old_status_id
+            and (row.old_pipeline_id is None or before.pipeline_id is None
+                 or before.pipeline_id == row.old_pipeline_id))
+
+
 def _stage_records(rows: list[Any], deal_pipeline: int | None) -> list[StageRecord]:
     """The deal's stage records in order. A body without pipeline_id (a hand-built status
     change) keeps the pipeline the deal was in: a status moves within its pipeline, and a move
@@ -155,8 +191,8 @@ def load_ledgers(session: Session, account_id: int,
              for deal_id, r in rows(Deal, "id").items()}
     for deal_id, found in rows(StageChange, "deal_id").items():
         if deal_id in deals:
-            found.sort(key=lambda r: (r.at, not r.created, r.id))
-            deals[deal_id].stages = _stage_records(found, deals[deal_id].deal.pipeline_id)
+            deals[deal_id].stages = _stage_records(ordered_stage_rows(found),
+                                                   deals[deal_id].deal.pipeline_id)
     for deal_id, found in rows(ResponsibleChange, "deal_id").items():
         if deal_id in deals:
             deals[deal_id].responsibles = ordered_responsibles(

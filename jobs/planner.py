@@ -396,16 +396,21 @@ def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
     sales = set(account.pipelines.sales)
     wins: list[datetime] = []
     previous, previous_at = None, None
+    last_win: complaints_m.StageRecord | None = None
     for s in ledger.stages:
         state = (s.pipeline_id, s.status_id)
         came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
         became = came_from != state if came_from is not None else s.created
-        # The same move seen again (its event a second after the webhook): one win, at the
-        # first sighting; the later one must not carry it into the next period.
-        again = (previous == state and previous_at is not None
-                 and s.at - previous_at <= complaints_m.SAME_MOVE_WINDOW)
+        # The same move seen again (its event a second after the webhook, maybe behind a quick
+        # move on): one win, at the first sighting; the later one must not carry it into the
+        # next period.
+        again = ((previous == state and previous_at is not None
+                  and s.at - previous_at <= complaints_m.SAME_MOVE_WINDOW)
+                 or (last_win is not None and s.old_status_id is not None
+                     and complaints_m.same_move(s, last_win)))
         if s.status_id == WON and s.pipeline_id in sales and became and not again:
             wins.append(s.at)
+            last_win = s
         previous, previous_at = state, s.at
     return wins
 

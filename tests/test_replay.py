@@ -1098,3 +1098,107 @@ def test_a_restore_delivered_late_undeletes_the_deal_only_if_dated_after_the_del
         (1, 1) if alive else (0, 0))
     assert [(t["deal_id"], t["rule"]) for t in report["tasks"]] == (
         [(deal, "complaint_overdue")] if alive else [])
+
+
+def _status_event(event_id: str, deal: int, at: datetime, old: tuple[int, int],
+                  new: tuple[int, int]) -> dict:
+    from tests.e2e_helpers import ACCOUNT_ID, MANAGER, unix
+
+    return {"id": event_id, "type": "lead_status_changed", "entity_id": deal,
+            "entity_type": "lead", "created_by": MANAGER, "created_at": unix(at),
+            "value_after": [{"lead_status": {"id": new[1], "pipeline_id": new[0]}}],
+            "value_before": [{"lead_status": {"id": old[1], "pipeline_id": old[0]}}],
+            "account_id": ACCOUNT_ID}
+
+
+def _in_order(lines: list[tuple[datetime, str, object]], swap: bool) -> list:
+    """The lines with the bodies of the last two swapped (each line keeps its instant)."""
+    if not swap:
+        return lines
+    (at1, *b1), (at2, *b2) = lines[-2:]
+    return [*lines[:-2], (at1, *b2), (at2, *b1)]
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_win_and_the_move_on_in_the_next_second_count_one_win_whatever_the_order(
+        tmp_path, swap):
+    """Won 03-31 23:59:59; at 04-01 00:00:00 moved on to another stage, and the win's event
+    dated that second too. Stored event-first, the ledger saw the win again after the move on:
+    a second win, in April. Moves of one second now follow their old → new chain."""
+    from tests.e2e_helpers import FIRST_STAGE, SALES, lead_body, msk
+
+    deal, moved_on = 5001, 76789231
+    won, next_second = msk("2026-03-31 23:59:59"), msk("2026-04-01 00:00:00")
+    lines = [
+        (msk("2026-03-31 12:00:01"), "webhook", lead_body("add", deal, at=msk("2026-03-31 12:00:00"))),
+        (won, "webhook", lead_body("status", deal, at=won, status_id=142,
+                                   old_status_id=FIRST_STAGE)),
+        (msk("2026-04-01 00:00:59"), "webhook",
+         lead_body("status", deal, at=next_second, status_id=moved_on, old_status_id=142)),
+        (msk("2026-04-01 00:01:01"), "event",
+         _status_event("ev-win", deal, next_second, (SALES, FIRST_STAGE), (SALES, 142))),
+    ]
+    report = replay(_write_stream(tmp_path / f"win-{swap}.jsonl", _in_order(lines, swap)),
+                    now=msk("2026-04-01 09:00:00"))
+    assert [(q["quarter"], q["won"]) for q in report["referrals"]["by_quarter"]] == [
+        ("2026Q1", 1), ("2026Q2", 0)]
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_robots_two_hops_in_one_second_resolve_the_complaint_whatever_the_order(
+        tmp_path, swap):
+    """A manager moves the complaint on and a robot at once on to 142, both bodies dated
+    12:00:00. Delivered the other way round, the ledger ended at the middle stage: open,
+    overdue, a task. The hops of one second follow their old → new chain."""
+    from tests.e2e_helpers import lead_body, msk
+
+    deal, middle = 5002, 101
+    moved = msk("2026-03-10 12:00:00")
+    lines = [
+        (msk("2026-03-10 10:00:01"), "webhook",
+         lead_body("add", deal, at=msk("2026-03-10 10:00:00"), pipeline_id=COMPLAINTS,
+                   status_id=NEW_COMPLAINT)),
+        (msk("2026-03-10 12:00:02"), "webhook",
+         lead_body("status", deal, at=moved, pipeline_id=COMPLAINTS, status_id=middle,
+                   old_status_id=NEW_COMPLAINT)),
+        (msk("2026-03-10 12:01:02"), "webhook",
+         lead_body("status", deal, at=moved, pipeline_id=COMPLAINTS, status_id=142,
+                   old_status_id=middle)),
+    ]
+    report = replay(_write_stream(tmp_path / f"hops-{swap}.jsonl", _in_order(lines, swap)),
+                    now=msk("2026-03-20 09:00:00"))
+    c = report["complaints"]
+    assert (c["resolved"], c["open"], c["overdue"], c["mean_resolution_seconds"]) == (1, 0, 0, 7200)
+    assert report["tasks"] == []
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_an_entrys_event_stored_after_the_move_out_of_its_second_opens_no_complaint(
+        tmp_path, swap):
+    """Into complaints at 12:00:58 (its event dated 12:00:59), back out to sales at 12:00:59.
+    With the move out stored before the event, the event opened a complaint that swallowed
+    the real return on 03-13: overdue on 03-15 instead of 03-18."""
+    from tests.e2e_helpers import FIRST_STAGE, SALES, lead_body, msk
+
+    deal, other = 5005, 76789231
+    into, out = msk("2026-03-10 12:00:58"), msk("2026-03-10 12:00:59")
+    lines = [
+        (msk("2026-03-10 10:00:01"), "webhook", lead_body("add", deal, at=msk("2026-03-10 10:00:00"))),
+        (msk("2026-03-10 12:00:59"), "webhook",
+         lead_body("status", deal, at=into, pipeline_id=COMPLAINTS, status_id=NEW_COMPLAINT,
+                   old_status_id=FIRST_STAGE)),
+        (msk("2026-03-10 12:00:59"), "event",
+         _status_event("ev-in", deal, out, (SALES, FIRST_STAGE), (COMPLAINTS, NEW_COMPLAINT))),
+        (msk("2026-03-10 12:01:01"), "webhook",
+         lead_body("status", deal, at=out, pipeline_id=SALES, status_id=other,
+                   old_status_id=NEW_COMPLAINT)),
+        (msk("2026-03-13 12:00:01"), "webhook",
+         lead_body("status", deal, at=msk("2026-03-13 12:00:00"), pipeline_id=COMPLAINTS,
+                   status_id=NEW_COMPLAINT, old_status_id=other)),
+    ]
+    if swap:  # the event and the move out change places
+        lines[2], lines[3] = (lines[2][0], *lines[3][1:]), (lines[3][0], *lines[2][1:])
+    report = replay(_write_stream(tmp_path / f"out-{swap}.jsonl", lines),
+                    now=msk("2026-03-16 09:00:00"))
+    assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (1, 0)
+    assert [t for t in report["tasks"] if t["rule"] == "complaint_overdue"] == []

@@ -113,7 +113,7 @@ def complaints_of(
         came_from = (record.old_pipeline_id if record.old_pipeline_id is not None
                      else previous.pipeline_id if previous is not None else None)
         inside = record.pipeline_id == cfg.id
-        if (current is not None and entry is not None and _same_move(record, entry)
+        if (current is not None and entry is not None and same_move(record, entry)
                 and (previous is entry or came_from != cfg.id)):
             continue  # the entry seen again (another hook, or its event): not a new complaint
         if current is not None and inside and came_from is not None and came_from != cfg.id:
@@ -142,7 +142,7 @@ def complaints_of(
 SAME_MOVE_WINDOW = timedelta(minutes=5)  # hooks and events of one move land seconds apart
 
 
-def _same_move(record: StageRecord, entry: StageRecord) -> bool:
+def same_move(record: StageRecord, entry: StageRecord) -> bool:
     """Does ``record`` describe the move that ``entry`` already recorded?"""
     # An unknown side (None: an account hook carries old_status_id but no old_pipeline_id, a
     # full update carries neither) agrees with anything; two known sides must be equal.
