@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, create_engine, event, func, text
+from sqlalchemy import JSON, Connection, Engine, Text, case, cast, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,12 +128,18 @@ def _insert_ignore_stmt(dialect: str, table: Any, returning: str | None) -> Any:
 
 @cache
 def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...],
-                 fill_only: bool, earliest: tuple[str, ...] = ()) -> Any:
+                 fill_only: bool, earliest: tuple[str, ...] = (),
+                 greatest: tuple[str, ...] = ()) -> Any:
     ins = _insert(dialect, table)
     set_ = {c: func.coalesce(table.c[c], ins.excluded[c]) if fill_only else ins.excluded[c]
             for c in update}
     set_.update({c: case((ins.excluded[c] < table.c[c], ins.excluded[c]), else_=table.c[c])
                  for c in earliest})
+    for c in greatest:
+        new, old = ins.excluded[c], table.c[c]
+        if isinstance(old.type, JSON):  # compared as text: Postgres's json has no order
+            new, old = cast(new, Text), cast(old, Text)
+        set_[c] = case((new > old, ins.excluded[c]), else_=table.c[c])
     return ins.on_conflict_do_update(index_elements=list(keys), set_=set_)
 
 
@@ -165,15 +171,17 @@ def upsert(
     update: Sequence[str],
     fill_only: bool = False,
     earliest: Sequence[str] = (),
+    greatest: Sequence[str] = (),
 ) -> None:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect. With
     ``fill_only`` a stored value is kept and only a NULL is filled (``COALESCE(old, new)``);
-    the ``earliest`` columns keep the smaller of the stored and the new value."""
+    the ``earliest`` columns keep the smaller of the stored and the new value, the
+    ``greatest`` ones the larger by their text."""
     if not rows:
         return
     conn = core_connection(session)
     conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update),
-                              fill_only, tuple(earliest)), list(rows))
+                              fill_only, tuple(earliest), tuple(greatest)), list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",

@@ -13,6 +13,7 @@ so any arrival order gives the same rows.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -115,8 +116,16 @@ class IngestBatch:
         upsert(session, ResponsibleChange, self.rows.get(ResponsibleChange, []),
                keys=("account_id", "deal_id", "at", "responsible_user_id"),
                update=("old_responsible_user_id",), fill_only=True)
-        for model in (FieldValue, NoteSeen, TalkRate):
-            insert_ignore(session, model, self.rows.get(model, []))
+        # Two bodies of one instant with different values (two edits within a second): which
+        # was later cannot be told, so the larger value is kept, whichever came first: an
+        # arbitrary rule, but the same for every delivery order.
+        upsert(session, FieldValue, _greatest_per_key(
+                   self.rows.get(FieldValue, []), ("deal_id", "field_id", "at"), "values"),
+               keys=("account_id", "deal_id", "field_id", "at"), update=(), greatest=("values",))
+        upsert(session, TalkRate, _greatest_per_key(
+                   self.rows.get(TalkRate, []), ("talk_id", "at"), "rate"),
+               keys=("account_id", "talk_id", "at"), update=(), greatest=("rate",))
+        insert_ignore(session, NoteSeen, self.rows.get(NoteSeen, []))
         return self.touched
 
     def _write_deals(self, session: Session | Connection) -> None:
@@ -332,6 +341,22 @@ def _merged_stage_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 first[col] = row[col]
         first["created"] = first["created"] or row["created"]
     return list(merged.values())
+
+
+def _greatest_per_key(rows: list[dict[str, Any]], key: tuple[str, ...],
+                      column: str) -> list[dict[str, Any]]:
+    """One row per key (one statement may not update a row twice), the one whose ``column``
+    is largest as the database compares it: as text (JSON as SQLAlchemy writes it)."""
+    def order(row: dict[str, Any]) -> Any:
+        value = row[column]
+        return value if isinstance(value, int) else json.dumps(value)
+
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        k = tuple(row[c] for c in key)
+        if k not in best or order(row) > order(best[k]):
+            best[k] = row
+    return list(best.values())
 
 
 def _talk_deal(d: dict[str, Any]) -> int | None:

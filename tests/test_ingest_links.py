@@ -178,3 +178,30 @@ def test_a_message_arriving_after_a_linked_message_of_its_talk_joins_that_deal(s
         s.commit()
     assert deals_of(sessions)["msg:late"] == 600  # the talk's earliest linked message's deal
     assert 600 in touched
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_values_of_one_instant_keep_the_larger_whichever_came_first(sessions, first):
+    """Two bodies with the same updated_at and different values, in two batches or one: the
+    stored value (field history, talk rating) must not depend on which came first."""
+    from app.models import FieldValue, TalkRate
+
+    values = [[{"value": "3", "enum_id": None}], [{"value": "9", "enum_id": None}]]
+    rates = [3, 9]
+    for i in (first, 1 - first):
+        batch = IngestBatch(ACCOUNT)
+        batch.observe(FieldValue, deal_id=1, field_id=7, values=values[i], at=AT, source="webhook")
+        batch.observe(TalkRate, talk_id=5, rate=rates[i], at=AT)
+        with sessions() as s:
+            batch.flush(s)
+            s.commit()
+    both = IngestBatch(ACCOUNT)  # and the two in one batch
+    for i in (1 - first, first):
+        both.observe(FieldValue, deal_id=2, field_id=7, values=values[i], at=AT, source="webhook")
+    with sessions() as s:
+        both.flush(s)
+        s.commit()
+        stored = dict(s.execute(select(FieldValue.deal_id, FieldValue.values)).all())
+        assert stored == {1: values[1], 2: values[1]}
+        assert s.execute(select(TalkRate.rate)).scalars().all() == [9]

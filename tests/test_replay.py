@@ -1202,3 +1202,28 @@ def test_an_entrys_event_stored_after_the_move_out_of_its_second_opens_no_compla
                     now=msk("2026-03-16 09:00:00"))
     assert (report["complaints"]["open"], report["complaints"]["overdue"]) == (1, 0)
     assert [t for t in report["tasks"] if t["rule"] == "complaint_overdue"] == []
+
+
+@pytest.mark.parametrize("first", ["3", "9"])
+def test_two_scores_of_one_instant_give_the_same_figures_whichever_came_first(tmp_path, first):
+    """Two edits within one second: bodies with the same updated_at, NPS 3 and NPS 9. Which
+    was later cannot be told; the first stored stayed, so NPS read -100 or +100 by arrival.
+    Now the larger value is kept whatever the order (an arbitrary rule, but a fixed one); and
+    the same for two talk ratings of one instant."""
+    from tests.e2e_helpers import lead_body, msk, talk_body
+
+    second = "9" if first == "3" else "3"
+    lines = _nps_updates(7801, [("10:05:01", "10:05:00", first), ("10:06:01", "10:05:00", second)])
+    created, rated = msk("2026-03-03 09:00:00"), msk("2026-03-03 12:00:00")
+    rates = [3, 9] if first == "3" else [9, 3]
+    lines += [
+        (msk("2026-03-03 11:00:01"), "webhook", lead_body("add", 7802, at=msk("2026-03-03 11:00:00"))),
+        (msk("2026-03-03 12:00:02"), "webhook",
+         talk_body("update", 7802, 7802, created=created, at=rated, rate=rates[0])),
+        (msk("2026-03-03 12:00:04"), "webhook",
+         talk_body("update", 7802, 7802, created=created, at=rated, rate=rates[1])),
+    ]
+    report = replay(_write_stream(tmp_path / f"tie-{first}.jsonl", lines),
+                    now=msk("2026-03-04 12:00:00"))
+    nps = report["surveys"]["nps"]
+    assert (nps["answers"], nps["promoters"], nps["detractors"]) == (2, 2, 0)
