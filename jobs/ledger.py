@@ -126,11 +126,19 @@ def ordered_stage_rows(rows: list[Any]) -> list[Any]:
     ordered: list[Any] = []
     for at in sorted(by_at):
         group = by_at[at]
-        if len(group) == 1:
+        if len(group) == 1 or len(group) > _CHAINED_AT_MOST:
             ordered.extend(group)
             continue
-        ordered.extend(sorted(group, key=lambda r: (not r.created, _moves_before(r, group), r.id)))
+        # A loop (into 142 and straight back) has no first move of its own: the one leaving
+        # the status the deal was in before this second goes first.
+        before = ordered[-1] if ordered else None
+        ordered.extend(sorted(group, key=lambda r: (
+            not r.created, _moves_before(r, group),
+            before is None or not _led_to(before, r), r.id)))
     return ordered
+
+
+_CHAINED_AT_MOST = 50  # rows of one second worth chaining (the walk is cubic; real ones are 2–3)
 
 
 def _moves_before(row: Any, group: list[Any]) -> int:

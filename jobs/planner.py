@@ -407,6 +407,9 @@ def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
         again = ((previous == state and previous_at is not None
                   and s.at - previous_at <= complaints_m.SAME_MOVE_WINDOW)
                  or (last_win is not None and s.old_status_id is not None
+                     # A win again straight from the status it left is a real second win;
+                     # the repeat of one sits behind the stage the deal moved on to.
+                     and (previous is None or previous[1] != s.old_status_id)
                      and complaints_m.same_move(s, last_win)))
         if s.status_id == WON and s.pipeline_id in sales and became and not again:
             wins.append(s.at)

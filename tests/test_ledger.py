@@ -19,3 +19,44 @@ def test_unlinked_observations_of_one_second_keep_the_order_they_were_stored_in(
     later = T + timedelta(seconds=1)
     seen = [(later, A, None, 1), (T, C, None, 4), (T, B, None, 3), (T, A, None, 2)]
     assert ordered_responsibles(seen) == [(T, A), (T, B), (T, C), (later, A)]
+
+
+def _stage(row_id: int, at: datetime, old: int | None, new: int, *, created: bool = False):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=row_id, at=at, old_pipeline_id=None if old is None else 1,
+                           old_status_id=old, pipeline_id=1, status_id=new, created=created)
+
+
+def test_stage_moves_of_one_second_follow_their_chain_and_a_loop_starts_where_the_deal_was() -> None:
+    """A robot's two hops in one second (10 → 20 → 142), stored backwards; then a loop in
+    one second from 142 (out to 20 and straight back), stored backwards too: the ledger must
+    take each in the order it happened and end at 142, not at 20."""
+    from jobs.ledger import ordered_stage_rows
+
+    later = T + timedelta(seconds=5)
+    rows = [_stage(1, T - timedelta(hours=1), None, 10, created=True),
+            _stage(2, T, 20, 142), _stage(3, T, 10, 20),
+            _stage(4, later, 20, 142), _stage(5, later, 142, 20)]
+    assert [(r.old_status_id, r.status_id) for r in ordered_stage_rows(rows)] == [
+        (None, 10), (10, 20), (20, 142), (142, 20), (20, 142)]
+
+
+def test_a_win_again_straight_from_the_status_it_left_is_a_second_win() -> None:
+    """Won at 10:01, reopened at 10:02, won again at 10:04: two wins. The event of the first
+    win, dated 10:02 behind a move on, is the same win (it comes from a status the deal had
+    left)."""
+    from types import SimpleNamespace
+
+    from app.metrics.complaints import StageRecord
+    from jobs.planner import win_instants
+
+    def rec(minute: int, old: int, new: int) -> StageRecord:
+        return StageRecord(at=T + timedelta(minutes=minute), pipeline_id=1, status_id=new,
+                           old_pipeline_id=1, old_status_id=old)
+
+    account = SimpleNamespace(pipelines=SimpleNamespace(sales=(1,)))
+    again = SimpleNamespace(stages=[rec(1, 10, 142), rec(2, 142, 10), rec(4, 10, 142)])
+    assert win_instants(again, account) == [T + timedelta(minutes=1), T + timedelta(minutes=4)]  # type: ignore[arg-type]
+    echoed = SimpleNamespace(stages=[rec(1, 10, 142), rec(2, 142, 20), rec(3, 10, 142)])
+    assert win_instants(echoed, account) == [T + timedelta(minutes=1)]  # type: ignore[arg-type]
