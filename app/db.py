@@ -129,7 +129,7 @@ def _insert_ignore_stmt(dialect: str, table: Any, returning: str | None) -> Any:
 @cache
 def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[str, ...],
                  fill_only: bool, earliest: tuple[str, ...] = (),
-                 greatest: tuple[str, ...] = ()) -> Any:
+                 greatest: tuple[str, ...] = (), keep_source: str | None = None) -> Any:
     ins = _insert(dialect, table)
     set_ = {c: func.coalesce(table.c[c], ins.excluded[c]) if fill_only else ins.excluded[c]
             for c in update}
@@ -139,7 +139,12 @@ def _upsert_stmt(dialect: str, table: Any, keys: tuple[str, ...], update: tuple[
         new, old = ins.excluded[c], table.c[c]
         if isinstance(old.type, JSON):  # compared as text: Postgres's json has no order
             new, old = cast(new, Text), cast(old, Text)
-        set_[c] = case((new > old, ins.excluded[c]), else_=table.c[c])
+            if dialect == "postgresql":  # by code point, as Python and SQLite compare
+                new, old = new.collate("C"), old.collate("C")
+        whens = [(new > old, ins.excluded[c])]
+        if keep_source is not None:  # a value read through the API is amoCRM's own: it stays
+            whens.insert(0, (table.c["source"] == keep_source, table.c[c]))
+        set_[c] = case(*whens, else_=table.c[c])
     return ins.on_conflict_do_update(index_elements=list(keys), set_=set_)
 
 
@@ -172,16 +177,19 @@ def upsert(
     fill_only: bool = False,
     earliest: Sequence[str] = (),
     greatest: Sequence[str] = (),
+    keep_source: str | None = None,
 ) -> None:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET update…`` for either dialect. With
     ``fill_only`` a stored value is kept and only a NULL is filled (``COALESCE(old, new)``);
     the ``earliest`` columns keep the smaller of the stored and the new value, the
-    ``greatest`` ones the larger by their text."""
+    ``greatest`` ones the larger (JSON by its text), unless the stored row's ``source`` is
+    ``keep_source``."""
     if not rows:
         return
     conn = core_connection(session)
     conn.execute(_upsert_stmt(conn.dialect.name, model.__table__, tuple(keys), tuple(update),
-                              fill_only, tuple(earliest), tuple(greatest)), list(rows))
+                              fill_only, tuple(earliest), tuple(greatest), keep_source),
+                 list(rows))
 
 
 __all__ = ["Base", "make_engine", "make_session_factory", "create_schema", "session_scope",

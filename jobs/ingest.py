@@ -117,11 +117,13 @@ class IngestBatch:
                keys=("account_id", "deal_id", "at", "responsible_user_id"),
                update=("old_responsible_user_id",), fill_only=True)
         # Two bodies of one instant with different values (two edits within a second): which
-        # was later cannot be told, so the larger value is kept, whichever came first: an
-        # arbitrary rule, but the same for every delivery order.
+        # was later cannot be told, so the larger value is kept (JSON by its text), whichever
+        # came first: an arbitrary rule, but the same for every delivery order. A value read
+        # through the API at that instant is amoCRM's own and stays.
         upsert(session, FieldValue, _greatest_per_key(
                    self.rows.get(FieldValue, []), ("deal_id", "field_id", "at"), "values"),
-               keys=("account_id", "deal_id", "field_id", "at"), update=(), greatest=("values",))
+               keys=("account_id", "deal_id", "field_id", "at"), update=(), greatest=("values",),
+               keep_source="api")
         upsert(session, TalkRate, _greatest_per_key(
                    self.rows.get(TalkRate, []), ("talk_id", "at"), "rate"),
                keys=("account_id", "talk_id", "at"), update=(), greatest=("rate",))

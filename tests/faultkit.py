@@ -30,8 +30,9 @@ BASE_UNIX = 1_748_268_669  # 2025-05-26, the fixtures' epoch
 PG_ADMIN_URL = os.environ.get("AMOSCORE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def create_database(prefix: str) -> str:
-    """A fresh, empty Postgres database beside PG_ADMIN_URL's; returns its URL."""
+def create_database(prefix: str, *, options: str = "") -> str:
+    """A fresh, empty Postgres database beside PG_ADMIN_URL's; returns its URL. ``options``
+    go after CREATE DATABASE (a collation, say)."""
     import uuid
 
     from sqlalchemy import create_engine, text
@@ -40,7 +41,7 @@ def create_database(prefix: str) -> str:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}" {options}'))
     finally:
         admin.dispose()
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name

@@ -205,3 +205,66 @@ def test_two_values_of_one_instant_keep_the_larger_whichever_came_first(sessions
         stored = dict(s.execute(select(FieldValue.deal_id, FieldValue.values)).all())
         assert stored == {1: values[1], 2: values[1]}
         assert s.execute(select(TalkRate.rate)).scalars().all() == [9]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("first", [0, 1])
+def test_the_larger_value_is_the_same_under_a_language_collation(first):
+    """Postgres compares text by the database's collation: under en-US "a" < "B", by code
+    point (Python, SQLite) "a" > "B". Both values in one batch kept one (Python's choice), in
+    two batches the other (the database's): the stored value depended on the batching."""
+    from app.db import create_schema, make_engine, make_session_factory
+    from app.models import FieldValue
+    from tests.faultkit import create_database, drop_database
+
+    url = create_database("amoscore_icu", options="TEMPLATE template0 LOCALE_PROVIDER icu "
+                                                  "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    engine = make_engine(url)
+    try:
+        create_schema(engine)
+        sessions = make_session_factory(engine)
+        values = [[{"value": "a", "enum_id": None}], [{"value": "B", "enum_id": None}]]
+        for deal, batches in ((1, [[first], [1 - first]]), (2, [[first, 1 - first]])):
+            for batch_of in batches:
+                batch = IngestBatch(ACCOUNT)
+                for i in batch_of:
+                    batch.observe(FieldValue, deal_id=deal, field_id=7, values=values[i], at=AT,
+                                  source="webhook")
+                with sessions() as s:
+                    batch.flush(s)
+                    s.commit()
+        with sessions() as s:
+            stored = dict(s.execute(select(FieldValue.deal_id, FieldValue.values)).all())
+        assert stored == {1: values[0], 2: values[0]}  # "a" (U+0061) > "B" (U+0042)
+    finally:
+        engine.dispose()
+        drop_database(url)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("api_first", [False, True])
+def test_a_value_read_through_the_api_at_an_instant_stays_whatever_came_after(sessions,
+                                                                            api_first):
+    """Two edits within a second sent 9 and 3; the API read of that updated_at says 3, the
+    state amoCRM kept. A webhook value of that instant never replaces it."""
+    from app.models import FieldValue
+    from jobs.ingest import store_api_lead
+
+    def webhook() -> None:
+        batch = IngestBatch(ACCOUNT)
+        batch.observe(FieldValue, deal_id=1, field_id=7, values=[{"value": "9", "enum_id": None}],
+                      at=AT, source="webhook")
+        with sessions() as s:
+            batch.flush(s)
+            s.commit()
+
+    def api() -> None:
+        with sessions() as s:
+            store_api_lead(s, ACCOUNT, 1, {7: [{"value": "3", "enum_id": None}]}, AT)
+            s.commit()
+
+    for step in ((api, webhook) if api_first else (webhook, api)):
+        step()
+    with sessions() as s:
+        assert s.execute(select(FieldValue.values, FieldValue.source)).one() == (
+            [{"value": "3", "enum_id": None}], "api")
