@@ -76,3 +76,17 @@ def test_status_without_account_lists_every_configured_account(redis_url, redis_
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["account 32427762: running",
                                           "account 31000001: stopped: 403 Forbidden"]
+
+
+def test_a_database_never_migrated_holds_no_stop(tmp_path, redis_url, redis_conn,
+                                                 monkeypatch) -> None:
+    """An empty database file (no tables yet): nothing can be kept there, so status and resume
+    work from Redis alone instead of failing on the missing table."""
+    import sqlite3
+
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{empty}")
+    assert "running" in _run(["status"], redis_url).output
+    resumed = _run(["resume"], redis_url)
+    assert resumed.exit_code == 0 and "was not stopped" in resumed.output, resumed.output

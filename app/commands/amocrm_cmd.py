@@ -27,6 +27,7 @@ def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | Non
     """The stop the sync keeps in the database (it outlives a Redis restart); cleared if asked.
     Only reads (and that one delete): no schema is created or migrated here, and an embedded
     database that does not exist yet holds no stop."""
+    from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.db import make_engine, make_session_factory
@@ -36,6 +37,8 @@ def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | Non
         return None
     engine = make_engine(settings.effective_database_url)
     try:
+        if not inspect(engine).has_table("sync_checkpoints"):  # never migrated: nothing kept
+            return None
         with make_session_factory(engine)() as session:
             reason = stored_stop(session, account_id)
             if clear and reason is not None:
