@@ -428,62 +428,108 @@ flush(make_session_factory(make_engine(sys.argv[2])), account, client,
 """
 
 
-def test_a_flush_killed_while_its_task_post_is_in_flight_creates_one_task(pg_engine, pg_url,
-                                                                          example_account):
-    """A real process POSTs a breach task; amoCRM creates it but has not answered when the
-    process is SIGKILLed. The next flush finds the task by its marker instead of posting it
-    again: one task in amoCRM, recorded with amoCRM's id."""
-    import subprocess
-    import sys
+def _held_amocrm(hold_method: str):  # type: ignore[no-untyped-def]
+    """A WSGI amoCRM (the replay fake behind real HTTP) that applies a ``hold_method`` request,
+    then holds its answer until released: (app, fake, calls, reached, release)."""
     import threading
+    from urllib.parse import parse_qs
 
-    from app.db import make_session_factory, session_scope
-    from app.models import TaskLedger
-    from integrations.amocrm.client import client_for
     from integrations.amocrm.fake import FakeAmoAdapter
-    from jobs.writeback import POSTING_SETTLE, declare_task, flush
-    from tests.faultkit import ROOT
 
     fake = FakeAmoAdapter("http://fake", now=time.time)
-    posted, hold = threading.Event(), threading.Event()
+    reached, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def amocrm(environ, start_response):  # type: ignore[no-untyped-def]
-        from urllib.parse import parse_qs
-
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
         size = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(size) if size else None
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         calls.append(environ["REQUEST_METHOD"])
         status, body = fake._route(environ["REQUEST_METHOD"], environ["PATH_INFO"], query, raw)
-        if environ["REQUEST_METHOD"] == "POST":
-            posted.set()
-            hold.wait(30)  # created, but the answer never leaves before the kill
+        if environ["REQUEST_METHOD"] == hold_method and not release.is_set():
+            reached.set()
+            release.wait(30)  # applied, but the answer never leaves before the kill
         start_response(f"{status} X", [("Content-Type", "application/json")])
         return [] if body is None else [json.dumps(body).encode()]
 
+    return app, fake, calls, reached, release
+
+
+def _flush_killed_mid_request(pg_url: str, base: str, now: datetime, reached, release) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests.faultkit import ROOT
+
+    config = str(ROOT / "config" / "account.example.yaml")
+    child = subprocess.Popen([sys.executable, "-c", _FLUSH_CHILD, config, pg_url, base,
+                              now.isoformat()], cwd=ROOT, start_new_session=True)
+    try:
+        assert reached.wait(30), "the child never sent its request"
+        kill_tree(child)
+    finally:
+        release.set()
+    assert child.returncode == -9
+
+
+def test_a_flush_killed_while_its_patch_is_at_amocrm_loses_no_write(pg_engine, pg_url,
+                                                                    example_account):
+    """A real process PATCHes a deal's field; amoCRM applies it but the process is SIGKILLed
+    before the answer. The next flush sends the value again (a PATCH is safe to repeat): the
+    field holds it, and the write is recorded once."""
+    from app.db import make_session_factory, session_scope
+    from app.models import DesiredValue, WriteLog
+    from integrations.amocrm.client import client_for
+    from jobs.writeback import declare_value, flush
+
+    app, fake, calls, reached, release = _held_amocrm("PATCH")
+    now = datetime(2026, 4, 14, 11, 0, tzinfo=UTC)
+    sessions = make_session_factory(pg_engine)
+    field_id = 752101  # the example's FRT minutes field
+    with session_scope(sessions) as s:
+        declare_value(s, ACCOUNT_ID, 5201, field_id, "numeric", 42, now)
+    with serve_app(app) as base:
+        _flush_killed_mid_request(pg_url, base, now, reached, release)
+        with session_scope(sessions) as s:
+            assert s.scalars(select(DesiredValue.pending)).one() is True  # not recorded sent
+            assert s.scalars(select(WriteLog)).all() == []
+        client = client_for(example_account, {"AMOSCORE_AMOCRM_BASE_URL": base,
+                                              "AMOCRM_LONG_LIVED_TOKEN": "test-token"})
+        result = flush(sessions, example_account, client, now + timedelta(minutes=1),
+                       dry_run=False)
+    assert calls == ["PATCH", "PATCH"]
+    sent = [(p["id"], p["custom_fields_values"]) for p in fake.patched]
+    assert sent == [(5201, [{"field_id": field_id, "values": [{"value": 42}]}])] * 2
+    assert [(w.deal_id, w.field_id) for w in result.writes] == [(5201, field_id)]
+    with session_scope(sessions) as s:
+        assert [(w.deal_id, w.value) for w in s.scalars(select(WriteLog))] == [(5201, {"v": 42})]
+        assert s.scalars(select(DesiredValue.pending)).one() is False
+
+
+def test_a_flush_killed_while_its_task_post_is_in_flight_creates_one_task(pg_engine, pg_url,
+                                                                          example_account):
+    """A real process POSTs a breach task; amoCRM creates it but has not answered when the
+    process is SIGKILLed. The next flush finds the task by its marker instead of posting it
+    again: one task in amoCRM, recorded with amoCRM's id."""
+    from app.db import make_session_factory, session_scope
+    from app.models import TaskLedger
+    from integrations.amocrm.client import client_for
+    from jobs.writeback import POSTING_SETTLE, declare_task, flush
+
+    app, fake, calls, reached, release = _held_amocrm("POST")
     now = datetime(2026, 4, 14, 11, 0, tzinfo=UTC)
     sessions = make_session_factory(pg_engine)
     with session_scope(sessions) as s:
         declare_task(s, ACCOUNT_ID, deal_id=5101, rule="frt_breach", key="frt_breach:5101:1",
                      responsible_user_id=10000698, complete_till=now + timedelta(hours=4),
                      text="Клиент ждёт ответа", at=now)
-    config = str(ROOT / "config" / "account.example.yaml")
-    with serve_app(amocrm) as base:
-        child = subprocess.Popen([sys.executable, "-c", _FLUSH_CHILD, config, pg_url, base,
-                                  now.isoformat()], cwd=ROOT, start_new_session=True)
-        try:
-            assert posted.wait(30), "the child never posted"
-            kill_tree(child)
-        finally:
-            hold.set()
-        assert child.returncode == -9
+    with serve_app(app) as base:
+        _flush_killed_mid_request(pg_url, base, now, reached, release)
         with session_scope(sessions) as s:
             assert s.scalars(select(TaskLedger.status)).one() == "posting"
-        later = now + POSTING_SETTLE
         client = client_for(example_account, {"AMOSCORE_AMOCRM_BASE_URL": base,
                                               "AMOCRM_LONG_LIVED_TOKEN": "test-token"})
-        result = flush(sessions, example_account, client, later, dry_run=False)
+        result = flush(sessions, example_account, client, now + POSTING_SETTLE, dry_run=False)
     assert [t["id"] for t in fake.posted_tasks] == [1]  # one task in amoCRM
     assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 1)]
     assert calls == ["POST", "GET"]  # the killed POST, then the lookup: no second POST
