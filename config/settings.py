@@ -32,8 +32,13 @@ class Settings:
         return not self.redis_url
 
     @property
+    def embedded_database(self) -> Path:
+        """The SQLite file used when DATABASE_URL is unset."""
+        return self.var_dir / "amoscore.sqlite3"
+
+    @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var_dir / 'amoscore.sqlite3'}"
+        return self.database_url or f"sqlite:///{self.embedded_database}"
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:

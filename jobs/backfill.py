@@ -201,7 +201,7 @@ def _main_contact(raw: dict[str, Any]) -> int | None:
 def apply_api_lead(session: Session, account_id: int, raw: dict[str, Any]) -> int | None:
     """One lead as ``GET /api/v4/leads`` returns it → deal state and observations at its
     ``updated_at``; returns the deal id (None when the lead has no instant at all)."""
-    from jobs.ingest import still_deleted, store_api_lead
+    from jobs.ingest import later_of, still_deleted, store_api_lead
 
     lead = parse_lead(raw)
     stamp = lead.updated_at or lead.created_at
@@ -228,7 +228,7 @@ def apply_api_lead(session: Session, account_id: int, raw: dict[str, Any]) -> in
     if not raw.get("is_deleted"):
         # Listed alive at this updated_at: as a webhook body so dated would, it undeletes a
         # deal whose deletion was received before (the restore's webhook may have been lost).
-        deal.alive_at = max(filter(None, (deal.alive_at, at)))
+        deal.alive_at = later_of(deal.alive_at, at)
         deal.is_deleted = deal.deleted_at is not None and still_deleted(deal.deleted_at,
                                                                         deal.alive_at)
     session.flush()

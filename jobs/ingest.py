@@ -277,7 +277,7 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
     ``updated_at`` seen) or a restore newer than the deal's state comes; whichever order the
     deliveries came in, a later change proves the deal was restored."""
     if op == "delete":
-        state["deleted_at"] = max(filter(None, (state["deleted_at"], payload)))
+        state["deleted_at"] = later_of(state["deleted_at"], payload)
     elif op == "lead":
         at, d, restore, dated = payload
         # amoCRM gives no ordering guarantee: only a newer (or equal) updated_at moves the state.
@@ -291,12 +291,16 @@ def _apply_deal_op(state: dict[str, Any], op: str, payload: Any) -> None:
             if restore:
                 state["deleted_at"], state["is_deleted"] = None, False
         if dated:
-            state["alive_at"] = max(filter(None, (state["alive_at"], at)))
+            state["alive_at"] = later_of(state["alive_at"], at)
         born = d.get("created_at") or d.get("date_create")
         if born is not None and state["created_at"] is None:
             state["created_at"] = born
     if state["deleted_at"] is not None:
         state["is_deleted"] = still_deleted(state["deleted_at"], state["alive_at"])
+
+
+def later_of(known: datetime | None, seen: datetime) -> datetime:
+    return seen if known is None else max(known, seen)
 
 
 def still_deleted(deleted_at: datetime, alive_at: datetime | None) -> bool:

@@ -254,14 +254,14 @@ def _process_one_by_one(rt: Runtime, account_id: int, ids: list[int]) -> None:
                 log.exception("drain.delivery_failed delivery=%s", delivery_id)
                 reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:500]
                 error = exc  # ``exc`` is unbound when the except block ends
+            transient = is_transient(error)
+            outcome = {} if transient else {"status": "unsupported", "reason": reason,
+                                            "processed_at": now}
             session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                            .values(attempts=WebhookDelivery.attempts + 1))
-            if is_transient(error):
-                session.commit()
-                raise error
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                            .values(status="unsupported", reason=reason, processed_at=now))
+                            .values(attempts=WebhookDelivery.attempts + 1, **outcome))
             session.commit()
+            if transient:
+                raise error
 
 
 def is_job_timeout(exc: BaseException) -> bool:

@@ -117,6 +117,12 @@ def clear_stored_stop(session: Session, account_id: int) -> None:
                                                  SyncCheckpoint.name == STOP_CHECKPOINT))
 
 
+def _stopped(account_id: int, why: str) -> dict[str, int]:
+    log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
+                "`amoscore amocrm resume --account %d`", account_id, why, account_id)
+    return {"stopped": 1}
+
+
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
     from integrations.amocrm.errors import AccountBlocked, ReauthorizationRequired
@@ -129,9 +135,7 @@ def sync_account(account_id: int) -> dict[str, int]:
     with rt.sessions() as session:
         held = stored_stop(session, account_id)
     if held is not None:
-        log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
-                    "`amoscore amocrm resume --account %d`", account_id, held, account_id)
-        return {"stopped": 1}
+        return _stopped(account_id, held)
     try:
         pulled, checked = plan_step(rt, account, now)
         remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
@@ -143,9 +147,7 @@ def sync_account(account_id: int) -> dict[str, int]:
         with rt.sessions() as session:
             store_stop(session, account_id, exc.reason[:500], now)
             session.commit()
-        log.warning("sync.account_stopped account=%d (%s); after fixing the cause run "
-                    "`amoscore amocrm resume --account %d`", account_id, exc, account_id)
-        return {"stopped": 1}
+        return _stopped(account_id, str(exc))
     except ReauthorizationRequired as exc:
         # No token (none set, or amoCRM revoked it): every retry would fail alike. One line
         # saying what to do; what is pending waits for the token.

@@ -33,7 +33,7 @@ def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | Non
     from app.db import make_engine, make_session_factory
     from jobs.sync import clear_stored_stop, stored_stop
 
-    if not settings.database_url and not (settings.var_dir / "amoscore.sqlite3").exists():
+    if not settings.database_url and not settings.embedded_database.exists():
         return None
     engine = make_engine(settings.effective_database_url)
     try:
@@ -112,9 +112,8 @@ def resume(account_id: int | None) -> None:
     if in_redis:
         limiter.clear_stop()
     # Redis may have forgotten the stop (restarted without persistence); the database has not.
-    reason = in_redis or _stored_stop(settings, account.account_id, clear=True)
-    if in_redis:
-        _stored_stop(settings, account.account_id, clear=True)
+    stored = _stored_stop(settings, account.account_id, clear=True)
+    reason = in_redis or stored
     if not reason:
         click.echo(f"account {account.account_id} was not stopped; nothing to do")
         return
