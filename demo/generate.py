@@ -880,6 +880,11 @@ class Generator:
         self.rng.shuffle(kinds)
         for index, how in enumerate(kinds):
             day = self.rng.choice(early)
+            if index == 0:
+                # The reopened one needs up to 12 days (resolution, reopening, final close)
+                # before the cutoff: in a short month, the latest day that leaves them.
+                room = self.cal.last_working - timedelta(days=12)
+                day = day if day <= room else max([d for d in early if d <= room] or early[:1])
             entered = self.work_moment_after(ts(day, 9), 0, 6 * 3600) or ts(day, 10)
             self.plan_complaint(how, entered, reopen=index == 0, chat=index in (1, 2))
         reopened = self.plan.complaints[0]
@@ -964,7 +969,10 @@ class Generator:
 
     def plan_holiday_chats(self) -> None:
         """Messages on the weekend and public holiday, answered next working morning."""
-        holidays = [d for d in self.cal.off if d in self.cal.days_off] or self.cal.off[:1]
+        # Only days off before the month's last working day: one after it (31 December) would
+        # be answered next month, after `now`.
+        off = [d for d in self.cal.off if d < self.cal.last_working]
+        holidays = [d for d in off if d in self.cal.days_off] or off[:1]
         chosen = []
         for day, hour, business in ((holidays[-1], 11, 420), (holidays[0], 19, 1260)):
             nxt = self.cal.next_working(day)
