@@ -72,9 +72,13 @@ class EmptyPeriod(ValueError):
 @dataclass
 class Line:
     no: int
-    at: datetime
+    at: datetime  # when it is handled: its own `at`, or the clock when that went backwards
     webhook: str | None = None
     event: dict[str, Any] | None = None
+    delivered_at: datetime = field(init=False)  # its own `at`: when amoCRM delivered it
+
+    def __post_init__(self) -> None:
+        self.delivered_at = self.at
 
 
 def _parse_at(raw: Any) -> datetime | None:
@@ -287,8 +291,9 @@ class Replay:
         return _ordered(report)
 
     def _usable_lines(self) -> Iterator[Line]:
-        """The stream's lines up to ``--now``, a line that goes backwards moved to the clock
-        (the last handled line's ``at``); later ones are counted, not handled."""
+        """The stream's lines up to ``--now``, a line that goes backwards handled at the clock
+        (the last handled line's ``at``; its receipt keeps its own); later ones are counted,
+        not handled."""
         clock: datetime | None = None
         for line in iter_stream(self.opts.stream, self.bad, self.opts.progress):
             if clock is not None and line.at < clock:
@@ -343,7 +348,7 @@ class Replay:
             clock.now = max(clock.now, min(candidates))
             while nxt is not None and nxt.at <= clock.now:
                 if nxt.webhook is not None:
-                    self._post(web, secret, nxt, leads)
+                    self._post(web, secret, nxt, leads, clock)
                     changed = True
                 elif self.fake is not None and nxt.event is not None:
                     self.fake.add_event(nxt.event, clock.now.timestamp())
@@ -382,13 +387,21 @@ class Replay:
         assert end is not None
         return end, last_at
 
-    def _post(self, web: Flask, secret: str, line: Line, leads: dict[int, dict[str, Any]]) -> None:
+    def _post(self, web: Flask, secret: str, line: Line, leads: dict[int, dict[str, Any]],
+              clock: SimClock) -> None:
         self.received += 1
         # surrogatepass: a lone surrogate in the JSON string becomes bytes that are no UTF-8, which
         # the receiver stores as unsupported, as it would such a body from the wire.
         body = (line.webhook.encode("utf-8", "surrogatepass") if line.webhook is not None
                 else b"")
-        status = _wsgi_post(web, f"/webhooks/amocrm/{secret}", body)
+        # A line whose `at` went backwards is handled at the clock, but the receiver dates it by
+        # its own `at`, when amoCRM delivered it: a body with no instant of its own (a minimal
+        # status hook, a deletion) keeps it, whatever the order of the file's lines.
+        handled, clock.now = clock.now, line.delivered_at
+        try:
+            status = _wsgi_post(web, f"/webhooks/amocrm/{secret}", body)
+        finally:
+            clock.now = handled
         if status[:3] not in ("200", "403"):  # 403: a foreign account, counted as rejected
             self.bad.append({"line": line.no, "reason": f"the receiver answered {status}"})
         if self.fake is None:

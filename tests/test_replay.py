@@ -143,37 +143,53 @@ def test_same_stream_twice_gives_identical_bytes(short_stream, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def _own_instant(line: dict) -> bool:
-    """A delivery whose instant is its arrival (no updated_at/last_modified) must not move."""
-    body = line.get("webhook", "")
-    return not body or "updated_at" in body or "last_modified" in body or "created_at" in body
-
-
-def test_shuffled_and_duplicated_deliveries_give_the_same_figures(short_stream, tmp_path):
-    rng = random.Random(7)
-    lines = [json.loads(s) for s in short_stream.read_text(encoding="utf-8").splitlines()]
+def _shuffled(stream: Path, out: Path, seed: int) -> list[dict]:
+    """The stream's lines shuffled within 5-minute windows, each keeping its own `at` (so
+    many go backwards), and about 10 % of the webhooks delivered twice; returns the lines."""
+    rng = random.Random(seed)
+    lines = [json.loads(s) for s in stream.read_text(encoding="utf-8").splitlines()]
     windows: dict[int, list[dict]] = {}
     for line in lines:
         at = datetime.fromisoformat(line["at"])
         windows.setdefault(int(at.timestamp()) // 300, []).append(line)
-    out = []
+    shuffled = []
     for key in sorted(windows):
         group = windows[key]
-        movable = [ln for ln in group if "webhook" in ln and _own_instant(ln)]
-        rng.shuffle(movable)
-        it = iter(movable)
-        group = [next(it) if ("webhook" in ln and _own_instant(ln)) else ln for ln in group]
+        rng.shuffle(group)
         for ln in group:
-            out.append(ln)
+            shuffled.append(ln)
             if "webhook" in ln and rng.random() < 0.10:
-                out.append(dict(ln))  # the same body again: an amoCRM retry
-    shuffled = tmp_path / "shuffled.jsonl"
-    shuffled.write_text("\n".join(json.dumps(ln, ensure_ascii=False) for ln in out) + "\n",
-                        encoding="utf-8")
-    clean, messy = replay(short_stream), replay(shuffled)
+                shuffled.append(dict(ln))  # the same body again: an amoCRM retry
+    out.write_text("\n".join(json.dumps(ln, ensure_ascii=False) for ln in shuffled) + "\n",
+                   encoding="utf-8")
+    return shuffled
+
+
+def test_shuffled_and_duplicated_deliveries_give_the_same_figures(short_stream, tmp_path):
+    messy_stream = tmp_path / "shuffled.jsonl"
+    _shuffled(short_stream, messy_stream, seed=7)
+    clean, messy = replay(short_stream), replay(messy_stream)
     for name in FIGURES:
         assert messy[name] == clean[name], name
     assert messy["deliveries"]["duplicates"] > clean["deliveries"]["duplicates"]
+    assert any(b["reason"].startswith("'at' goes backwards") for b in messy["bad_lines"])
+
+
+def test_a_line_out_of_order_is_dated_by_its_own_at(short_stream, tmp_path):
+    """Lines 3 and 4 are minimal status hooks (complaints entering at 11:35:50 and 11:56:50),
+    bodies with no instant of their own. Swapped, line 3's body is handled at 11:56:50 (the
+    clock never goes back) but still dated 11:35:50: its complaint's resolution time is the
+    same, where it used to lose 21 minutes."""
+    lines = short_stream.read_text(encoding="utf-8").splitlines()
+    assert all("updated_at" not in lines[i] and "leads%5Bstatus%5D" in lines[i] for i in (2, 3))
+    lines[2], lines[3] = lines[3], lines[2]
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    clean, messy = replay(short_stream), replay(swapped)
+    assert messy["bad_lines"] == [{"line": 4, "reason": "'at' goes backwards (2026-03-02T11:35:50+03:00)"}]
+    assert messy["complaints"]["resolved"] >= 1
+    for name in FIGURES:
+        assert messy[name] == clean[name], name
 
 
 def test_bad_lines_are_reported_and_the_rest_processed(tmp_path):
