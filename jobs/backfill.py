@@ -336,11 +336,12 @@ def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
 
 def _events_phase(session: Session, client: Any, account: AccountConfig, state: dict[str, Any],
                   talks: bool, progress: Progress | None, result: BackfillResult) -> None:
-    from jobs.ingest import apply_events
+    from integrations.amocrm.client import events_type_filter
+    from jobs.ingest import EVENT_TYPES, apply_events
 
     account_id = account.account_id
     params = {"filter[created_at][from]": state["since"], "filter[created_at][to]": state["until"],
-              "limit": EVENTS_LIMIT}
+              "filter[type]": events_type_filter(EVENT_TYPES), "limit": EVENTS_LIMIT}
     ascending: bool | None = state.get("events_ascending")
     eta = _Eta(_fraction(state["since"], state["until"], state["last_created_at"], bool(ascending)))
     talks_seen: set[int] = set()

@@ -3,7 +3,8 @@
 Late-indexed events can appear behind the newest one seen, so each pull re-reads
 ``sync.events_overlap_minutes`` before the watermark and drops ids already in ``seen_events``.
 Without a watermark (a new install) the pull starts at the account's first webhook, or now.
-Every type is asked for: filtering by entity hides some chat events (amocrm-api.md §8).
+Only the types ingest reads are asked for (by type, never by entity: filtering by entity hides
+some chat events, amocrm-api.md §8).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _key(event: dict[str, Any]) -> tuple[int, str]:
 
 def pull_events(session: Session, client: AmoClient, account: AccountConfig, now: datetime) -> int:
     """Apply the events not seen before; returns how many were new. The caller commits."""
-    from jobs.ingest import apply_events
+    from jobs.ingest import EVENT_TYPES, apply_events
 
     account_id = account.account_id
     conn = session.connection()
@@ -53,7 +54,7 @@ def pull_events(session: Session, client: AmoClient, account: AccountConfig, now
         start = min(first, now) if first is not None else now
     since = int((start - timedelta(minutes=account.sync.events_overlap_minutes)).timestamp())
     fetched: dict[str, dict[str, Any]] = {}
-    for page in client.list_events(created_at_from=since, limit=100):
+    for page in client.list_events(created_at_from=since, limit=100, types=EVENT_TYPES):
         for event in page:
             if event_created_at(event) is None:
                 # One such event would fail every pull from here on: skip it, say so.

@@ -515,6 +515,12 @@ INTERACTION_EVENT_TYPES = frozenset({
 })
 
 
+# Every type apply_events reads: the pulls ask for these only (amocrm-api.md §8: filter by
+# type, never by entity). The rest, custom_field_value_changed above all (each of our own
+# PATCHes makes one), would only fill pages and spend the rate limit.
+EVENT_TYPES = INTERACTION_EVENT_TYPES | {"lead_status_changed", "entity_responsible_changed"}
+
+
 def _first_value(values: Any, key: str) -> dict[str, Any] | None:
     if isinstance(values, list):
         for v in values:
@@ -593,5 +599,5 @@ def store_api_lead(session: Session, account_id: int, deal_id: int,
     ], keys=["account_id", "deal_id", "field_id", "at"], update=["values", "source"])
 
 
-__all__ = ["IngestBatch", "EVENT_HANDLERS", "apply_webhook_events", "apply_events", "apply_talk",
+__all__ = ["IngestBatch", "EVENT_HANDLERS", "EVENT_TYPES", "apply_webhook_events", "apply_events", "apply_talk",
            "collect_webhook_events", "store_api_lead"]

@@ -35,6 +35,13 @@ COMPLAINTS = 9621011
 FIRST_STAGE = 76789230
 
 
+# Only the types ingest reads (amocrm-api.md §8: by type, never by entity).
+EVENT_TYPES_ASKED = (
+    "entity_direct_message,entity_responsible_changed,incoming_call,incoming_chat_message,"
+    "incoming_mail,incoming_sms,lead_added,lead_status_changed,outgoing_call,"
+    "outgoing_chat_message,outgoing_mail,outgoing_sms,robot_replied")
+
+
 def msk(text: str) -> datetime:
     """'2026-04-14 10:00:00' in Moscow (UTC+3 all year) as an aware datetime."""
     return datetime.fromisoformat(text).replace(tzinfo=MSK)

@@ -25,6 +25,7 @@ from app.models import (
 from integrations.amocrm.errors import AmoHTTPError
 from jobs.backfill import read_checkpoint, run_backfill, window_for
 from jobs.intake import store_delivery
+from tests.e2e_helpers import EVENT_TYPES_ASKED
 from tests.test_client_support import BASE, FakeTime, make_client
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,8 @@ def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200) -> 
     s, u = str(int(since.timestamp())), str(int(until.timestamp()))
     rsps.add_callback(responses.GET, f"{BASE}/api/v4/leads",
                       callback=leads_endpoint(LEADS_PAGE_1 + LEADS_PAGE_2))
-    ev_q = {"filter[created_at][from]": s, "filter[created_at][to]": u, "limit": "100"}
+    ev_q = {"filter[created_at][from]": s, "filter[created_at][to]": u, "limit": "100",
+            "filter[type]": EVENT_TYPES_ASKED}
     rsps.get(f"{BASE}/api/v4/events", match=[matchers.query_param_matcher(ev_q)],
                   json=_page("events", EVENTS_PAGE_1, "page=2&limit=100"))
     page2 = [matchers.query_param_matcher({"page": "2", "limit": "100"})]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Base, EventWatermark, SeenEvent
 from jobs.events_pull import pull_events
+from tests.e2e_helpers import EVENT_TYPES_ASKED
 from tests.test_client_support import BASE, make_account, make_client
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -61,7 +62,7 @@ def test_first_pull_starts_now_minus_overlap_pages_and_duplicates(engine, applie
              "_embedded": {"events": [_event("b", 200), _event("a", 100)]}}
     page2 = {"_links": {}, "_embedded": {"events": [_event("a", 100), _event("c", 200)]}}
     responses.get(f"{BASE}/api/v4/events", json=page1, match=[matchers.query_param_matcher(
-        {"limit": "100", "filter[created_at][from]": FIRST_FROM})])
+        {"limit": "100", "filter[created_at][from]": FIRST_FROM, "filter[type]": EVENT_TYPES_ASKED})])
     responses.get(f"{BASE}/api/v4/events", json=page2,
                   match=[matchers.query_param_matcher({"limit": "100", "page": "2"})])
     assert _pull(engine) == 3
@@ -75,17 +76,17 @@ def test_first_pull_starts_now_minus_overlap_pages_and_duplicates(engine, applie
 def test_watermark_survives_restart_overlap_skips_seen_and_204(engine, applied) -> None:
     responses.get(f"{BASE}/api/v4/events", json={"_embedded": {"events": [_event("a", 1000), _event("b", 1300)]}},
                   match=[matchers.query_param_matcher(
-                      {"limit": "100", "filter[created_at][from]": FIRST_FROM})])
+                      {"limit": "100", "filter[created_at][from]": FIRST_FROM, "filter[type]": EVENT_TYPES_ASKED})])
     assert _pull(engine) == 2
     # a new session (a restarted worker) starts from the stored watermark minus 5 minutes
     since = str(1300 - 5 * 60)
     responses.get(f"{BASE}/api/v4/events",
                   json={"_embedded": {"events": [_event("b", 1300), _event("late", 1100), _event("d", 1400)]}},
-                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": since})])
+                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": since, "filter[type]": EVENT_TYPES_ASKED})])
     assert _pull(engine) == 2
     assert applied == [["a", "b"], ["late", "d"]]
     responses.get(f"{BASE}/api/v4/events", status=204,
-                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": str(1400 - 300)})])
+                  match=[matchers.query_param_matcher({"limit": "100", "filter[created_at][from]": str(1400 - 300), "filter[type]": EVENT_TYPES_ASKED})])
     assert _pull(engine) == 0
     assert applied == [["a", "b"], ["late", "d"]]
     with Session(engine) as s:
@@ -131,7 +132,7 @@ def test_first_pull_starts_at_the_first_webhook_received(engine, applied) -> Non
         store_delivery(s, account_id=32427762, body=b"a=2", received_at=NOW - timedelta(hours=1))
         s.commit()
     responses.get(f"{BASE}/api/v4/events", status=204, match=[matchers.query_param_matcher(
-        {"limit": "100", "filter[created_at][from]": str(int(first.timestamp()) - 5 * 60)})])
+        {"limit": "100", "filter[created_at][from]": str(int(first.timestamp()) - 5 * 60), "filter[type]": EVENT_TYPES_ASKED})])
     assert _pull(engine) == 0
 
 

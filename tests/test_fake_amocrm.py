@@ -36,6 +36,21 @@ def test_events_paged_by_100_visible_by_clock_and_filtered() -> None:
     assert "ev0999" in [e["id"] for p in client.list_events(created_at_from=1100) for e in p]
 
 
+def test_events_filtered_by_type_on_every_page() -> None:
+    """filter[type] (a comma list) holds on the next pages too: their links repeat it."""
+    t = FakeTime(start=2000.0)
+    client, fake = _client_with_fake(t)
+    for i in range(150):
+        fake.add_event(_event(i, 1000 + i), visible_at=1500.0)
+        fake.add_event({**_event(500 + i, 1000 + i), "type": "custom_field_value_changed",
+                        "value_after": [{"custom_field_value": {"field_id": 1}}]}, visible_at=1500.0)
+    asked = ["outgoing_chat_message", "lead_status_changed"]
+    pages = list(client.list_events(types=asked))
+    assert [len(p) for p in pages] == [100, 50]
+    assert {e["type"] for p in pages for e in p} == {"outgoing_chat_message"}
+    assert len([e for p in client.list_events() for e in p]) == 300  # no filter: every type
+
+
 def test_no_events_is_204_and_an_empty_iteration() -> None:
     t = FakeTime()
     client, fake = _client_with_fake(t)

@@ -30,8 +30,9 @@ class FakeAmoAdapter(BaseAdapter):
         # Kept sorted by (created_at, id), the API's order, so a pull from a watermark
         # bisects to its slice instead of scanning every event of the stream.
         self._event_keys: list[tuple[int, str]] = []
-        # Kept as compact JSON text: a month of events as dicts was most of a replay's memory.
-        self._events: list[tuple[float, str]] = []
+        # (visible at, type, the event as compact JSON text): a month of events as dicts was
+        # most of a replay's memory.
+        self._events: list[tuple[float, str, str]] = []
         self.leads: dict[int, dict[str, Any]] = {}
         self.counts: dict[str, int] = {"GET": 0, "PATCH": 0, "POST": 0}
         self.patched: list[dict[str, Any]] = []
@@ -45,7 +46,7 @@ class FakeAmoAdapter(BaseAdapter):
         with self._lock:
             i = bisect.bisect_right(self._event_keys, key)
             self._event_keys.insert(i, key)
-            self._events.insert(i, (float(visible_at),
+            self._events.insert(i, (float(visible_at), str(event.get("type", "")),
                                     json.dumps(event, ensure_ascii=False, separators=(",", ":"))))
 
     def set_lead(self, lead_id: int, lead_json: dict[str, Any]) -> None:
@@ -101,7 +102,9 @@ class FakeAmoAdapter(BaseAdapter):
         start = 0 if lo is None else bisect.bisect_left(self._event_keys, (int(lo), ""))
         stop = (len(self._events) if hi is None
                 else bisect.bisect_left(self._event_keys, (int(hi) + 1, "")))
-        visible = [text for at, text in self._events[start:stop] if at <= now]
+        types = set(query["filter[type]"].split(",")) if query.get("filter[type]") else None
+        visible = [text for at, etype, text in self._events[start:stop]
+                   if at <= now and (types is None or etype in types)]
         limit = max(1, min(int(query.get("limit", 50)), 100))
         page = max(1, int(query.get("page", 1)))
         chunk = [json.loads(text) for text in visible[(page - 1) * limit: page * limit]]
