@@ -18,15 +18,19 @@ SQLITE_BUSY_MS = 30_000  # how long a SQLite connection waits for another writer
 
 
 def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
-    """An engine for ``url``; SQLite gets WAL (and ``synchronous=OFF`` when ``fast_sqlite``)."""
+    """An engine for ``url``; SQLite gets WAL with ``synchronous=FULL`` (``OFF`` when
+    ``fast_sqlite``: a throw-away replay database)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=" + ("OFF" if fast_sqlite else "NORMAL"))
+            # FULL: the receiver answers amoCRM once its INSERT commits, and under WAL only FULL
+            # makes that commit survive a power loss (NORMAL survives a crash of the process).
+            cur.execute("PRAGMA synchronous=" + ("OFF" if fast_sqlite else "FULL"))
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -39,8 +43,10 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     # No pre-ping: it costs a round trip per request; a connection gone stale after a database
     # restart fails once (the receiver spools that body, a job is retried by RQ) and the pool
     # then drops it.
+    # hide_parameters: an error's message is logged and kept on the delivery row; its bound
+    # values would be the clients' messages and phone numbers.
     return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
-                         connect_args={"connect_timeout": 1})
+                         connect_args={"connect_timeout": 1}, hide_parameters=True)
 
 
 _SQLITE_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()

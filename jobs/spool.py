@@ -23,7 +23,9 @@ def write(spool_dir: Path, *, account_id: int | None, body: str, received_at: da
               "status": status, "reason": reason}
     name = f"{received_at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex}.json"
     tmp = spool_dir / f".{name}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # Owner-only: the bodies hold clients' messages and phone numbers.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
         json.dump(record, fh, ensure_ascii=False)
         fh.flush()
         os.fsync(fh.fileno())

@@ -387,6 +387,38 @@ def test_the_web_process_loads_its_own_spool_once_the_database_takes_bodies_agai
     assert started[1] is None
 
 
+def test_an_unreadable_spool_folder_does_not_fail_a_stored_webhook(runtime, tmp_path):
+    """The loader's look at the spool used to raise on anything but a missing folder: the
+    body, already stored, was answered 500 (amoCRM counts it a failure)."""
+    from dataclasses import replace
+
+    from app.web import create_app
+
+    not_a_folder = tmp_path / "spool"
+    not_a_folder.write_text("a file where the folder should be")
+    web_runtime = replace(runtime, settings=replace(runtime.settings, spool_dir=not_a_folder))
+    app = create_app({"RUNTIME": web_runtime, "ENV": TEST_ENV})
+    body = (FIXTURES / "webhooks" / "leads__add.txt").read_bytes().strip()
+    assert post(app.test_client(), body).status_code == 200
+    assert [d.status for d in deliveries(runtime)] == ["queued"]
+
+
+def test_an_error_in_the_receiver_logs_no_secret(runtime, caplog, monkeypatch):
+    """Flask logs "Exception on <path>" for an unexpected error; the path holds the secret."""
+    from app.web import create_app, webhooks
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(webhooks, "receive_delivery", broken)
+    app = create_app({"RUNTIME": runtime, "ENV": TEST_ENV})
+    with caplog.at_level("ERROR"):
+        assert post(app.test_client(), b"leads%5Badd%5D%5B0%5D%5Bid%5D=1").status_code == 500
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Exception on /webhooks/amocrm/*** [POST]" in logged
+    assert SECRET not in logged and SECRET not in caplog.text
+
+
 def test_two_loaders_racing_on_one_spool_store_each_body_once(runtime):
     """The web process and the sweeper may load one folder at once: each body is stored once
     and neither fails on the file the other removed."""

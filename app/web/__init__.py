@@ -13,6 +13,20 @@ from config.account import AccountConfig
 from config.settings import Settings, from_env
 
 
+class ReceiverFlask(Flask):
+    """Flask whose "Exception on <path>" log line hides the webhook URL's secret."""
+
+    def log_exception(self, exc_info: Any) -> None:
+        from flask import request
+
+        from app.web.webhooks import WEBHOOK_PREFIX
+
+        path = request.path
+        if path.startswith(WEBHOOK_PREFIX):
+            path = WEBHOOK_PREFIX + "***"
+        self.logger.error(f"Exception on {path} [{request.method}]", exc_info=exc_info)
+
+
 class AccountRouter:
     """Maps the secret in a webhook URL to its account (constant-time comparison)."""
 
@@ -52,7 +66,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     by_secret = resolve_webhook_secrets(tuple(runtime.accounts.values()), env)
 
     _configure_logging(env)
-    app = Flask("amoscore")
+    app = ReceiverFlask("amoscore")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.extensions["amoscore.runtime"] = runtime
     app.extensions["amoscore.router"] = AccountRouter(by_secret)

@@ -24,6 +24,7 @@ log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
 
 SPOOL_CHECK_SECONDS = 5.0
+WEBHOOK_PREFIX = "/webhooks/amocrm/"  # then the account's secret
 
 
 class SpoolLoader:
@@ -45,7 +46,11 @@ class SpoolLoader:
         if now < self._next_check:
             return None
         self._next_check = now + SPOOL_CHECK_SECONDS
-        if not spool.has_pending(self.runtime.settings.spool_dir):
+        try:
+            if not spool.has_pending(self.runtime.settings.spool_dir):
+                return None
+        except OSError as exc:  # an unreadable spool folder must not fail a stored webhook
+            log.warning("webhook.spool_unreadable error=%s", exc.__class__.__name__)
             return None
         if not self._running.acquire(blocking=False):
             return None
@@ -68,7 +73,7 @@ class SpoolLoader:
             self._running.release()
 
 
-@webhooks_bp.post("/webhooks/amocrm/<secret>")
+@webhooks_bp.post(WEBHOOK_PREFIX + "<secret>")
 def receive(secret: str):  # type: ignore[no-untyped-def]
     account = current_app.extensions["amoscore.router"].route(secret)
     if account is None:
