@@ -123,22 +123,35 @@ def auth_for(
                      http=http, clock=clock)
 
 
-def _state_mac(account: AccountConfig, nonce: str, env: Mapping[str, str]) -> str:
+# How long a consent link works: time to sign in and agree, not more (a state leaked through
+# a browser's history or a proxy's log must not let a code into the account weeks later).
+STATE_TTL_SECONDS = 3600
+
+
+def _state_mac(account: AccountConfig, signed: str, env: Mapping[str, str]) -> str:
     secret = oauth_client_for(account, env).client_secret.encode()
-    return hmac.new(secret, f"{account.account_id}.{nonce}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret, signed.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def make_state(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:
-    """A CSRF state for the consent URL, checkable without storing it."""
-    nonce = secrets.token_hex(8)
-    return f"{account.account_id}.{nonce}.{_state_mac(account, nonce, env)}"
+def make_state(account: AccountConfig, env: Mapping[str, str] = os.environ, *,
+               now: float | None = None) -> str:
+    """A CSRF state for the consent URL: the account, when it was made and a nonce, signed
+    with the client secret, so it is checked without being stored."""
+    issued = int(time.time() if now is None else now)
+    signed = f"{account.account_id}.{issued}.{secrets.token_hex(8)}"
+    return f"{signed}.{_state_mac(account, signed, env)}"
 
 
-def check_state(account: AccountConfig, state: str, env: Mapping[str, str] = os.environ) -> bool:
+def check_state(account: AccountConfig, state: str, env: Mapping[str, str] = os.environ, *,
+                now: float | None = None) -> bool:
+    """Signed for this account and made within the last STATE_TTL_SECONDS."""
     parts = state.split(".")
-    if len(parts) != 3 or parts[0] != str(account.account_id):
+    if len(parts) != 4 or parts[0] != str(account.account_id) or not parts[1].isdigit():
         return False
-    return hmac.compare_digest(parts[2], _state_mac(account, parts[1], env))
+    if not hmac.compare_digest(parts[3], _state_mac(account, ".".join(parts[:3]), env)):
+        return False
+    age = (time.time() if now is None else now) - int(parts[1])
+    return 0 <= age <= STATE_TTL_SECONDS
 
 
 def connect_url(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:

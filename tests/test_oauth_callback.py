@@ -22,6 +22,7 @@ from tests.test_auth import ENV, KEY, NEW_ACCESS, NEW_REFRESH, oauth_account
 from tests.test_client_support import ACCOUNT_ID, BASE
 
 WEB_ENV = {**ENV, "AMOSCORE_WEBHOOK_SECRET": "hook-secret"}
+OWN = "acme.amocrm.ru"  # the account's subdomain and domain, as amoCRM's redirect names it
 CODE_BODY = {"client_id": "3f1c-client", "client_secret": "client-secret-xyz",
              "grant_type": "authorization_code", "code": "code-123",
              "redirect_uri": "https://scores.example.com/oauth/callback"}
@@ -54,7 +55,8 @@ def test_the_redirect_exchanges_the_code_and_stores_the_tokens_encrypted(web) ->
         rsps.post(f"{BASE}/oauth2/access_token", match=[matchers.json_params_matcher(CODE_BODY)],
                   json={"token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
                         "refresh_token": NEW_REFRESH})
-        resp = client.get("/oauth/callback", query_string={"code": "code-123", "state": state})
+        resp = client.get("/oauth/callback", query_string={"code": "code-123", "state": state,
+                                                           "referer": OWN})
     assert resp.status_code == 200 and "connected" in resp.text
     assert NEW_ACCESS not in resp.text and NEW_REFRESH not in resp.text
     pair = DbTokenStore(runtime.sessions, ACCOUNT_ID, Fernet(KEY.encode())).load()
@@ -79,14 +81,40 @@ def test_a_bad_redirect_is_400_and_calls_nobody(web, query) -> None:
     assert _stored(runtime) == 0
 
 
+def test_a_state_older_than_an_hour_or_a_redirect_without_referer_is_400(web) -> None:
+    """A state leaked through a browser history or a proxy log let any code in for ever; a
+    redirect naming no account was let through unchecked. Neither calls amoCRM."""
+    import time
+
+    from jobs.tokens import STATE_TTL_SECONDS
+
+    client, runtime, account = web
+    stale = make_state(account, WEB_ENV, now=time.time() - STATE_TTL_SECONDS - 5)
+    fresh = make_state(account, WEB_ENV, now=time.time() - STATE_TTL_SECONDS + 60)
+    with responses.RequestsMock(assert_all_requests_are_fired=False):  # any call would fail
+        resp = client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": stale, "referer": OWN})
+        assert resp.status_code == 400 and "expired" in resp.text
+        resp = client.get("/oauth/callback", query_string={"code": "code-123", "state": fresh})
+        assert resp.status_code == 400 and "referer" in resp.text
+    assert _stored(runtime) == 0
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/oauth2/access_token", json={
+            "token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
+            "refresh_token": NEW_REFRESH})
+        resp = client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": fresh, "referer": OWN})
+    assert resp.status_code == 200
+
+
 def test_a_code_amocrm_refuses_is_400_with_what_to_do(web) -> None:
     client, runtime, account = web
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         rsps.post(f"{BASE}/oauth2/access_token", status=400,
                   json={"hint": "Authorization code has expired", "title": "Некорректный запрос",
                         "status": 400})
-        resp = client.get("/oauth/callback",
-                          query_string={"code": "code-123", "state": make_state(account, WEB_ENV)})
+        resp = client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": make_state(account, WEB_ENV), "referer": OWN})
     assert resp.status_code == 400 and "amoscore oauth connect" in resp.text
     assert _stored(runtime) == 0
 

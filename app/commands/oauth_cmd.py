@@ -33,7 +33,8 @@ def oauth_group() -> None:
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 @click.option("--code", help="The authorization code from the redirect (valid 20 minutes).")
 def connect(account_id: int | None, code: str | None) -> None:
-    """Print the consent URL; with --code, exchange the code and store the tokens."""
+    """Print the consent URL (it works for an hour; amoCRM then redirects to /oauth/callback,
+    which stores the tokens); with --code, exchange a code by hand and store the tokens."""
     from config.settings import BadSetting, MissingSetting
     from jobs import tokens
 

@@ -23,10 +23,16 @@ def callback() -> tuple[str, int]:
     except (ValueError, KeyError):
         return "Unknown or malformed state.", 400
     if not code or not tokens.check_state(account, state):
-        return "Invalid state or missing code.", 400
+        return ("Invalid or expired state, or no code: open a new link of "
+                "`amoscore oauth connect`."), 400
     own = f"{account.account.subdomain}.{account.account.base_domain}"
     referer = request.args.get("referer", "")
-    if referer and referer.lower() != own:
+    # amoCRM's redirect always names the account consent was given in (amocrm-api.md §3); one
+    # without it was not made by amoCRM.
+    if not referer:
+        return ("The redirect names no amoCRM account (referer): open a new link of "
+                "`amoscore oauth connect`."), 400
+    if referer.lower() != own:
         # Consent given in another amoCRM account than the one the link was made for: its code
         # must not be stored (or reported connected) as this account's.
         return (f"This consent came from {escape(referer)}, but the link was made for {own}. "
