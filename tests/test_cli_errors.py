@@ -228,3 +228,14 @@ def test_verbose_after_the_command_is_accepted(tmp_path):
     res = CliRunner().invoke(main, ["db", "upgrade", "-v"],
                              env={"DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}"})
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("group", [[], ["amocrm"], ["db"], ["config"], ["oauth"], ["report"]])
+def test_every_command_listed_with_a_whole_summary(group: list[str]) -> None:
+    """Click cuts a long first sentence to "…" in the command lists ("for a...", "(without...")."""
+    result = CliRunner().invoke(main, [*group, "--help"])
+    assert result.exit_code == 0
+    listed = result.output.split("Commands:")[1].strip().splitlines()
+    assert listed
+    for line in listed:
+        assert not line.rstrip().endswith("..."), line

@@ -64,12 +64,12 @@ def _need_redis(settings) -> None:  # type: ignore[no-untyped-def]
                                "account live inside one process and end with it")
 
 
-@click.group("amocrm")
+@click.group("amocrm", short_help="Show or lift the pause or stop of an account's API traffic.")
 def amocrm_group() -> None:
     """The shared pause (after a 429) and stop (after a 403) of an account's API traffic."""
 
 
-@amocrm_group.command("status")
+@amocrm_group.command("status", short_help="Is the account's amoCRM traffic running, paused or stopped?")
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 def status(account_id: int | None) -> None:
     """Show whether the account's amoCRM traffic is running, paused or stopped (without
@@ -101,7 +101,7 @@ def _status_line(settings, account, limiter) -> None:  # type: ignore[no-untyped
         click.echo(f"account {account.account_id}: running")
 
 
-@amocrm_group.command("resume")
+@amocrm_group.command("resume", short_help="Lift a stop once its cause is fixed in amoCRM.")
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 def resume(account_id: int | None) -> None:
     """Lift a stop once the cause is fixed in amoCRM; the next sync sends what waited."""

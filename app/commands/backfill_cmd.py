@@ -11,10 +11,10 @@ import click
 from app.commands.options import parse_date
 
 
-@click.command("backfill")
-@click.option("--since", required=True, callback=parse_date,
+@click.command("backfill", short_help="Rebuild a period's history from the amoCRM API.")
+@click.option("--since", required=True, callback=parse_date, metavar="YYYY-MM-DD",
               help="First day to read (YYYY-MM-DD, in the account's timezone).")
-@click.option("--until", callback=parse_date,
+@click.option("--until", callback=parse_date, metavar="YYYY-MM-DD",
               help="Last day to read, inclusive (default: now; a resume keeps the first run's end).")
 @click.option("--account", "account_ids", type=int, multiple=True,
               help="Only this amoCRM account id (repeatable; default: every configured account).")

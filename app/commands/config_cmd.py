@@ -14,7 +14,7 @@ from config.loader import load_accounts
 config_group = click.Group("config", help="Check the accounts' YAML configuration.")
 
 
-@config_group.command("check")
+@config_group.command("check", short_help="Load the accounts' YAML and print what it means.")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--live", is_flag=True, help="Also check the ids against the amoCRM account (calls its API).")
 @click.pass_context

@@ -29,7 +29,7 @@ def oauth_group() -> None:
     """Connect an amoCRM account with OAuth 2.0."""
 
 
-@oauth_group.command("connect")
+@oauth_group.command("connect", short_help="Print the consent URL, or exchange a code by hand.")
 @click.option("--account", "account_id", type=int, help="Account id (when the config has several).")
 @click.option("--code", help="The authorization code from the redirect (valid 20 minutes).")
 def connect(account_id: int | None, code: str | None) -> None:

@@ -12,7 +12,7 @@ import click
 from app.commands.options import check_period, check_writable, parse_date, parse_instant
 
 
-@click.command("replay")
+@click.command("replay", short_help="Replay a recorded stream and report its figures.")
 @click.argument("stream", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--config", "config_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -121,8 +121,8 @@ def _command(section: str, doc: str) -> click.Command:
                   help="As of this instant, e.g. 2026-04-01T09:00:00+03:00 (default: now).")
     @click.option("--account", "account_id", type=int, help="Only this account id.")
     @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                  show_default=True, help="table for people; json (replay.md's section) or csv "
-                                          "for other tools.")
+                  show_default=True, help="table for people; json (the replay report's section) or "
+                                          "csv for other tools.")
     def cmd(period_from: date, period_to: date, now: datetime | None, account_id: int | None,
             fmt: str) -> None:
         check_period(period_from, period_to)
@@ -131,7 +131,7 @@ def _command(section: str, doc: str) -> click.Command:
     return cmd
 
 
-@click.group("report")
+@click.group("report", short_help="Print a period's figures from the stored ledger.")
 def report_group() -> None:
     """Print a period's figures from the stored ledger (the same numbers as replay's report)."""
 

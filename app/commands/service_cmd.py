@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 
-@click.command("worker")
+@click.command("worker", short_help="Run an RQ worker on amoscore's queues (needs REDIS_URL).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty (tests, cron).")
 def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) on amoscore's queues, plus the periodic jobs."""
@@ -14,7 +14,7 @@ def worker_command(burst: bool) -> None:
     run_worker(burst=burst)
 
 
-@click.command("sweep")
+@click.command("sweep", short_help="Load the spool and enqueue what waits, once.")
 def sweep_command() -> None:
     """Run the sweeper once: load the spool, enqueue stored and stale queued deliveries."""
     from jobs.intake import sweep_with
@@ -29,7 +29,7 @@ def db_group() -> None:
     """Database schema (Alembic migrations)."""
 
 
-@db_group.command("upgrade")
+@db_group.command("upgrade", short_help="Bring the database schema to the newest migration.")
 def db_upgrade() -> None:
     """Bring the database (DATABASE_URL, or the embedded SQLite file) to the newest schema."""
     from app.db import create_schema, make_engine
