@@ -25,7 +25,13 @@ from app.models import DesiredValue, TaskLedger, WriteLog, WrittenValue
 from config.account import AccountConfig
 from integrations.amocrm.client import AmoClient
 from integrations.amocrm.errors import AmoHTTPError
-from integrations.amocrm.payloads import FIELD_TYPES, lead_patch, task_marker, task_post
+from integrations.amocrm.payloads import (
+    FIELD_TYPES,
+    lead_patch,
+    task_marker,
+    task_post,
+    task_request_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +301,7 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
                     result.tasks.append(_task_record(row))
                 result.post_requests += 1
                 continue
-            body = [task_post(request_id=str(row.id), deal_id=row.deal_id, text=row.text,
+            body = [task_post(request_id=task_request_id(row.id), deal_id=row.deal_id, text=row.text,
                               key=row.idempotency_key,
                               complete_till=int(row.complete_till.timestamp()),
                               task_type_id=account.writeback.task_type_id,
@@ -324,19 +330,19 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
             rows = session.scalars(select(TaskLedger).where(TaskLedger.id.in_(ids))
                                    .order_by(TaskLedger.id)).all()
             for row in rows:
-                created = outcome.results.get(str(row.id))
+                created = outcome.results.get(task_request_id(row.id))
                 if created and created.get("id") is not None:
                     row.status, row.amo_task_id = "created", int(created["id"])
-                elif str(row.id) in outcome.refused:
+                elif task_request_id(row.id) in outcome.refused:
                     # The whole request was refused (402 unpaid, 4xx naming no task): nothing
                     # was created, so the next flush sends it again, as a refused value is.
                     row.status = "pending"
-                    row.reason = outcome.failures.get(str(row.id))
+                    row.reason = outcome.failures.get(task_request_id(row.id))
                     log.warning("writeback.tasks_refused account=%d deal=%d reason=%s",
                                 account_id, row.deal_id, row.reason)
                 else:
                     row.status = "failed"
-                    row.reason = outcome.failures.get(str(row.id), "no id in amoCRM's answer")
+                    row.reason = outcome.failures.get(task_request_id(row.id), "no id in amoCRM's answer")
                     log.warning("writeback.task_failed account=%d deal=%d reason=%s",
                                 account_id, row.deal_id, row.reason)
                 result.tasks.append(_task_record(row))

@@ -126,7 +126,7 @@ def test_complaint_resolution_hours_and_one_overdue_task(
     assert text == OVERDUE_TEXT and marker.startswith("#amoscore:")
     assert task == {"text": task["text"], "complete_till": unix(msk("2026-04-20 16:00:00")),
                     "entity_id": 6002, "entity_type": "leads", "task_type_id": 1,
-                    "request_id": str(row.id), "responsible_user_id": SUPERVISOR}
+                    "request_id": f"task-{row.id}", "responsible_user_id": SUPERVISOR}
     assert (row.deal_id, row.rule, row.status, row.responsible_user_id) == (
         6002, "complaint_overdue", "created", SUPERVISOR)
     with runtime.sessions() as s:
@@ -230,7 +230,7 @@ def test_low_scores_give_one_task_per_survey_and_the_zone_follows_the_latest_ans
     for t in posted:
         row = rows[t["text"].split("\n")[0]]
         assert t == {"text": t["text"], "complete_till": due, "entity_id": deal,
-                     "entity_type": "leads", "task_type_id": 1, "request_id": str(row.id),
+                     "entity_type": "leads", "task_type_id": 1, "request_id": f"task-{row.id}",
                      "responsible_user_id": MANAGER}
         assert (row.rule, row.status) == ("low_score", "created")
     assert count(runtime, TalkRate) == 0

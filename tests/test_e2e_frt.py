@@ -162,7 +162,7 @@ def test_breach_gives_exactly_one_task_and_zone_follows_the_wait(
     assert text == BREACH_TEXT and MARKER.match(marker)
     assert task == {"text": task["text"], "complete_till": unix(msk("2026-04-14 15:00:00")),
                     "entity_id": deal, "entity_type": "leads", "task_type_id": 1,
-                    "request_id": str(row.id), "responsible_user_id": MANAGER}
+                    "request_id": f"task-{row.id}", "responsible_user_id": MANAGER}
     assert (row.deal_id, row.rule, row.status, row.amo_task_id, row.text) == (
         deal, "frt_breach", "created", 5_000_000, BREACH_TEXT)
     assert row.complete_till == utc(msk("2026-04-14 15:00:00"))

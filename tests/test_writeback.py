@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -191,7 +192,7 @@ def test_dry_run_records_and_counts_without_http(factory) -> None:
 def _task_body(row_id: int, deal: int, key: str, text: str, till: datetime) -> list[dict]:
     return [{"text": f"{text}\n{task_marker(key)}", "complete_till": int(till.timestamp()),
              "entity_id": deal, "entity_type": "leads", "task_type_id": 1,
-             "request_id": str(row_id), "responsible_user_id": 10000698}]
+             "request_id": f"task-{row_id}", "responsible_user_id": 10000698}]
 
 
 def test_task_declared_5_times_and_a_crash_after_post_gives_one_task(factory) -> None:
@@ -207,7 +208,7 @@ def test_task_declared_5_times_and_a_crash_after_post_gives_one_task(factory) ->
     with session_scope(factory) as s:
         row_id = s.scalars(select(TaskLedger.id)).one()
 
-    created = {"_embedded": {"tasks": [{"id": 555001, "request_id": str(row_id)}]}}
+    created = {"_embedded": {"tasks": [{"id": 555001, "request_id": f"task-{row_id}"}]}}
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         rsps.post(f"{BASE}/api/v4/tasks", json=created,
                   match=[matchers.json_params_matcher(_task_body(row_id, 32966269, key, "Клиент ждёт ответа", till))])
@@ -250,7 +251,7 @@ def test_posting_row_not_found_is_posted_again(factory) -> None:
         row_id = row.id
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         rsps.get(f"{BASE}/api/v4/tasks", status=204)
-        rsps.post(f"{BASE}/api/v4/tasks", json={"_embedded": {"tasks": [{"id": 77, "request_id": str(row_id)}]}},
+        rsps.post(f"{BASE}/api/v4/tasks", json={"_embedded": {"tasks": [{"id": 77, "request_id": f"task-{row_id}"}]}},
                   match=[matchers.json_params_matcher(_task_body(row_id, 9, "k9", "t", till))])
         result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
     assert [(t.status, t.amo_task_id) for t in result.tasks] == [("created", 77)]
@@ -347,10 +348,35 @@ def test_a_task_refused_with_its_whole_request_is_sent_again(factory, status) ->
     assert [t.status for t in first.tasks] == ["pending"]
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         rsps.post(f"{BASE}/api/v4/tasks",
-                  json={"_embedded": {"tasks": [{"id": 71, "request_id": str(row_id)}]}})
+                  json={"_embedded": {"tasks": [{"id": 71, "request_id": f"task-{row_id}"}]}})
         second = flush(factory, make_account(), make_client(), NOW, dry_run=False)
         assert [c.request.method for c in rsps.calls] == ["POST"]  # no lookup: never posting
     assert [(t.status, t.amo_task_id) for t in second.tasks] == [("created", 71)]
+
+
+def test_a_task_error_naming_its_place_in_the_batch_fails_that_task_only(factory) -> None:
+    """amocrm-api.md's example names the refused element "0": its place, not our request_id.
+    Rows 1, 2, 3 were sent as "1", "2", "3", so an error at place 1 (the second task) failed
+    the first one for good, and the bad one was sent again."""
+    till = NOW + timedelta(hours=1)
+    with session_scope(factory) as s:
+        for deal in (61, 62, 63):
+            declare_task(s, ACCOUNT_ID, deal_id=deal, rule="frt_breach", key=f"k{deal}",
+                         responsible_user_id=10000698, complete_till=till, text="t", at=NOW)
+        ids = dict(s.execute(select(TaskLedger.deal_id, TaskLedger.id)).all())
+    assert sorted(ids.values()) == [1, 2, 3]
+    error = {"validation-errors": [{"request_id": "1", "errors": [
+        {"code": "NotSupportedChoice", "path": "responsible_user_id", "detail": "no such user"}]}],
+             "status": 400}
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks", status=400, json=error)
+        rsps.post(f"{BASE}/api/v4/tasks", json={"_embedded": {"tasks": [
+            {"id": 81, "request_id": f"task-{ids[61]}"}, {"id": 83, "request_id": f"task-{ids[63]}"}]}})
+        result = flush(factory, make_account(), make_client(), NOW, dry_run=False)
+        resent = json.loads(rsps.calls[1].request.body)
+    assert [t["entity_id"] for t in resent] == [61, 63]
+    assert {(t.deal_id, t.status) for t in result.tasks} == {
+        (61, "created"), (62, "failed"), (63, "created")}
 
 
 def test_a_value_refused_by_name_three_times_is_no_longer_sent(factory) -> None:

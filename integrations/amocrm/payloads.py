@@ -34,6 +34,12 @@ def task_marker(key: str) -> str:
     return "#amoscore:" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
+def task_request_id(row_id: int) -> str:
+    """The ``request_id`` of a task row in a POST: not a bare number, so an error naming an
+    element by its place in the batch ("0", amocrm-api.md's example) is never read as ours."""
+    return f"task-{row_id}"
+
+
 def task_post(
     *,
     request_id: str,
