@@ -1,0 +1,83 @@
+"""The Procfile's web line, started as a platform starts it: it serves amoCRM, and clients that
+send slowly cannot hold a webhook past amoCRM's 2 s (its hook is disabled after 100 failures)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.db import create_schema, make_engine
+from app.models import WebhookDelivery
+from tests.faultkit import (
+    create_database,
+    drop_database,
+    free_port,
+    kill_tree,
+    redis_server,
+    wait_port,
+    worker_env,
+)
+
+pytestmark = pytest.mark.fault
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "procfile-secret"
+SLOW_CLIENTS = 3  # more than the 2 web processes the Procfile starts by default
+
+
+def procfile_command(name: str) -> str:
+    for line in (ROOT / "Procfile").read_text(encoding="utf-8").splitlines():
+        kind, _, command = line.partition(":")
+        if kind.strip() == name:
+            return command.strip()
+    raise AssertionError(f"no {name!r} line in the Procfile")
+
+
+def test_the_web_line_answers_amocrm_while_slow_clients_hold_connections() -> None:
+    url = create_database("amoscore_procfile")
+    try:
+        engine = make_engine(url)
+        create_schema(engine)
+        with redis_server() as redis:
+            port = free_port()
+            env = worker_env(url, redis.url, SECRET, PORT=str(port),
+                             PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+            env.pop("WEB_CONCURRENCY", None)
+            web = subprocess.Popen(["bash", "-c", "exec " + procfile_command("web")], cwd=ROOT,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+            slow: list[socket.socket] = []
+            try:
+                wait_port(port, timeout=20)
+                for _ in range(SLOW_CLIENTS):  # headers sent, the body promised and never sent
+                    s = socket.create_connection(("127.0.0.1", port))
+                    s.sendall(f"POST /webhooks/amocrm/{SECRET} HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Type: application/x-www-form-urlencoded\r\n"
+                              "Content-Length: 4096\r\n\r\nleads".encode())
+                    slow.append(s)
+                time.sleep(0.5)  # let the workers pick them up
+                body = (ROOT / "tests" / "fixtures" / "webhooks" / "leads__add.txt").read_bytes().strip()
+                started = time.monotonic()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=8)
+                conn.request("POST", f"/webhooks/amocrm/{SECRET}", body=body,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+                status = conn.getresponse().status
+                waited = time.monotonic() - started
+                conn.close()
+            finally:
+                for s in slow:
+                    s.close()
+                kill_tree(web)
+        assert status == 200
+        assert waited < 2.0, f"amoCRM waited {waited:.1f} s behind {SLOW_CLIENTS} slow clients"
+        with engine.connect() as c:
+            assert c.execute(select(WebhookDelivery.body)).scalars().all() == [body.decode()]
+        engine.dispose()
+    finally:
+        drop_database(url)
