@@ -57,6 +57,21 @@ def test_empty_list_204_is_empty() -> None:
 
 
 @responses.activate(assert_all_requests_are_fired=True)
+def test_a_list_answering_404_is_an_error_a_missing_lead_is_none() -> None:
+    """A 404 on the events list (the account moved to another domain) was read as "no new
+    events": every figure stopped without a word. One lead or talk answering 404 is gone."""
+    responses.get(f"{BASE}/api/v4/events", status=404, json={"title": "Not Found", "status": 404})
+    responses.get(f"{BASE}/api/v4/leads/7", status=404, json={"title": "Not Found", "status": 404})
+    responses.get(f"{BASE}/api/v4/talks/8", status=404, json={"title": "Not Found", "status": 404})
+    client = make_client()
+    with pytest.raises(AmoHTTPError) as caught:
+        list(client.list_events(created_at_from=0))
+    assert caught.value.status == 404 and "base_url" in str(caught.value)
+    assert client.get_lead(7) is None
+    assert client.get_talk(8) is None
+
+
+@responses.activate(assert_all_requests_are_fired=True)
 def test_pipelines_users_fields_and_talk_are_typed() -> None:
     responses.get(f"{BASE}/api/v4/leads/pipelines", json={"_embedded": {"pipelines": [
         {"id": 9621010, "name": "Продажи", "is_main": True, "_embedded": {"statuses": [

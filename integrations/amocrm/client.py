@@ -237,12 +237,20 @@ class AmoClient:
                 continue
             return resp
 
-    def _get_json(self, path: str, params: Mapping[str, Any] | None = None, **kw: Any) -> dict[str, Any] | None:
+    def _get_json(self, path: str, params: Mapping[str, Any] | None = None, *,
+                  missing_ok: bool = False, **kw: Any) -> dict[str, Any] | None:
+        """The body, or None on 204 (an empty list), or on 404 when ``missing_ok`` (one
+        entity, deleted). A list answering 404 is no empty list: the account's address is
+        wrong (moved to another domain), and reading it as "nothing new" would stop every
+        figure without a word."""
         resp = self._send("GET", path, params=params, **kw)
         if resp.status_code == 204:
             return None
-        if resp.status_code == 404:
+        if resp.status_code == 404 and missing_ok:
             return None
+        if resp.status_code == 404:
+            raise AmoHTTPError(404, f"{urlsplit(path).path} not found: is the account's "
+                                    "base_url (subdomain, domain) right?")
         if resp.status_code >= 300:
             raise AmoHTTPError(resp.status_code, _problem_detail(resp))
         return resp.json()
@@ -281,7 +289,7 @@ class AmoClient:
     # --- reads ------------------------------------------------------------------------------
 
     def get_lead(self, lead_id: int) -> Lead | None:
-        data = self._get_json(f"/api/v4/leads/{int(lead_id)}")
+        data = self._get_json(f"/api/v4/leads/{int(lead_id)}", missing_ok=True)
         return parse_lead(data) if data else None
 
     def list_leads(self, *, ids: list[int] | None = None, limit: int = 250,
@@ -329,7 +337,7 @@ class AmoClient:
         return self.pages("/api/v4/events", "events", query)
 
     def get_talk(self, talk_id: int) -> Talk | None:
-        data = self._get_json(f"/api/v4/talks/{int(talk_id)}")
+        data = self._get_json(f"/api/v4/talks/{int(talk_id)}", missing_ok=True)
         return parse_talk(data) if data else None
 
     # --- writes -----------------------------------------------------------------------------
