@@ -48,6 +48,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise BadSetting("REDIS_URL must start with redis://, rediss:// or unix:// "
                          "(or be unset for the in-process queue)")
+    for name in ("REDIS_URL", "DATABASE_URL"):
+        _check_url(name, env.get(name, ""))
     body_bytes = env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))
     if not body_bytes.isdigit():
         raise BadSetting("AMOSCORE_MAX_BODY_BYTES must be a whole number of bytes")
@@ -60,6 +62,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_content_length=int(body_bytes),
         amocrm_base_url=env.get("AMOSCORE_AMOCRM_BASE_URL") or None,
     )
+
+
+def _check_url(name: str, url: str) -> None:
+    """A URL whose port cannot be read (often a password holding "/" or "#", not percent-
+    encoded) failed later with the password's first characters in the error."""
+    from urllib.parse import urlsplit
+
+    try:
+        _ = urlsplit(url).port  # reading it is the check
+    except ValueError:
+        raise BadSetting(f"{name} cannot be read as a URL: percent-encode any '/', '#', '?' or "
+                         "'@' in its password (e.g. '/' as %2F)") from None
 
 
 def require_env(name: str, env: Mapping[str, str] | None = None) -> str:

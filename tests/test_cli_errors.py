@@ -41,6 +41,10 @@ def one_line_error(result, code: int) -> str:  # type: ignore[no-untyped-def]
     ("DATABASE_URL", "mysql://user@db/amo", 2, "no driver for this database URL's scheme"),
     ("DATABASE_URL", "postgresql://amo:s3cret@127.0.0.1:1/amo", 1, "cannot use the database"),
     ("REDIS_URL", "localhost:6379", 2, "REDIS_URL must start with redis://"),
+    # A password with "/" not percent-encoded: the port parse quoted its first characters.
+    ("REDIS_URL", "redis://:s3cret/x@127.0.0.1:6379/0", 2, "REDIS_URL cannot be read as a URL"),
+    ("DATABASE_URL", "postgresql://amo:s3cret@127.0.0.1:x/amo", 2,
+     "DATABASE_URL cannot be read as a URL"),
 ])
 def test_an_unusable_setting_is_one_line_naming_it(env, setting, value, code, expected):
     env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
