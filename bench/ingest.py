@@ -1,7 +1,7 @@
 """Receiver bench: the real receiver vs a bare Flask endpoint that only parses the form.
 
-Both run under gunicorn with the same settings (sync workers, as many as gunicorn's docs advise:
-2 x cores + 1, so a worker waiting on Postgres's commit leaves the CPU to another; loopback),
+Both run under gunicorn with the same settings (the Procfile's gthread workers, THREADS_PER_WORKER
+threads each, as many processes as gunicorn's docs advise: 2 x cores + 1; loopback),
 driven by the same load generator (2 processes x 4 threads, http.client, a distinct
 fixture-shaped body per request so the dedupe never short-cuts the insert). The saturated
 requests/s of both are measured in alternating rounds (the machine's speed drifts; a ratio of
@@ -37,6 +37,7 @@ WORKERS = 2 * (os.cpu_count() or 1) + 1
 FIXED_RPS = 200
 FIXED_SECONDS = 8.0
 PROCS, THREADS = 2, 4
+THREADS_PER_WORKER = 8  # the Procfile's default WEB_THREADS
 
 
 def bare_app() -> Any:
@@ -64,7 +65,7 @@ def _connect(port: int) -> http.client.HTTPConnection:
 
 
 def _post(conn: http.client.HTTPConnection, port: int, body: bytes) -> tuple[int, http.client.HTTPConnection]:
-    """One POST, reconnecting when the server closed the connection (sync workers do)."""
+    """One POST, reconnecting when the server closed the connection."""
     for _ in range(2):
         try:
             conn.request("POST", f"/webhooks/amocrm/{SECRET}", body=body,
@@ -156,7 +157,8 @@ def gunicorn(app_spec: str, env: dict[str, str], port: int) -> subprocess.Popen[
     from tests.faultkit import wait_port
 
     proc = subprocess.Popen(
-        [os.path.join(ROOT, ".venv", "bin", "gunicorn"), "-w", str(WORKERS), "-k", "sync",
+        [os.path.join(ROOT, ".venv", "bin", "gunicorn"), "-w", str(WORKERS), "-k", "gthread",
+         "--threads", str(THREADS_PER_WORKER),
          "-b", f"127.0.0.1:{port}", "--chdir", ROOT, "--pythonpath", f"{ROOT},{ROOT}/bench",
          "--log-level", "warning", app_spec],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -214,7 +216,7 @@ def main() -> None:
             with engine.connect() as conn:
                 stored = conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one()
 
-        print(f"bare Flask (parse only), gunicorn {WORKERS} sync workers: median {bare_rps:,.0f}"
+        print(f"bare Flask (parse only), gunicorn {WORKERS} gthread workers x {THREADS_PER_WORKER}: median {bare_rps:,.0f}"
               f" req/s ({bare_err} non-200)")
         print(f"real receiver (store + enqueue), same settings:   median {real_rps:,.0f} req/s"
               f" ({real_err} non-200)")
