@@ -1,7 +1,8 @@
 """Receiver bench: the real receiver vs a bare Flask endpoint that only parses the form.
 
-Both run under gunicorn with the same settings (the Procfile's gthread workers, THREADS_PER_WORKER
-threads each, as many processes as gunicorn's docs advise: 2 x cores + 1; loopback),
+Both run under gunicorn with the same settings (gthread workers as in the Procfile, with
+THREADS_PER_WORKER threads each, and as many processes as gunicorn's docs advise for a
+saturated bench: 2 x cores + 1; loopback),
 driven by the same load generator (2 processes x 4 threads, http.client, a distinct
 fixture-shaped body per request so the dedupe never short-cuts the insert). The saturated
 requests/s of both are measured in alternating rounds (the machine's speed drifts; a ratio of

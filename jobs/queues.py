@@ -156,6 +156,10 @@ class InProcessQueue:
         self.failed: list[tuple[str, BaseException]] = []
         self.pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._drains: set[int] = set()
+        # One job at a time: the web's threads run jobs inline, and two drains of one account
+        # at once on SQLite (where the ledger lock is Postgres's) could each write back the
+        # state they read.
+        self._one_at_a_time = threading.RLock()
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None,
                 queue: str = INTAKE_QUEUE) -> None:
@@ -175,7 +179,8 @@ class InProcessQueue:
     def _run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.ran += 1
         try:
-            func(*args)
+            with self._one_at_a_time:
+                func(*args)
         except Exception as exc:  # noqa: BLE001 - a queue records job failures, as RQ does
             log.exception("job.failed func=%s", getattr(func, "__name__", func))
             self.failed.append((getattr(func, "__name__", str(func)), exc))

@@ -7,6 +7,7 @@ forking (the pool is disposed first); replay builds its own with a simulated clo
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ class Runtime:
 
 
 _current: Runtime | None = None
+_building = threading.Lock()  # the web's threads may all ask at once (inline jobs)
 
 
 def set_runtime(runtime: Runtime | None) -> None:
@@ -59,7 +61,9 @@ def get_runtime() -> Runtime:
     """The process's runtime; an RQ work horse builds it from the environment on first use."""
     global _current
     if _current is None:
-        _current = build_runtime(for_web=False)
+        with _building:
+            if _current is None:
+                _current = build_runtime(for_web=False)
     return _current
 
 

@@ -126,6 +126,7 @@ def auth_for(
 # How long a consent link works: time to sign in and agree, not more (a state leaked through
 # a browser's history or a proxy's log must not let a code into the account weeks later).
 STATE_TTL_SECONDS = 3600
+STATE_CLOCK_SKEW_SECONDS = 300  # the link may be made on a machine whose clock runs ahead
 
 
 def _state_mac(account: AccountConfig, signed: str, env: Mapping[str, str]) -> str:
@@ -151,7 +152,7 @@ def check_state(account: AccountConfig, state: str, env: Mapping[str, str] = os.
     if not hmac.compare_digest(parts[3], _state_mac(account, ".".join(parts[:3]), env)):
         return False
     age = (time.time() if now is None else now) - int(parts[1])
-    return 0 <= age <= STATE_TTL_SECONDS
+    return -STATE_CLOCK_SKEW_SECONDS <= age <= STATE_TTL_SECONDS
 
 
 def connect_url(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:

@@ -330,19 +330,20 @@ def _flush_tasks(session_factory: sessionmaker[Session], account: AccountConfig,
             rows = session.scalars(select(TaskLedger).where(TaskLedger.id.in_(ids))
                                    .order_by(TaskLedger.id)).all()
             for row in rows:
-                created = outcome.results.get(task_request_id(row.id))
+                rid = task_request_id(row.id)
+                created = outcome.results.get(rid)
                 if created and created.get("id") is not None:
                     row.status, row.amo_task_id = "created", int(created["id"])
-                elif task_request_id(row.id) in outcome.refused:
+                elif rid in outcome.refused:
                     # The whole request was refused (402 unpaid, 4xx naming no task): nothing
                     # was created, so the next flush sends it again, as a refused value is.
                     row.status = "pending"
-                    row.reason = outcome.failures.get(task_request_id(row.id))
+                    row.reason = outcome.failures.get(rid)
                     log.warning("writeback.tasks_refused account=%d deal=%d reason=%s",
                                 account_id, row.deal_id, row.reason)
                 else:
                     row.status = "failed"
-                    row.reason = outcome.failures.get(task_request_id(row.id), "no id in amoCRM's answer")
+                    row.reason = outcome.failures.get(rid, "no id in amoCRM's answer")
                     log.warning("writeback.task_failed account=%d deal=%d reason=%s",
                                 account_id, row.deal_id, row.reason)
                 result.tasks.append(_task_record(row))

@@ -161,3 +161,33 @@ def test_event_created_at(value, seconds) -> None:
     from integrations.amocrm.payloads import event_created_at
 
     assert event_created_at({"created_at": value}) == seconds
+
+
+# Every type amocrm-api.md §8 names (and the lead ones it lists by pattern).
+DOCUMENTED_EVENT_TYPES = (
+    "lead_added", "lead_status_changed", "entity_responsible_changed", "incoming_chat_message",
+    "outgoing_chat_message", "incoming_call", "outgoing_call", "incoming_sms", "outgoing_sms",
+    "incoming_mail", "outgoing_mail", "entity_direct_message", "task_added", "task_completed",
+    "task_deadline_changed", "task_result_added", "custom_field_value_changed",
+    "sale_field_changed", "entity_tag_added", "robot_replied", "nps_rate_added", "lead_deleted",
+    "lead_restored", "entity_linked", "entity_unlinked")
+
+
+def test_every_type_ingest_reads_is_one_the_pull_asks_for(engine) -> None:
+    """The pull asks only for EVENT_TYPES: a type apply_events learns to read but the list
+    misses would never be fetched, and no other test would notice."""
+    from jobs.ingest import EVENT_TYPES, apply_events
+
+    value = [{"message": {"id": "m1", "talk_id": 5}, "lead_status": {"id": 142, "pipeline_id": 1},
+              "responsible_user": {"id": 10000698}, "note": {"id": 7},
+              "custom_field_value": {"field_id": 1}}]
+    read = []
+    for n, etype in enumerate(DOCUMENTED_EVENT_TYPES):
+        event = {"id": f"e{n}", "type": etype, "entity_type": "lead", "entity_id": 900 + n,
+                 "created_by": 10000698, "created_at": 1_772_000_000 + n, "value_after": value,
+                 "value_before": value, "account_id": 32427762}
+        with Session(engine) as s:
+            if apply_events(s, make_account(), [event]):
+                read.append(etype)
+            s.rollback()
+    assert set(read) == EVENT_TYPES

@@ -143,9 +143,9 @@ def test_same_stream_twice_gives_identical_bytes(short_stream, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def _shuffled(stream: Path, out: Path, seed: int) -> list[dict]:
+def _shuffled(stream: Path, out: Path, seed: int) -> None:
     """The stream's lines shuffled within 5-minute windows, each keeping its own `at` (so
-    many go backwards), and about 10 % of the webhooks delivered twice; returns the lines."""
+    many go backwards), and about 10 % of the webhooks delivered twice."""
     rng = random.Random(seed)
     lines = [json.loads(s) for s in stream.read_text(encoding="utf-8").splitlines()]
     windows: dict[int, list[dict]] = {}
@@ -162,7 +162,6 @@ def _shuffled(stream: Path, out: Path, seed: int) -> list[dict]:
                 shuffled.append(dict(ln))  # the same body again: an amoCRM retry
     out.write_text("\n".join(json.dumps(ln, ensure_ascii=False) for ln in shuffled) + "\n",
                    encoding="utf-8")
-    return shuffled
 
 
 def test_shuffled_and_duplicated_deliveries_give_the_same_figures(short_stream, tmp_path):

@@ -19,7 +19,7 @@ def test_spooled_bodies_are_readable_by_their_owner_only(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_embedded_commits_survive_a_power_loss_replay_ones_need_not(tmp_path):
+def test_the_embedded_database_syncs_every_commit_a_replay_database_none(tmp_path):
     """The receiver answers once its INSERT commits: under WAL only synchronous=FULL (2) makes
     that commit durable; a replay's throw-away database runs with OFF (0)."""
     for fast, expected in ((False, 2), (True, 0)):

@@ -24,6 +24,10 @@ log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
 
 SPOOL_CHECK_SECONDS = 5.0
+# A body still not in after this is given up (werkzeug answers 400; amoCRM would send it again):
+# a client that stalls mid-body would otherwise hold a gthread worker's thread for as long as it
+# likes (gunicorn's --timeout no longer applies to a request once it is read).
+BODY_READ_SECONDS = 1.0
 WEBHOOK_PREFIX = "/webhooks/amocrm/"  # then the account's secret
 
 
@@ -79,6 +83,9 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     if account is None:
         abort(404)
     runtime = current_app.extensions["amoscore.runtime"]
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(BODY_READ_SECONDS)
     body = request.get_data(cache=False)
     now = runtime.clock()
     status, reason, code = _classify(body, account)

@@ -2,12 +2,14 @@
 
 What each answer means here (amocrm-api.md §4, §10):
 - 204 is an empty list or an unknown entity; it has no body and is never JSON-decoded.
+- 404 on one lead or talk: it is gone (None); on a list: an error (the account's address is
+  wrong), never an empty list.
 - 429 pauses every worker of the account for ``Retry-After`` / ``retry_after``, then retries.
 - 403 stops the account's traffic everywhere (an IP block answers 403 to everything).
 - 401 refreshes the token once, then retries once.
 - 5xx and timeouts retry with backoff, except where the request may have taken effect and a
   repeat would double it (POST tasks): then the error goes up and the caller's ledger decides.
-- 504 on a batch splits it in halves; 400 with ``validation-errors`` fails only the elements
+- 504 on a batch, or a batch PATCH timing out, splits it in halves; 400 with ``validation-errors`` fails only the elements
   named by ``request_id`` and sends the rest again.
 """
 
