@@ -58,6 +58,7 @@ from app.models import (
     WebhookDelivery,
 )
 from config.account import AccountConfig
+from integrations.amocrm.errors import AccessDenied
 from integrations.amocrm.payloads import parse_lead
 from jobs.runtime import Runtime
 from jobs.writeback import TASKS_BEFORE, TASKS_SKIPPED
@@ -357,8 +358,14 @@ def _events_phase(session: Session, client: Any, account: AccountConfig, state: 
             apply_events(session, account, events)
             session.info.pop("touched_deals", None)  # the plan phase finds its deals itself
             if talks:
-                result.talks += _apply_talks(session, client, account_id, _talk_ids(events),
-                                             talks_seen)
+                try:
+                    result.talks += _apply_talks(session, client, account_id, _talk_ids(events),
+                                                 talks_seen)
+                except AccessDenied as exc:
+                    # Most often an integration without chat rights: the rest of the run
+                    # reads no talk (ratings and links come from webhooks alone).
+                    log.warning("backfill.talks_refused account=%d error=%s", account_id, exc)
+                    talks = False
             stamps = [int(e["created_at"]) for e in events]
             if ascending is None and len(stamps) > 1 and stamps[0] != stamps[-1]:
                 ascending = stamps[0] < stamps[-1]  # the API names no order; read it off a page

@@ -125,7 +125,8 @@ def leads_endpoint(leads: list[dict[str, Any]]) -> Any:
     return answer
 
 
-def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200) -> None:
+def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200,
+                talk_status: int = 200) -> None:
     """Register the fake account on ``rsps`` (the ``responses`` module or a RequestsMock)."""
     since, until = window_for(account, date(2026, 3, 1), date(2026, 3, 2), NOW)
     s, u = str(int(since.timestamp())), str(int(until.timestamp()))
@@ -140,11 +141,17 @@ def mock_amocrm(rsps: Any, account: Any, *, events_page_2_status: int = 200) -> 
         rsps.get(f"{BASE}/api/v4/events", match=page2,
                       json=_page("events", EVENTS_PAGE_2, "page=3&limit=100"))
     else:
-        rsps.get(f"{BASE}/api/v4/events", match=page2, status=events_page_2_status,
-                      json={"title": "Internal Server Error", "status": 500})
+        problem = ({"title": "Forbidden", "detail": "IP blocked", "status": 403}
+                   if events_page_2_status == 403 else
+                   {"title": "Internal Server Error", "status": events_page_2_status})
+        rsps.get(f"{BASE}/api/v4/events", match=page2, status=events_page_2_status, json=problem)
     rsps.get(f"{BASE}/api/v4/events", status=204,
                   match=[matchers.query_param_matcher({"page": "3", "limit": "100"})])
-    rsps.get(f"{BASE}/api/v4/talks/77", json=TALK)
+    if talk_status == 200:
+        rsps.get(f"{BASE}/api/v4/talks/77", json=TALK)
+    else:
+        rsps.get(f"{BASE}/api/v4/talks/77", status=talk_status,
+                 json={"title": "Forbidden", "status": talk_status})
 
 
 @pytest.fixture()
@@ -233,6 +240,24 @@ def test_backfill_builds_ledger_and_episodes(rt, example_account) -> None:  # ty
         ["/api/v4/leads"] + ["/api/v4/events"] * 2 + ["/api/v4/talks/77", "/api/v4/events"])
 
 
+@responses.activate
+def test_talks_refused_are_skipped_without_stopping_the_account(rt, example_account) -> None:  # type: ignore[no-untyped-def]
+    """An integration without chat rights gets 403 on /talks: that stopped the whole account
+    (every sync refused until an admin resumed it) for a rating and a link webhooks also give."""
+    from jobs.sync import stored_stop
+
+    mock_amocrm(responses, example_account, talk_status=403)
+    result = _run(rt, example_account)
+    assert (result.leads, result.events, result.talks, result.planned) == (3, 8, 0, 3)
+    with rt.sessions() as s:
+        assert s.get(Talk, (example_account.account_id, 77)) is None
+        assert stored_stop(s, example_account.account_id) is None
+        state = read_checkpoint(s, example_account.account_id)
+        assert state is not None and state["phase"] == "done"
+    assert [p.split("?")[0] for p in _paths()] == (
+        ["/api/v4/leads"] + ["/api/v4/events"] * 2 + ["/api/v4/talks/77", "/api/v4/events"])
+
+
 def _truncate(rt: Any) -> None:
     with rt.engine.begin() as conn:
         names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -287,9 +312,7 @@ def test_running_twice_gives_identical_rows(rt, example_account) -> None:  # typ
 def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from app.cli import main
 
-    mock_amocrm(responses, example_account)
-    responses.replace(responses.GET, f"{BASE}/api/v4/talks/77", status=403,
-                      json={"title": "Forbidden", "detail": "IP blocked", "status": 403})
+    mock_amocrm(responses, example_account, events_page_2_status=403)  # an IP block
     rt.client_factory = lambda account: make_client(FakeTime(), max_attempts=3)
     monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: rt)
     res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
@@ -304,7 +327,7 @@ def test_cli_stops_on_403_keeps_checkpoint_and_exits_1(rt, example_account, monk
     from jobs.sync import stored_stop
 
     with rt.sessions() as s:
-        assert stored_stop(s, example_account.account_id) == "HTTP 403 on GET /api/v4/talks/77 (IP blocked)"
+        assert stored_stop(s, example_account.account_id) == "HTTP 403 on GET /api/v4/events (IP blocked)"
     calls = len(responses.calls)
     res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"])
     assert res.exit_code == 1, res.output

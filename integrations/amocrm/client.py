@@ -350,7 +350,9 @@ class AmoClient:
         return self.pages("/api/v4/events", "events", query)
 
     def get_talk(self, talk_id: int) -> Talk | None:
-        data = self._get_json(f"/api/v4/talks/{int(talk_id)}", missing_ok=True)
+        # A 403 here is most often an integration without chat rights: refused (AccessDenied),
+        # not a stop of the account. An IP block answers 403 to the next read too, and stops it.
+        data = self._get_json(f"/api/v4/talks/{int(talk_id)}", missing_ok=True, stop_on_403=False)
         return parse_talk(data) if data else None
 
     # --- writes -----------------------------------------------------------------------------
