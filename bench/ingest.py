@@ -38,7 +38,7 @@ WORKERS = 2 * (os.cpu_count() or 1) + 1
 FIXED_RPS = 200
 FIXED_SECONDS = 8.0
 PROCS, THREADS = 2, 4
-THREADS_PER_WORKER = 8  # the Procfile's default WEB_THREADS
+THREADS_PER_WORKER = 4  # the Procfile's default WEB_THREADS
 
 
 def bare_app() -> Any:
