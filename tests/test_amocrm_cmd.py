@@ -56,11 +56,33 @@ def test_status_shows_a_pause(redis_url, redis_conn) -> None:
     assert "paused for" in result.output and "429" in result.output
 
 
-def test_without_redis_the_commands_explain_why_they_cannot_work() -> None:
-    result = CliRunner().invoke(main, ["amocrm", "status"],
-                                env={"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": ""})
-    assert result.exit_code == 2
-    assert "REDIS_URL is not set" in result.output
+def test_without_redis_the_stop_a_backfill_kept_is_shown_and_lifted(tmp_path, monkeypatch) -> None:
+    """The embedded default keeps a backfill's 403 in its database, and the next backfill
+    refuses while it is there; resume refused to run without REDIS_URL, so nothing could
+    lift it."""
+    from datetime import UTC, datetime
+
+    from app.db import create_schema, make_engine, make_session_factory
+    from jobs.sync import store_stop, stored_stop
+
+    url = f"sqlite:///{tmp_path / 'embedded.sqlite3'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    with make_session_factory(engine)() as session:
+        store_stop(session, ACCOUNT, "HTTP 403 on GET /api/v4/events (IP blocked)",
+                   datetime(2026, 3, 2, tzinfo=UTC))
+        session.commit()
+    env = {"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": "", "DATABASE_URL": url}
+    status = CliRunner().invoke(main, ["amocrm", "status"], env=env)
+    assert status.exit_code == 0, status.output
+    assert status.output.strip() == f"account {ACCOUNT}: stopped: HTTP 403 on GET /api/v4/events (IP blocked)"
+    resumed = CliRunner().invoke(main, ["amocrm", "resume"], env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed (it was stopped: HTTP 403" in resumed.output
+    with make_session_factory(engine)() as session:
+        assert stored_stop(session, ACCOUNT) is None
+    assert "running" in CliRunner().invoke(main, ["amocrm", "status"], env=env).output
+    engine.dispose()
 
 
 def test_an_unknown_account_lists_the_ids(redis_url) -> None:

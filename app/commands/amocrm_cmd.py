@@ -2,9 +2,10 @@
 
 A 403 stops every worker's traffic to the account (more bad calls make an IP block worse);
 only an admin, after checking the account and the integration in amoCRM, lifts the stop. The
-switch lives in Redis, seen by every process, and the sync also keeps the stop in the database
-(a Redis restarted without persistence forgets it); resume clears both. Without REDIS_URL the
-switch lives inside one process and ends with it, so these commands need REDIS_URL.
+switch lives in Redis, seen by every process, and the sync and backfill also keep the stop in
+the database (a Redis restarted without persistence forgets it); resume clears both. Without
+REDIS_URL only the database's stop exists (a 429 pause lives inside one process), and these
+commands show and clear that one.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ import click
 
 def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
     from app.commands.oauth_cmd import _pick_account
-    from integrations.amocrm.ratelimit import redis_limiter
 
     settings, account = _pick_account(account_id)
-    _need_redis(settings)
-    return settings, account, redis_limiter(settings.redis_url, account.account_id)
+    return settings, account, _shared_limiter(settings, account.account_id)
+
+
+def _shared_limiter(settings, account_id: int):  # type: ignore[no-untyped-def]
+    """The workers' limiter in Redis, or None on the embedded default (no switch is shared)."""
+    from integrations.amocrm.ratelimit import redis_limiter
+
+    return redis_limiter(settings.redis_url, account_id) if settings.redis_url else None
 
 
 def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | None:  # type: ignore[no-untyped-def]
@@ -58,12 +64,6 @@ def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | Non
         engine.dispose()
 
 
-def _need_redis(settings) -> None:  # type: ignore[no-untyped-def]
-    if not settings.redis_url:
-        raise click.UsageError("REDIS_URL is not set: without Redis the pause and stop of an "
-                               "account live inside one process and end with it")
-
-
 @click.group("amocrm", short_help="Show or lift the pause or stop of an account's API traffic.")
 def amocrm_group() -> None:
     """The shared pause (after a 429) and stop (after a 403) of an account's API traffic."""
@@ -77,22 +77,20 @@ def status(account_id: int | None) -> None:
     if account_id is None:
         from config.loader import load_accounts
         from config.settings import from_env
-        from integrations.amocrm.ratelimit import redis_limiter
 
         settings = from_env()
         accounts = load_accounts(settings.config_path)
         if len(accounts) > 1:
-            _need_redis(settings)
             for account in accounts:
-                _status_line(settings, account,
-                             redis_limiter(settings.redis_url, account.account_id))
+                _status_line(settings, account, _shared_limiter(settings, account.account_id))
             return
     _status_line(*_limiter(account_id))
 
 
 def _status_line(settings, account, limiter) -> None:  # type: ignore[no-untyped-def]
-    reason = limiter.stopped_reason() or _stored_stop(settings, account.account_id)
-    wait = limiter.paused_until() - time.time()
+    reason = ((limiter.stopped_reason() if limiter else None)
+              or _stored_stop(settings, account.account_id))
+    wait = limiter.paused_until() - time.time() if limiter else 0.0
     if reason:
         click.echo(f"account {account.account_id}: stopped: {reason}")
     elif wait > 0:
@@ -108,7 +106,7 @@ def resume(account_id: int | None) -> None:
     settings, account, limiter = _limiter(account_id)
     # Redis first: a sync starting in between then still finds the database's stop (and keeps
     # quiet), rather than meeting Redis's and storing it again after this command cleared it.
-    in_redis = limiter.stopped_reason()
+    in_redis = limiter.stopped_reason() if limiter else None
     if in_redis:
         limiter.clear_stop()
     # Redis may have forgotten the stop (restarted without persistence); the database has not.
