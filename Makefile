@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast lint bench migrations run worker clean
+.PHONY: help demo test test-fast lint bench migration run worker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,12 +32,13 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## run the benchmarks and print their figures
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-migrations: $(STAMP) ## regenerate the initial migration from app/models.py (pre-release only)
-	rm -f app/migrations/versions/0001_initial.py
+migration: $(STAMP) ## a new migration from the changes to app/models.py: make migration MSG="what changed"
+	@test -n "$(MSG)" || { echo 'say what changed: make migration MSG="..."'; exit 2; }
 	rm -f /tmp/amoscore-migrate.sqlite3
-	$(BIN)/alembic -c app/migrations/alembic.ini revision --autogenerate --rev-id 0001 -m initial
-
-	$(BIN)/ruff format -q app/migrations/versions
+	$(BIN)/alembic -c app/migrations/alembic.ini upgrade head
+	rev=$$(printf '%04d' $$(( $$(ls app/migrations/versions/[0-9]*.py | wc -l) + 1 ))); \
+	$(BIN)/alembic -c app/migrations/alembic.ini revision --autogenerate -m "$(MSG)" --rev-id $$rev \
+		&& $(BIN)/ruff format -q app/migrations/versions/$${rev}_*.py
 
 run: $(STAMP) ## the receiver under gunicorn on :8000
 	$(BIN)/gunicorn -w 2 -b 127.0.0.1:8000 'app.web:create_app()'

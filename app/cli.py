@@ -7,6 +7,10 @@ import sys
 
 import click
 
+from app.commands.amocrm_cmd import amocrm_group
+from app.commands.backfill_cmd import backfill_command
+from app.commands.config_cmd import config_group
+from app.commands.oauth_cmd import oauth_group
 from app.commands.replay_cmd import replay_command
 from app.commands.report_cmd import report_group
 from app.commands.service_cmd import db_group, sweep_command, worker_command
@@ -59,20 +63,7 @@ main.add_command(report_group)
 main.add_command(worker_command)
 main.add_command(sweep_command)
 main.add_command(db_group)
-
-
-def _optional(module: str, attr: str) -> None:
-    """Commands whose modules land with their features (config check, OAuth, backfill)."""
-    import importlib
-
-    try:
-        cmd = getattr(importlib.import_module(module), attr)
-    except ImportError:
-        return
-    main.add_command(cmd)
-
-
-_optional("app.commands.config_cmd", "config_group")
-_optional("app.commands.oauth_cmd", "oauth_group")
-_optional("app.commands.amocrm_cmd", "amocrm_group")
-_optional("app.commands.backfill_cmd", "backfill_command")
+main.add_command(config_group)
+main.add_command(oauth_group)
+main.add_command(amocrm_group)
+main.add_command(backfill_command)

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-# Run as a script, bench/ would be sys.path[0], and bench/calendar.py would shadow the stdlib
-# `calendar` that `holidays` imports: put the repository root there instead.
+# Run as a script, bench/ would be sys.path[0], and the repository root (whose packages this
+# bench imports) would not be on it: put the root there instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from app.calendar import BusinessCalendar  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ is first on sys.path and bench/calendar.py would shadow the stdlib.
+# Run as a script, bench/ is first on sys.path: put the repository root there instead.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import json  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -24,12 +24,6 @@ class Settings:
     var_dir: Path = Path("var")
     spool_dir: Path = Path("var/spool")
     max_content_length: int = 1024 * 1024
-    amocrm_base_url: str | None = None  # AMOSCORE_AMOCRM_BASE_URL
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def embedded(self) -> bool:
-        return not self.redis_url
 
     @property
     def embedded_database(self) -> Path:
@@ -60,7 +54,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         var_dir=var_dir,
         spool_dir=Path(env.get("AMOSCORE_SPOOL_DIR", str(var_dir / "spool"))),
         max_content_length=int(body_bytes),
-        amocrm_base_url=env.get("AMOSCORE_AMOCRM_BASE_URL") or None,
     )
 
 

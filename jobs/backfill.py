@@ -3,7 +3,8 @@
 Phases, each resumable from the ``sync_checkpoints`` row named ``backfill`` (committed in the
 same transaction as each page's rows, so a crash loses at most one page of work):
 
-1. ``leads``  — ``GET /api/v4/leads`` updated in the window (250 a page, ``_links.next``): the
+1. ``leads``  — ``GET /api/v4/leads`` updated in the window (250 a page, paged by the
+   ``updated_at`` key, not by ``_links.next``): the
    deal's state (only a newer or equal ``updated_at`` moves it), a StageChange and a
    ResponsibleChange observed at ``updated_at``, the custom fields as FieldValue history at
    ``updated_at`` (source ``api``).

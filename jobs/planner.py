@@ -155,11 +155,6 @@ def next_due(session: Session, account_id: int) -> datetime | None:
         _STMTS.next_due, {"account": account_id}).scalar_one_or_none()
 
 
-def changed_pending(session: Session, account_id: int) -> bool:
-    return session.execute(select(DueCheck.deal_id).where(
-        DueCheck.account_id == account_id, DueCheck.kind == CHANGED).limit(1)).first() is not None
-
-
 # --- helpers --------------------------------------------------------------------------------
 
 
@@ -475,5 +470,5 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         key=lambda t: (t[0], t[1]))
 
 
-__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due", "changed_pending",
+__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due",
            "frt_episodes", "complaints_for", "survey_answers", "survey_history", "win_instants", "field_value_at"]

@@ -72,18 +72,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["amoscore.router"] = AccountRouter(by_secret)
 
     from app.web.health import health_bp
+    from app.web.oauth import oauth_bp
     from app.web.webhooks import SpoolLoader, webhooks_bp
 
     app.extensions["amoscore.spool_loader"] = SpoolLoader(runtime)
 
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(health_bp)
-    try:
-        from app.web.oauth import oauth_bp
-    except ImportError:  # the OAuth callback lands with the API client
-        oauth_bp = None
-    if oauth_bp is not None:
-        app.register_blueprint(oauth_bp)
+    app.register_blueprint(oauth_bp)
     return app
 
 

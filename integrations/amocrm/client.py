@@ -5,7 +5,8 @@ What each answer means here (amocrm-api.md §4, §10):
 - 404 on one lead or talk: it is gone (None); on a list: an error (the account's address is
   wrong), never an empty list.
 - 429 pauses every worker of the account for ``Retry-After`` / ``retry_after``, then retries.
-- 403 stops the account's traffic everywhere (an IP block answers 403 to everything).
+- 403 stops the account's traffic everywhere (an IP block answers 403 to everything), except on
+  reads that rights alone may refuse (users, talks): those raise AccessDenied.
 - 401 refreshes the token once, then retries once.
 - 5xx and timeouts retry with backoff, except where the request may have taken effect and a
   repeat would double it (POST tasks): then the error goes up and the caller's ledger decides.
@@ -305,14 +306,6 @@ class AmoClient:
         data = self._get_json(f"/api/v4/leads/{int(lead_id)}", missing_ok=True)
         return parse_lead(data) if data else None
 
-    def list_leads(self, *, ids: list[int] | None = None, limit: int = 250,
-                   params: Mapping[str, Any] | None = None) -> list[Lead]:
-        query: dict[str, Any] = {"limit": min(limit, 250)}
-        if ids:
-            query["filter[id][]"] = [int(i) for i in ids]
-        query.update(params or {})
-        return [parse_lead(d) for d in self._all("/api/v4/leads", "leads", query)]
-
     def list_pipelines(self) -> list[Pipeline]:
         return [parse_pipeline(d) for d in self._all("/api/v4/leads/pipelines", "pipelines")]
 
@@ -336,7 +329,6 @@ class AmoClient:
         return [parse_task(d) for d in self._all("/api/v4/tasks", "tasks", query)]
 
     def list_events(self, created_at_from: int | None = None, *, limit: int = 100,
-                    created_at_to: int | None = None,
                     types: Iterable[str] = ()) -> Iterator[list[dict[str, Any]]]:
         """Pages of raw event dicts, of the given types (all when none). Never filtered by
         entity: that hides some chat events (amocrm-api.md §8)."""
@@ -345,8 +337,6 @@ class AmoClient:
             query["filter[type]"] = events_type_filter(types)
         if created_at_from is not None:
             query["filter[created_at][from]"] = int(created_at_from)
-        if created_at_to is not None:
-            query["filter[created_at][to]"] = int(created_at_to)
         return self.pages("/api/v4/events", "events", query)
 
     def get_talk(self, talk_id: int) -> Talk | None:
