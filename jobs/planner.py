@@ -7,7 +7,6 @@ the same task keys (the write-back executor sends only what changed, and a task 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -168,11 +167,6 @@ def _deadline(calendar: BusinessCalendar | None, now: datetime, minutes: int) ->
     return add_business_time(calendar, now, minutes * 60) or now + timedelta(minutes=minutes)
 
 
-def _minutes_up(seconds: float) -> int:
-    """Business minutes rounded up, as written to fields (a float's dust is not a minute)."""
-    return math.ceil(round(seconds, 6) / 60)
-
-
 def frt_episodes(ledger: DealLedger, account: AccountConfig,
                  calendar: BusinessCalendar | None) -> list[frt_m.Episode]:
     """The deal's episodes, opened by contacts made while it was in a sales pipeline (none if
@@ -213,11 +207,9 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
     fields, acc_id = account.frt.fields, account.account_id
     first, closed = episodes[0], [ep for ep in episodes if not ep.is_open]
     if fields.first_minutes and not first.is_open and first.business_seconds is not None:
-        values.declare(deal.id, fields.first_minutes, "numeric",
-                       _minutes_up(first.business_seconds))
+        values.declare(deal.id, fields.first_minutes, "numeric", frt_m.field_minutes(first))
     if fields.last_minutes and closed and closed[-1].business_seconds is not None:
-        values.declare(deal.id, fields.last_minutes, "numeric",
-                       _minutes_up(closed[-1].business_seconds))
+        values.declare(deal.id, fields.last_minutes, "numeric", frt_m.field_minutes(closed[-1]))
     latest = episodes[-1]
     if fields.zone:
         zone = frt_m.live_zone(latest, now, account.frt, calendar)
@@ -246,7 +238,7 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
             key=f"{about}{int(latest.opened_at.timestamp())}", about_at=latest.opened_at,
             responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
-            text=rule.text.format(waited_minutes=_minutes_up(waited)), at=now)
+            text=rule.text.format(waited_minutes=frt_m.minutes_up(waited)), at=now)
 
 
 def _task_declared_within(session: Session, account_id: int, deal_id: int, rule: str,

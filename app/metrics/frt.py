@@ -252,11 +252,17 @@ def assignment_split(ep: Episode, responsibles: Sequence[tuple[datetime, int]],
     )
 
 
+def minutes_up(seconds: float) -> int:
+    """Business minutes rounded up, as written to fields and task texts (a float's dust below a
+    microsecond is not a minute)."""
+    return math.ceil(round(seconds, 6) / 60)
+
+
 def field_minutes(ep: Episode) -> int | None:
-    """Business minutes rounded up, for the deal's minutes fields; None for an open episode."""
+    """The minutes an episode writes to the deal's fields; None for an open episode."""
     if ep.is_open or ep.business_seconds is None:
         return None
-    return math.ceil(ep.business_seconds / 60 - _EPS)
+    return minutes_up(ep.business_seconds)
 
 
 def open_wait(ep: Episode, now: datetime, calendar: BusinessCalendar | None) -> float | None:
