@@ -43,6 +43,16 @@ def web(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
+def _exchanged(client, state: str, referer: str) -> int:  # type: ignore[no-untyped-def]
+    """The callback's status when amoCRM's token endpoint takes the code."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/oauth2/access_token", json={
+            "token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
+            "refresh_token": NEW_REFRESH})
+        return client.get("/oauth/callback", query_string={
+            "code": "code-123", "state": state, "referer": referer}).status_code
+
+
 def _stored(runtime):  # type: ignore[no-untyped-def]
     with runtime.sessions() as s:
         return s.scalar(select(func.count()).select_from(OAuthToken))
@@ -98,13 +108,7 @@ def test_a_state_older_than_an_hour_or_a_redirect_without_referer_is_400(web) ->
         resp = client.get("/oauth/callback", query_string={"code": "code-123", "state": fresh})
         assert resp.status_code == 400 and "referer" in resp.text
     assert _stored(runtime) == 0
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
-        rsps.post(f"{BASE}/oauth2/access_token", json={
-            "token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
-            "refresh_token": NEW_REFRESH})
-        resp = client.get("/oauth/callback", query_string={
-            "code": "code-123", "state": fresh, "referer": OWN})
-    assert resp.status_code == 200
+    assert _exchanged(client, fresh, OWN) == 200
 
 
 def test_a_code_amocrm_refuses_is_400_with_what_to_do(web) -> None:
@@ -128,13 +132,7 @@ def test_consent_from_another_amocrm_account_is_refused(web) -> None:
             "code": "code-123", "state": make_state(account, WEB_ENV), "referer": "beta.amocrm.ru"})
     assert resp.status_code == 400 and "beta.amocrm.ru" in resp.text and own in resp.text
     assert _stored(runtime) == 0
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
-        rsps.post(f"{BASE}/oauth2/access_token", json={
-            "token_type": "Bearer", "expires_in": 86400, "access_token": NEW_ACCESS,
-            "refresh_token": NEW_REFRESH})
-        resp = client.get("/oauth/callback", query_string={
-            "code": "code-123", "state": make_state(account, WEB_ENV), "referer": own})
-    assert resp.status_code == 200
+    assert _exchanged(client, make_state(account, WEB_ENV), own) == 200
 
 
 def test_the_referer_is_escaped_in_the_answer(web) -> None:
