@@ -7,6 +7,7 @@ problems of all the files come back at once in one `ConfigError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -272,6 +273,13 @@ def _line(path: Path, key: tuple[str, ...]) -> int | None:
     return index.lines.get(key)
 
 
+log = logging.getLogger("amoscore.config")
+
+# Anyone who guesses the hook URL's last part can post webhooks; a short one is warned about
+# (not refused: a running install must not stop over it).
+SHORT_SECRET = 16
+
+
 def resolve_webhook_secrets(
     accounts: Iterable[AccountConfig], env: Mapping[str, str] = os.environ
 ) -> dict[str, AccountConfig]:
@@ -285,6 +293,10 @@ def resolve_webhook_secrets(
     for cfg in accounts:
         var = cfg.account.webhook_secret_env
         secret = require_env(var, env)
+        if len(secret) < SHORT_SECRET:
+            log.warning("config.short_webhook_secret variable=%s length=%d: use at least %d "
+                        "random characters, e.g. python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))'", var, len(secret), SHORT_SECRET)
         other = by_secret.setdefault(secret, cfg)
         if other is not cfg:
             issues.append(

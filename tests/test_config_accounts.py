@@ -110,3 +110,16 @@ def test_accounts_on_oauth_may_keep_the_examples_token_variable(tmp_path: Path) 
         text.replace("id: 32427762", "id: 32427999").replace("subdomain: acme", "subdomain: acme2")
         .replace("AMOSCORE_WEBHOOK_SECRET", "B_WEBHOOK_SECRET"), encoding="utf-8")
     assert [a.account_id for a in load_accounts(tmp_path)] == [32427762, 32427999]
+
+
+def test_a_short_secret_is_warned_about_without_showing_it(caplog) -> None:
+    """Anyone who guesses the hook URL's last part can post webhooks: a short one still routes
+    (a running install must not stop over it), with a warning naming the variable."""
+    long_one = "Jx3k9QmVw2Lr8TzYb5Nd"
+    env = {"AMOSCORE_WEBHOOK_SECRET": "s3cret-acme", "BETA_WEBHOOK_SECRET": long_one}
+    with caplog.at_level("WARNING", logger="amoscore.config"):
+        routes = resolve_webhook_secrets(load_accounts(ACCOUNTS), env)
+    assert set(routes) == {"s3cret-acme", long_one}
+    [record] = caplog.records
+    assert "AMOSCORE_WEBHOOK_SECRET" in record.getMessage() and "length=11" in record.getMessage()
+    assert "s3cret-acme" not in caplog.text

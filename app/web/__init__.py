@@ -62,10 +62,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if accounts is None:
             accounts = load_accounts(settings.config_path)
         runtime = build_runtime(settings, for_web=True, accounts=tuple(accounts))
+    _configure_logging(env)  # first: resolving the secrets may warn
     # A missing secret fails here, naming the variable (MissingSetting).
     by_secret = resolve_webhook_secrets(tuple(runtime.accounts.values()), env)
 
-    _configure_logging(env)
     app = ReceiverFlask("amoscore")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.extensions["amoscore.runtime"] = runtime
