@@ -155,6 +155,22 @@ def check_state(account: AccountConfig, state: str, env: Mapping[str, str] = os.
     return -STATE_CLOCK_SKEW_SECONDS <= age <= STATE_TTL_SECONDS
 
 
+def spend_state(redis_conn: Any, state: str) -> bool:
+    """True the first time a (checked) state is presented, False after: a link works once.
+    Without Redis, or with Redis not answering, every valid state passes (its hour bounds it)."""
+    if redis_conn is None:
+        return True
+    import redis
+
+    nonce = state.split(".")[2]
+    try:
+        first = redis_conn.set(f"amoscore:oauth_state:{nonce}", 1, nx=True,
+                               ex=STATE_TTL_SECONDS + STATE_CLOCK_SKEW_SECONDS)
+    except redis.RedisError:
+        return True
+    return bool(first)
+
+
 def connect_url(account: AccountConfig, env: Mapping[str, str] = os.environ) -> str:
     """The consent URL an admin opens to connect the account."""
     client = oauth_client_for(account, env)

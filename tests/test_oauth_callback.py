@@ -140,3 +140,26 @@ def test_the_referer_is_escaped_in_the_answer(web) -> None:
     resp = client.get("/oauth/callback", query_string={
         "code": "c", "state": make_state(account, WEB_ENV), "referer": "<script>x</script>"})
     assert resp.status_code == 400 and "<script>" not in resp.text and "&lt;script&gt;" in resp.text
+
+
+@pytest.mark.integration
+def test_with_redis_a_consent_link_works_once(tmp_path, monkeypatch, redis_conn) -> None:
+    """A state seen in a browser history or a log let a second code in within its hour."""
+    for name, value in WEB_ENV.items():
+        monkeypatch.setenv(name, value)
+    engine = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
+    Base.metadata.create_all(engine)
+    account = oauth_account()
+    runtime = Runtime(settings=Settings(database_url="", redis_url="", config_path=""),
+                      accounts={ACCOUNT_ID: account}, engine=engine,
+                      sessions=make_session_factory(engine), queue=InProcessQueue(),
+                      redis=redis_conn)
+    client = create_app({"RUNTIME": runtime, "ENV": WEB_ENV}).test_client()
+    state = make_state(account, WEB_ENV)
+    assert _exchanged(client, state, OWN) == 200
+    with responses.RequestsMock(assert_all_requests_are_fired=False):  # any call would fail
+        again = client.get("/oauth/callback", query_string={
+            "code": "code-456", "state": state, "referer": OWN})
+    assert again.status_code == 400 and "used already" in again.text
+    assert _exchanged(client, make_state(account, WEB_ENV), OWN) == 200  # a new link works
+    engine.dispose()

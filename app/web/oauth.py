@@ -37,6 +37,8 @@ def callback() -> tuple[str, int]:
         # must not be stored (or reported connected) as this account's.
         return (f"This consent came from {escape(referer)}, but the link was made for {own}. "
                 f"Open the link of `amoscore oauth connect` while signed in to {own}."), 400
+    if not tokens.spend_state(runtime.redis, state):
+        return "This link was used already: open a new link of `amoscore oauth connect`.", 400
     try:
         tokens.connect_with_code(account, runtime.sessions, code)
     except ReauthorizationRequired:
