@@ -41,7 +41,7 @@ migration: $(STAMP) ## a new migration from the changes to app/models.py: make m
 		&& $(BIN)/ruff format -q app/migrations/versions/$${rev}_*.py
 
 run: $(STAMP) ## the receiver under gunicorn on :8000
-	$(BIN)/gunicorn -w 2 -b 127.0.0.1:8000 'app.web:create_app()'
+	$(BIN)/gunicorn -w 1 -k gthread --threads 4 -b 127.0.0.1:8000 'app.web:create_app()'
 
 worker: $(STAMP) ## an RQ worker with the scheduler
 	$(BIN)/amoscore worker

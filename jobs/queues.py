@@ -177,9 +177,9 @@ class InProcessQueue:
             self._run(func, args)
 
     def _run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.ran += 1
         try:
             with self._one_at_a_time:
+                self.ran += 1
                 func(*args)
         except Exception as exc:  # noqa: BLE001 - a queue records job failures, as RQ does
             log.exception("job.failed func=%s", getattr(func, "__name__", func))

@@ -85,6 +85,16 @@ def test_without_redis_the_stop_a_backfill_kept_is_shown_and_lifted(tmp_path, mo
     engine.dispose()
 
 
+def test_with_postgres_and_no_redis_url_the_commands_refuse(pg_url, pg_engine) -> None:
+    """The workers of a Postgres install keep the stop in Redis too: a shell without their
+    REDIS_URL would show "running" and "resume" half a stop, the next sync storing it again."""
+    env = {"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": "", "DATABASE_URL": pg_url}
+    for args in (["status"], ["resume"]):
+        result = CliRunner().invoke(main, ["amocrm", *args], env=env)
+        assert result.exit_code == 2, result.output
+        assert "REDIS_URL is not set" in result.output
+
+
 def test_an_unknown_account_lists_the_ids(redis_url) -> None:
     result = _run(["status", "--account", "1"], redis_url)
     assert result.exit_code == 2 and "32427762" in result.output

@@ -152,6 +152,12 @@ def test_connect_url_state_and_code_exchange(factory) -> None:
     state = make_state(account, ENV)
     assert check_state(account, state, ENV)
     assert not check_state(account, state[:-1] + ("0" if state[-1] != "0" else "1"), ENV)
+    # Made on a machine whose clock runs ahead: up to 5 minutes is taken, more is not.
+    ahead = make_state(account, ENV, now=10_000)
+    assert check_state(account, ahead, ENV, now=10_000 - 299)
+    assert not check_state(account, ahead, ENV, now=10_000 - 301)
+    assert check_state(account, ahead, ENV, now=10_000 + 3600)
+    assert not check_state(account, ahead, ENV, now=10_000 + 3601)
     body = {"client_id": "3f1c-client", "client_secret": "client-secret-xyz",
             "grant_type": "authorization_code", "code": "code-123",
             "redirect_uri": "https://scores.example.com/oauth/callback"}

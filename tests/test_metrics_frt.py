@@ -463,8 +463,9 @@ def test_manager_stats_without_calendar_judges_on_wall_time() -> None:
 
 @pytest.mark.parametrize(
     ("business", "minutes"),
-    # 60 s and a float's dust (calendar arithmetic) is 1 minute; 60.001 s is 2.
-    [(0.0, 0), (1.0, 1), (60.0, 1), (60.0000001, 1), (60.001, 2), (61.0, 2), (900.0, 15),
+    # 60 s and a float's dust below a microsecond (calendar arithmetic) is 1 minute; 30 µs more
+    # is 2 (the copy the planner did not use read that as 1).
+    [(0.0, 0), (1.0, 1), (60.0, 1), (60.0000001, 1), (60.00003, 2), (61.0, 2), (900.0, 15),
      (None, None)],
 )
 def test_field_minutes_are_business_minutes_rounded_up(

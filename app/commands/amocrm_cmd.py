@@ -4,8 +4,9 @@ A 403 stops every worker's traffic to the account (more bad calls make an IP blo
 only an admin, after checking the account and the integration in amoCRM, lifts the stop. The
 switch lives in Redis, seen by every process, and the sync and backfill also keep the stop in
 the database (a Redis restarted without persistence forgets it); resume clears both. Without
-REDIS_URL only the database's stop exists (a 429 pause lives inside one process), and these
-commands show and clear that one.
+REDIS_URL, on the embedded default (SQLite), only the database's stop exists (a 429 pause lives
+inside one process), and these commands show and clear that one; with Postgres they need the
+workers' REDIS_URL.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
 
 
 def _shared_limiter(settings, account_id: int):  # type: ignore[no-untyped-def]
-    """The workers' limiter in Redis, or None on the embedded default (no switch is shared)."""
+    """The workers' limiter in Redis, or None on a SQLite database without REDIS_URL (the
+    embedded default: no switch is shared). With Postgres the workers run on Redis: without
+    REDIS_URL this shell would see, and clear, half of the stop."""
     from integrations.amocrm.ratelimit import redis_limiter
 
-    return redis_limiter(settings.redis_url, account_id) if settings.redis_url else None
+    if settings.redis_url:
+        return redis_limiter(settings.redis_url, account_id)
+    if settings.effective_database_url.startswith("sqlite"):
+        return None
+    raise click.UsageError("REDIS_URL is not set: the workers keep the stop in Redis as well as "
+                           "in the database; set the REDIS_URL they use")
 
 
 def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | None:  # type: ignore[no-untyped-def]

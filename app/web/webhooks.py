@@ -24,9 +24,11 @@ log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
 
 SPOOL_CHECK_SECONDS = 5.0
-# A body still not in after this is given up (werkzeug answers 400; amoCRM would send it again):
-# a client that stalls mid-body would otherwise hold a gthread worker's thread for as long as it
-# likes (gunicorn's --timeout no longer applies to a request once it is read).
+# A body whose next bytes do not come within this is given up (werkzeug answers 400; amoCRM
+# would send it again): a client that stalls mid-body would otherwise hold a gthread worker's
+# thread for as long as it likes (gunicorn's --timeout no longer applies once headers are read).
+# It bounds each read, not the whole body: a client that trickles a byte a second still holds
+# its thread, which is what the buffering proxy README asks for is there for.
 BODY_READ_SECONDS = 1.0
 WEBHOOK_PREFIX = "/webhooks/amocrm/"  # then the account's secret
 
