@@ -8,11 +8,14 @@ import http.client
 import os
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from app.db import create_schema, make_engine
 from app.models import WebhookDelivery
@@ -56,7 +59,9 @@ def _wait_ready(port: int) -> None:
     raise TimeoutError("the web process never answered /healthz")
 
 
-def test_the_web_line_answers_amocrm_while_slow_clients_hold_connections() -> None:
+@contextmanager
+def procfile_web() -> Iterator[tuple[int, Engine]]:
+    """The Procfile's web line on a free port, on a database and a Redis of its own, ready."""
     url = create_database("amoscore_procfile")
     try:
         engine = make_engine(url)
@@ -70,38 +75,87 @@ def test_the_web_line_answers_amocrm_while_slow_clients_hold_connections() -> No
             web = subprocess.Popen(["bash", "-c", "exec " + procfile_command("web")], cwd=ROOT,
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-            slow: list[socket.socket] = []
             try:
                 wait_port(port, timeout=20)
                 _wait_ready(port)  # the workers import the app after the port opens
-                for _ in range(SLOW_CLIENTS):  # headers sent, the body promised and never sent
-                    s = socket.create_connection(("127.0.0.1", port))
-                    s.sendall(f"POST /webhooks/amocrm/{SECRET} HTTP/1.1\r\nHost: x\r\n"
-                              "Content-Type: application/x-www-form-urlencoded\r\n"
-                              "Content-Length: 4096\r\n\r\nleads".encode())
-                    slow.append(s)
-                time.sleep(0.3)  # let the workers pick them up
-                body = (ROOT / "tests" / "fixtures" / "webhooks" / "leads__add.txt").read_bytes().strip()
-                started = time.monotonic()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=8)
-                conn.request("POST", f"/webhooks/amocrm/{SECRET}", body=body,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
-                status = conn.getresponse().status
-                waited = time.monotonic() - started
-                conn.close()
-                cut = []
-                for s in slow:  # each stalled body is answered (4xx) and dropped
-                    s.settimeout(3)
-                    cut.append(s.recv(12))
+                yield port, engine
             finally:
-                for s in slow:
-                    s.close()
                 kill_tree(web)
-        assert status == 200
-        assert waited < 2.0, f"amoCRM waited {waited:.1f} s behind {SLOW_CLIENTS} slow clients"
-        assert cut == [b"HTTP/1.1 400"] * SLOW_CLIENTS
-        with engine.connect() as c:
-            assert c.execute(select(WebhookDelivery.body)).scalars().all() == [body.decode()]
         engine.dispose()
     finally:
         drop_database(url)
+
+
+def _post_headers(port: int) -> socket.socket:
+    """A webhook's request line and headers, a body of 4096 bytes promised, 5 of them sent."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"POST /webhooks/amocrm/{SECRET} HTTP/1.1\r\nHost: x\r\n"
+              "Content-Type: application/x-www-form-urlencoded\r\n"
+              "Content-Length: 4096\r\n\r\nleads".encode())
+    return s
+
+
+def _stored(engine: Engine) -> list[str]:
+    with engine.connect() as c:
+        return list(c.execute(select(WebhookDelivery.body)).scalars())
+
+
+def test_the_web_line_answers_amocrm_while_slow_clients_hold_connections() -> None:
+    with procfile_web() as (port, engine):
+        slow = [_post_headers(port) for _ in range(SLOW_CLIENTS)]  # and never the rest
+        try:
+            time.sleep(0.3)  # let the workers pick them up
+            body = (ROOT / "tests" / "fixtures" / "webhooks" / "leads__add.txt").read_bytes().strip()
+            started = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=8)
+            conn.request("POST", f"/webhooks/amocrm/{SECRET}", body=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            status = conn.getresponse().status
+            waited = time.monotonic() - started
+            conn.close()
+            cut = []
+            for s in slow:  # each stalled body is answered (4xx) and dropped
+                s.settimeout(3)
+                cut.append(s.recv(12))
+        finally:
+            for s in slow:
+                s.close()
+        stored = _stored(engine)
+    assert status == 200
+    assert waited < 2.0, f"amoCRM waited {waited:.1f} s behind {SLOW_CLIENTS} slow clients"
+    assert cut == [b"HTTP/1.1 400"] * SLOW_CLIENTS
+    assert stored == [body.decode()]
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_cut_after_its_deadline() -> None:
+    """Each read then comes within the socket's timeout, so only a deadline for the whole body
+    stops a client holding a thread for its 4096 bytes (20 minutes at this pace)."""
+    with procfile_web() as (port, engine):
+        trickling = [_post_headers(port) for _ in range(2)]
+        stop = threading.Event()
+
+        def trickle(s: socket.socket) -> None:
+            while not stop.wait(0.3):
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    return
+
+        feeders = [threading.Thread(target=trickle, args=(s,), daemon=True) for s in trickling]
+        for f in feeders:
+            f.start()
+        started = time.monotonic()
+        try:
+            answers = []
+            for s in trickling:
+                s.settimeout(5)
+                answers.append(s.recv(12))
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            for s in trickling:
+                s.close()
+        stored = _stored(engine)
+    assert answers == [b"HTTP/1.1 408"] * 2
+    assert took < 3.0
+    assert stored == []

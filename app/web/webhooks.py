@@ -15,6 +15,7 @@ from flask import Blueprint, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.pg_insert import StoreError
+from app.web.body_deadline import BodyDeadlines
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
 from jobs.intake import load_spool, mark_stored, receive_delivery
@@ -24,12 +25,12 @@ log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
 
 SPOOL_CHECK_SECONDS = 5.0
-# A body whose next bytes do not come within this is given up (werkzeug answers 400; amoCRM
-# would send it again): a client that stalls mid-body would otherwise hold a gthread worker's
-# thread for as long as it likes (gunicorn's --timeout no longer applies once headers are read).
-# It bounds each read, not the whole body: a client that trickles a byte a second still holds
-# its thread, which is what the buffering proxy README asks for is there for.
+# A body that stalls this long, or is not all in after BODY_SECONDS, is given up (400 or 408,
+# nothing stored; amoCRM sends it again): under gthread workers a client that stalls or
+# trickles would otherwise hold a thread for as long as it likes.
 BODY_READ_SECONDS = 1.0
+BODY_SECONDS = 1.5
+_BODY_DEADLINES = BodyDeadlines(BODY_SECONDS)
 WEBHOOK_PREFIX = "/webhooks/amocrm/"  # then the account's secret
 
 
@@ -88,7 +89,13 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         sock.settimeout(BODY_READ_SECONDS)
-    body = request.get_data(cache=False)
+    with _BODY_DEADLINES.reading(sock):
+        body = request.get_data(cache=False)
+    if request.content_length is not None and len(body) < request.content_length:
+        # Cut by its deadline (or the client went away): a part of a body is not stored, and
+        # a non-2xx answer makes amoCRM send the whole of it again.
+        log.warning("webhook.body_incomplete account=%s", account.account_id)
+        return "", 408
     now = runtime.clock()
     status, reason, code = _classify(body, account)
     # With a real queue the row is stored as "queued" in the one transaction the request needs;
