@@ -206,10 +206,12 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         return
     fields, acc_id = account.frt.fields, account.account_id
     first, closed = episodes[0], [ep for ep in episodes if not ep.is_open]
-    if fields.first_minutes and not first.is_open and first.business_seconds is not None:
-        values.declare(deal.id, fields.first_minutes, "numeric", frt_m.field_minutes(first))
-    if fields.last_minutes and closed and closed[-1].business_seconds is not None:
-        values.declare(deal.id, fields.last_minutes, "numeric", frt_m.field_minutes(closed[-1]))
+    first_minutes = frt_m.field_minutes(first)  # None while open
+    if fields.first_minutes and first_minutes is not None:
+        values.declare(deal.id, fields.first_minutes, "numeric", first_minutes)
+    last_minutes = frt_m.field_minutes(closed[-1]) if closed else None
+    if fields.last_minutes and last_minutes is not None:
+        values.declare(deal.id, fields.last_minutes, "numeric", last_minutes)
     latest = episodes[-1]
     if fields.zone:
         zone = frt_m.live_zone(latest, now, account.frt, calendar)

@@ -9,7 +9,7 @@ from app.web.body_deadline import BodyDeadlines
 
 
 def test_a_read_still_waiting_at_the_deadline_ends_and_a_finished_one_is_left_alone() -> None:
-    deadlines = BodyDeadlines(0.3, tick=0.05)
+    deadlines = BodyDeadlines(0.3, per_read=5.0, tick=0.05)
     server, client = socket.socketpair()
     try:
         client.sendall(b"lea")

@@ -1,9 +1,9 @@
-"""A deadline for reading a whole request body, under gunicorn's gthread workers.
+"""Deadlines for reading a request body, under gunicorn's gthread workers.
 
-gunicorn cuts no request once its headers are read, and a socket timeout bounds each read only:
-a client that trickles a byte every half second would hold a thread for its whole
-Content-Length. One daemon thread per process shuts the reading side of a socket whose body is
-late; the read then ends and werkzeug answers 400 (amoCRM would send the webhook again).
+gunicorn cuts no request once its headers are read. A socket timeout ends a read that waits
+too long (werkzeug answers 400), but bounds each read only: a client that trickles a byte every
+half second would hold a thread for its whole Content-Length. So one daemon thread per process
+also shuts the reading side of a socket whose whole body is late; the read then ends short.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from contextlib import contextmanager, suppress
 
 
 class BodyDeadlines:
-    def __init__(self, seconds: float, tick: float = 0.1) -> None:
+    def __init__(self, seconds: float, *, per_read: float, tick: float = 0.1) -> None:
         self.seconds = seconds
+        self.per_read = per_read
         self.tick = tick
         self._due: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
@@ -27,11 +28,13 @@ class BodyDeadlines:
 
     @contextmanager
     def reading(self, sock: socket.socket | None) -> Iterator[None]:
-        """Within the block, ``sock``'s reads end once ``seconds`` have passed (None: no limit,
-        as under a server that hands over no socket)."""
+        """Within the block, a read of ``sock`` waits at most ``per_read``, and every read ends
+        once ``seconds`` have passed (None: no limit, as under a server that hands over no
+        socket)."""
         if sock is None:
             yield
             return
+        sock.settimeout(self.per_read)
         with self._lock:
             self._start_watching()
             self._due[sock] = time.monotonic() + self.seconds

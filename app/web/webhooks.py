@@ -30,7 +30,7 @@ SPOOL_CHECK_SECONDS = 5.0
 # trickles would otherwise hold a thread for as long as it likes.
 BODY_READ_SECONDS = 1.0
 BODY_SECONDS = 1.5
-_BODY_DEADLINES = BodyDeadlines(BODY_SECONDS)
+_BODY_DEADLINES = BodyDeadlines(BODY_SECONDS, per_read=BODY_READ_SECONDS)
 WEBHOOK_PREFIX = "/webhooks/amocrm/"  # then the account's secret
 
 
@@ -86,10 +86,7 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     if account is None:
         abort(404)
     runtime = current_app.extensions["amoscore.runtime"]
-    sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(BODY_READ_SECONDS)
-    with _BODY_DEADLINES.reading(sock):
+    with _BODY_DEADLINES.reading(request.environ.get("gunicorn.socket")):
         body = request.get_data(cache=False)
     if request.content_length is not None and len(body) < request.content_length:
         # Cut by its deadline (or the client went away): a part of a body is not stored, and
