@@ -8,7 +8,22 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Engine, Text, case, cast, create_engine, event, func, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Text,
+    case,
+    cast,
+    create_engine,
+    event,
+    func,
+    inspect,
+    literal,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,9 +32,10 @@ from app.models import Base
 SQLITE_BUSY_MS = 30_000  # how long a SQLite connection waits for another writer's lock
 
 
-def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
-    """An engine for ``url``; SQLite gets WAL with ``synchronous=FULL`` (``OFF`` when
-    ``fast_sqlite``: a throw-away replay database)."""
+def make_engine(url: str, *, throwaway: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL with ``synchronous=FULL``. A ``throwaway``
+    database (a replay's) trades durability for speed: SQLite ``synchronous=OFF``, Postgres
+    ``synchronous_commit=off``."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000},
                                hide_parameters=True)
@@ -30,7 +46,7 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: the receiver answers amoCRM once its INSERT commits, and under WAL only FULL
             # makes that commit survive a power loss (NORMAL survives a crash of the process).
-            cur.execute("PRAGMA synchronous=" + ("OFF" if fast_sqlite else "FULL"))
+            cur.execute("PRAGMA synchronous=" + ("OFF" if throwaway else "FULL"))
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -38,6 +54,12 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     url = url.replace("postgres://", "postgresql+psycopg://", 1)
     if url.startswith("postgresql://"):
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    parsed = make_url(url)
+    if throwaway:
+        # In the URL, not in connect_args: the receiver's own libpq connection is made from
+        # the URL's parts (libpq_conninfo) and must commit the same way.
+        options = f"{parsed.query.get('options', '')} -c synchronous_commit=off".strip()
+        parsed = parsed.update_query_dict({"options": options})
     # A database that does not answer must not hold a webhook past amoCRM's 2 s: the receiver
     # spools the body instead (connect_timeout is in whole seconds).
     # No pre-ping: it costs a round trip per request; a connection gone stale after a database
@@ -45,7 +67,7 @@ def make_engine(url: str, *, fast_sqlite: bool = False) -> Engine:
     # then drops it.
     # hide_parameters: an error's message is logged and kept on the delivery row; its bound
     # values would be the clients' messages and phone numbers.
-    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
+    return create_engine(parsed, pool_size=5, max_overflow=5, pool_recycle=1800,
                          connect_args={"connect_timeout": 1}, hide_parameters=True)
 
 
@@ -74,6 +96,17 @@ def libpq_conninfo(engine: Engine) -> str:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def table_with_rows(engine: Engine) -> str | None:
+    """The first of amoscore's tables that holds a row (None: the database is empty of ours)."""
+    present = set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name in present and conn.execute(
+                    select(literal(1)).select_from(table).limit(1)).first() is not None:
+                return table.name
+    return None
 
 
 def create_schema(engine: Engine) -> None:

@@ -85,7 +85,7 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/bench.sqlite3", fast_sqlite=True)
+        engine = make_engine(f"sqlite:///{tmp}/bench.sqlite3", throwaway=True)
         Base.metadata.create_all(engine)
         factory = make_session_factory(engine)
         at = datetime.now(UTC)

@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 
 import requests
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
-from app.db import create_schema, make_engine, make_session_factory
+from app.db import create_schema, make_engine, make_session_factory, table_with_rows
 from app.models import TaskLedger, WriteLog
 from config.account import AccountConfig
 from config.settings import Settings
@@ -59,6 +59,17 @@ class NothingToReplay(ValueError):
             f"{stream} has no usable line" + (f" ({shown}{more})" if bad else " (it is empty)")
             + "; give --now to write the report of an empty stream")
         self.bad = bad
+
+
+class DatabaseNotEmpty(ValueError):
+    """--database names a database that already holds data: the replay's simulated traffic,
+    writes and tasks would mix with it (and, were it production's, land among the real ones)."""
+
+    def __init__(self, url: str, table: str) -> None:
+        super().__init__(f"--database {url} is not empty (its table {table} has rows): a replay "
+                         "fills the database with its own simulated traffic, writes and tasks; "
+                         "give a new, empty database, or leave --database out for a temporary "
+                         "SQLite file")
 
 
 class EmptyPeriod(ValueError):
@@ -206,7 +217,11 @@ class Replay:
 
     def _runtime(self, workdir: Path, clock: SimClock) -> Runtime:
         url = self.opts.database_url or f"sqlite:///{workdir / 'replay.sqlite3'}"
-        engine = make_engine(url, fast_sqlite=True)
+        engine = make_engine(url, throwaway=True)
+        if self.opts.database_url and (table := table_with_rows(engine)) is not None:
+            shown = make_url(url).render_as_string(hide_password=True)
+            engine.dispose()
+            raise DatabaseNotEmpty(shown, table)
         create_schema(engine)
         settings = Settings(database_url=url, redis_url="", config_path=str(self.opts.stream),
                             var_dir=workdir, spool_dir=workdir / "spool")

@@ -1242,3 +1242,46 @@ def test_two_scores_of_one_instant_give_the_same_figures_whichever_came_first(tm
                     now=msk("2026-03-04 12:00:00"))
     nps = report["surveys"]["nps"]
     assert (nps["answers"], nps["promoters"], nps["detractors"]) == (2, 2, 0)
+
+
+@pytest.mark.integration
+def test_production_database_gives_the_embedded_defaults_report_byte_for_byte(
+        short_stream, pg_url, pg_engine, tmp_path):
+    # Replay is how an admin checks a YAML before switching it on: its figures must be the
+    # ones the workers will compute on Postgres, not only on the embedded SQLite.
+    on_sqlite, on_postgres = tmp_path / "sqlite.json", tmp_path / "postgres.json"
+    dump_report(replay(short_stream), on_sqlite)
+    dump_report(replay(short_stream, database_url=pg_url), on_postgres)
+    assert json.loads(on_postgres.read_text(encoding="utf-8"))["writes"]
+    assert on_postgres.read_bytes() == on_sqlite.read_bytes()
+
+
+@pytest.mark.integration
+def test_a_database_that_holds_data_is_refused_and_left_as_it_was(short_stream, pg_url, pg_engine,
+                                                                   tmp_path):
+    # An admin who points --database at production's database must not get simulated tasks and
+    # writes among the real ones (nor figures mixed with them).
+    from sqlalchemy import func, select
+
+    from app.models import TaskLedger, WebhookDelivery
+
+    replay(short_stream, database_url=pg_url)
+
+    def rows() -> tuple[int, int]:
+        with pg_engine.connect() as conn:
+            return (conn.scalar(select(func.count()).select_from(WebhookDelivery)),
+                    conn.scalar(select(func.count()).select_from(TaskLedger)))
+
+    before = rows()
+    assert before[0] > 0
+    with_password = pg_url.replace("://postgres@", "://postgres:s3cret-pw@", 1)
+    assert with_password != pg_url
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["replay", str(short_stream), "--config",
+                                       str(DEMO / "account.yaml"), "--report", str(out),
+                                       "--database", with_password])
+    assert result.exit_code == 2, result.output
+    assert "is not empty" in result.output and "give a new, empty database" in result.output
+    assert "s3cret-pw" not in result.output and "postgres:***@" in result.output
+    assert not out.exists()
+    assert rows() == before

@@ -23,7 +23,7 @@ def test_the_embedded_database_syncs_every_commit_a_replay_database_none(tmp_pat
     """The receiver answers once its INSERT commits: under WAL only synchronous=FULL (2) makes
     that commit durable; a replay's throw-away database runs with OFF (0)."""
     for fast, expected in ((False, 2), (True, 0)):
-        engine = make_engine(f"sqlite:///{tmp_path / f'{fast}.sqlite3'}", fast_sqlite=fast)
+        engine = make_engine(f"sqlite:///{tmp_path / f'{fast}.sqlite3'}", throwaway=fast)
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -41,3 +41,20 @@ def test_a_failed_statement_does_not_quote_its_values(tmp_path):
     assert "+79161234567" not in str(caught.value)
     assert "hidden due to hide_parameters" in str(caught.value)
     engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_replay_database_on_postgres_commits_without_waiting_for_the_disk(pg_url):
+    """replay.md lets the temporary database skip durability; on Postgres that is
+    synchronous_commit=off, for the receiver's own libpq connection too. Production keeps on."""
+    import psycopg
+
+    from app.db import libpq_conninfo
+
+    for throwaway, expected in ((False, "on"), (True, "off")):
+        engine = make_engine(pg_url, throwaway=throwaway)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == expected
+        with psycopg.connect(libpq_conninfo(engine)) as raw:
+            assert raw.execute("SHOW synchronous_commit").fetchone() == (expected,)
+        engine.dispose()

@@ -27,7 +27,9 @@ from app.commands.options import check_period, check_writable, parse_date, parse
 @click.option("--now", callback=parse_instant, metavar="INSTANT",
               help="The report's 'now', with its UTC offset, e.g. 2026-04-01T09:00:00+03:00 "
                    "(default: the last line's at); later lines are not replayed.")
-@click.option("--database", "database_url", help="Database URL (default: a temporary SQLite file).")
+@click.option("--database", "database_url", metavar="URL",
+              help="An empty database to replay into, kept afterwards (default: a temporary "
+                   "SQLite file); one that already holds data is refused.")
 @click.option("--send", is_flag=True,
               help="Send writes and tasks to the account's API (AMOSCORE_AMOCRM_BASE_URL may "
                    "point elsewhere) instead of the dry-run fake; the stream's event lines are ignored.")
@@ -44,7 +46,14 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     import logging
 
     from config.loader import ConfigError, load_account
-    from jobs.replay import EmptyPeriod, NothingToReplay, Replay, ReplayOptions, dump_report
+    from jobs.replay import (
+        DatabaseNotEmpty,
+        EmptyPeriod,
+        NothingToReplay,
+        Replay,
+        ReplayOptions,
+        dump_report,
+    )
 
     check_period(period_from, period_to)
     if report_path is not None:
@@ -74,7 +83,7 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     except NothingToReplay as exc:
         click.echo(f"amoscore replay: {exc}", err=True)
         sys.exit(1)
-    except EmptyPeriod as exc:
+    except (EmptyPeriod, DatabaseNotEmpty) as exc:
         click.echo(f"amoscore replay: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
