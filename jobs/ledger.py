@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -62,6 +63,25 @@ class DealLedger:
             return known[i - 1].pipeline_id
         first = known[0]
         return first.old_pipeline_id if first.old_pipeline_id is not None else first.pipeline_id
+
+    def as_of(self, now: datetime) -> DealLedger:
+        """The ledger as it stood at ``now``: what happened after it is left out (a report of
+        a past instant from a database that went on filling)."""
+        deal = dict(getattr(self.deal, "_mapping", None) or vars(self.deal))  # a row, or a stand-in
+        # A deletion received after `now` had not happened yet. (A deletion before it that a
+        # later restore undid is not known: a restore clears the deletion.)
+        deal["is_deleted"] = bool(deal["is_deleted"]) and deal["deleted_at"] is not None \
+            and deal["deleted_at"] <= now
+        return DealLedger(
+            deal=SimpleNamespace(**deal),
+            stages=[s for s in self.stages if s.at <= now],
+            responsibles=[r for r in self.responsibles if r[0] <= now],
+            items=[i for i in self.items if i.at <= now],
+            field_history=[f for f in self.field_history if f[0] <= now],
+            talk_rates=[r for r in self.talk_rates if r[0] <= now],
+            stored_episodes=self.stored_episodes,
+            contact_id=self.contact_id,  # who the client is does not change with time
+        )
 
     def _known_stages(self) -> list[StageRecord]:
         # Asked once per client contact when episodes are built: found once per ledger.

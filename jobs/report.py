@@ -44,8 +44,11 @@ class ReportContext:
     """What every section needs: the account, its calendar, the period and `now`."""
 
     def __init__(self, account: AccountConfig, from_date: date, to_date: date, now: datetime,
-                 calendar: BusinessCalendar | None = None) -> None:
+                 calendar: BusinessCalendar | None = None, *, as_of: bool = False) -> None:
         self.account = account
+        # as_of: leave out what happened after `now` (`amoscore report --now` on a database that
+        # went on filling). A replay's database holds only what was received by its `now`.
+        self.as_of = as_of
         self.tz = ZoneInfo(account.account.timezone)
         self.from_date, self.to_date, self.now = from_date, to_date, now
         self.start, self.end = period_bounds(from_date, to_date, self.tz)
@@ -76,6 +79,8 @@ class DealFacts:
 
 
 def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
+    if ctx.as_of:
+        ledger = ledger.as_of(ctx.now)
     episodes = [
         # An answered episode belongs to who reacted, an open one to the responsible at `now`.
         (ep, ep.reacted_by if not ep.is_open else ledger.responsible_at(ctx.now),
@@ -252,7 +257,8 @@ def unlinked_chats(session: Session, ctx: ReportContext) -> dict[str, Any]:
         select(Interaction.contact_id, func.count())
         .where(Interaction.account_id == ctx.account.account_id, Interaction.deal_id.is_(None),
                Interaction.kind == "incoming_chat_message",
-               Interaction.at >= ctx.start, Interaction.at < ctx.end)
+               Interaction.at >= ctx.start, Interaction.at < ctx.end,
+               *([Interaction.at <= ctx.now] if ctx.as_of else []))
         .group_by(Interaction.contact_id).order_by(Interaction.contact_id)).all()
     return {"contacts": len(rows), "messages": sum(n for _, n in rows),
             "by_contact": {str(c): n for c, n in rows if c is not None}}

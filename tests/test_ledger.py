@@ -60,3 +60,33 @@ def test_a_win_again_straight_from_the_status_it_left_is_a_second_win() -> None:
     assert win_instants(again, account) == [T + timedelta(minutes=1), T + timedelta(minutes=4)]  # type: ignore[arg-type]
     echoed = SimpleNamespace(stages=[rec(1, 10, 142), rec(2, 142, 20), rec(3, 10, 142)])
     assert win_instants(echoed, account) == [T + timedelta(minutes=1)]  # type: ignore[arg-type]
+
+
+def test_a_ledger_as_of_an_instant_forgets_what_came_after_it() -> None:
+    """`amoscore report --now`: a deal deleted, handed over or moved after `now` was still alive,
+    with its holder and stage of then; a message after `now` had not come yet."""
+    from types import SimpleNamespace
+
+    from app.metrics.complaints import StageRecord
+    from app.metrics.frt import TimelineItem
+    from jobs.ledger import DealLedger
+
+    later = T + timedelta(hours=1)
+    deal = SimpleNamespace(id=1, pipeline_id=1, status_id=142, responsible_user_id=B,
+                           contact_id=None, is_deleted=True, deleted_at=later)
+    ledger = DealLedger(
+        deal=deal,
+        stages=[StageRecord(at=T, pipeline_id=1, status_id=10, created=True),
+                StageRecord(at=later, pipeline_id=1, status_id=142, old_status_id=10)],
+        responsibles=[(T, A), (later, B)],
+        items=[TimelineItem(at=T, kind="incoming_chat_message", created_by=None, key="m1"),
+               TimelineItem(at=later, kind="outgoing_chat_message", created_by=A, key="m2")],
+        field_history=[(T, 5, [{"value": "1"}]), (later, 5, [{"value": "2"}])],
+        talk_rates=[(later, 9)])
+    then = ledger.as_of(T + timedelta(minutes=30))
+    assert not then.deal.is_deleted and ledger.deal.is_deleted
+    assert [s.status_id for s in then.stages] == [10]
+    assert then.responsible_at(later) == A
+    assert [i.key for i in then.items] == ["m1"]
+    assert then.field_history == [(T, 5, [{"value": "1"}])] and then.talk_rates == []
+    assert ledger.as_of(later).deal.is_deleted  # received at `later`: deleted by then

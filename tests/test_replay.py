@@ -1285,3 +1285,22 @@ def test_a_database_that_holds_data_is_refused_and_left_as_it_was(short_stream, 
     assert "s3cret-pw" not in result.output and "postgres:***@" in result.output
     assert not out.exists()
     assert rows() == before
+
+
+def test_report_now_gives_the_figures_as_they_stood_then(short_stream, tmp_path, monkeypatch):
+    """`amoscore report --now T` on a database that went on filling after T must give what a
+    replay stopped at T gives: before, every section counted what happened after T too."""
+    then = "2026-03-11T11:37:00+03:00"
+    kept = tmp_path / "kept.sqlite3"
+    replay(short_stream, database_url=f"sqlite:///{kept}")  # runs on to 2026-03-17
+    stopped = replay(short_stream, now=datetime.fromisoformat(then),
+                     period_from=datetime(2026, 3, 1).date(), period_to=datetime(2026, 3, 31).date())
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{kept}")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("AMOSCORE_CONFIG", str(DEMO / "account.yaml"))
+    for section in ("frt", "complaints", "referrals", "surveys"):
+        result = CliRunner().invoke(main, ["report", section, "--from", "2026-03-01", "--to",
+                                           "2026-03-31", "--now", then, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == json.loads(json.dumps(stopped[section])), section
+    assert stopped["frt"]["episodes"] and stopped["complaints"]["volume"]

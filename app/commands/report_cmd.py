@@ -86,7 +86,8 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
         raise click.UsageError("no such account in AMOSCORE_CONFIG")
     figures = []
     for account in accounts:
-        ctx = ReportContext(account, period_from, period_to, now or datetime.now(UTC))
+        ctx = ReportContext(account, period_from, period_to, now or datetime.now(UTC),
+                            as_of=True)
         with rt.sessions() as session:
             figures.append((account, build_report(session, ctx, sections=(section,))[section]))
     if len(figures) == 1:
@@ -118,7 +119,9 @@ def _command(section: str, doc: str) -> click.Command:
     @click.option("--to", "period_to", callback=parse_date, required=True, metavar="YYYY-MM-DD",
                   help="Last day, inclusive.")
     @click.option("--now", callback=parse_instant, metavar="INSTANT",
-                  help="As of this instant, e.g. 2026-04-01T09:00:00+03:00 (default: now).")
+                  help="As of this instant: what happened after it is left out, and open waits "
+                       "and complaints are judged at it, e.g. 2026-04-01T09:00:00+03:00 "
+                       "(default: now).")
     @click.option("--account", "account_id", type=int, help="Only this account id.")
     @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
                   show_default=True, help="table for people; json (the replay report's section) or "
