@@ -242,6 +242,16 @@ class Replay:
         if self.opts.send:
             self.fake = None
             env = self.opts.env or os.environ
+            name = self.account.account.auth.long_lived_token_env
+            if not (name and env.get(name)):
+                from integrations.amocrm.errors import ReauthorizationRequired
+
+                # Not "connect with OAuth": an OAuth account's tokens are in the service's
+                # database, and a replay runs on a database of its own.
+                raise ReauthorizationRequired(
+                    "replay --send sends with the account's long-lived token: set "
+                    + (name if name else "account.auth.long_lived_token_env in the YAML")
+                    + " (a replay does not read the OAuth tokens the service keeps)")
             # With REDIS_URL the workers' shared limiter: a replay sending to a live account
             # must not push the workers past amoCRM's limit.
             return client_for(self.account, env, session=session,

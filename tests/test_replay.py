@@ -783,6 +783,23 @@ def test_send_writes_and_creates_tasks_through_the_api_and_reports_them(tmp_path
     assert report["api_requests"]["PATCH"] == sum(m == "PATCH" for m, _ in sent) >= 1
 
 
+def test_send_without_a_long_lived_token_says_a_replay_needs_one(tmp_path, short_stream):
+    """An OAuth account's tokens are in the service's database, not the replay's: telling the
+    admin to `oauth connect` (the client's own message) sent them round in a circle."""
+    text = (DEMO / "account.yaml").read_text(encoding="utf-8").replace(
+        "    long_lived_token_env: AMOCRM_LONG_LIVED_TOKEN",
+        "    client_id: 3f1c0000-0000-0000-0000-000000000000\n"
+        "    client_secret_env: AMOCRM_CLIENT_SECRET\n"
+        "    redirect_uri: https://scores.example.com/oauth/callback")
+    config = tmp_path / "oauth.yaml"
+    config.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["replay", str(short_stream), "--config", str(config),
+                                       "--send", "--quiet"], env={"AMOCRM_CLIENT_SECRET": "x"})
+    assert result.exit_code != 0
+    assert "replay --send sends with the account's long-lived token" in result.output
+    assert "oauth connect" not in result.output
+
+
 def test_a_win_seen_as_webhook_and_as_its_event_is_one_win_at_the_first_sighting(tmp_path):
     """Won at 23:59:59 on 31 March (the status webhook); its lead_status_changed event says
     00:00:00 on 1 April. One win, in March: the event must not carry it into April."""
