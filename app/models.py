@@ -321,12 +321,18 @@ class WrittenValue(Base):
     """The last value written to a deal field (or recorded, in dry-run)."""
 
     __tablename__ = "written_values"
+    # A live flush looks up the values only recorded in dry-run on every run, to send them:
+    # there are none but after a trial, so this index is normally empty.
+    __table_args__ = (Index("ix_written_values_unsent", "account_id",
+                            postgresql_where=text("NOT sent"), sqlite_where=text("sent = 0")),)
 
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     deal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     field_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     written_at: Mapped[datetime]
+    # False: only recorded in dry-run, so amoCRM's field may not hold it.
+    sent: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class WriteLog(Base):

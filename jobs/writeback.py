@@ -3,6 +3,8 @@
 Declaring is cheap and repeatable (an upsert, an insert-ignore); only ``flush`` talks to amoCRM.
 A value is sent only when the declared value differs from the one last written, so our own
 writes coming back as ``leads[update]`` webhooks (and being declared again) send nothing.
+Values only recorded in dry-run do not count as written once the account is live (they are sent
+then); tasks recorded in dry-run are never sent (they are about moments long gone).
 A task row is committed before its POST and marked ``posting`` around it; a row found in
 ``posting`` later is looked up in amoCRM by the marker in its text before any new POST.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -138,6 +140,29 @@ _CLEAR_PENDING = update(DesiredValue.__table__).where(
 ).values(pending=False)
 
 
+# Live, a value only recorded in dry-run is forgotten (amoCRM may not hold it) and its desired
+# value made pending, so it is sent once; through the partial index of unsent rows this finds
+# nothing, cheaply, except on the first live flush after a dry-run spell.
+_FORGET_UNSENT = (
+    delete(WrittenValue.__table__)
+    .where(WrittenValue.account_id == bindparam("account"), ~WrittenValue.sent)
+    .returning(WrittenValue.deal_id, WrittenValue.field_id)
+)
+_MARK_PENDING = update(DesiredValue.__table__).where(
+    DesiredValue.account_id == bindparam("a"), DesiredValue.deal_id == bindparam("d"),
+    DesiredValue.field_id == bindparam("f"),
+).values(pending=True)
+
+
+def _forget_unsent(session: Session, account_id: int) -> None:
+    forgotten = session.connection().execute(_FORGET_UNSENT, {"account": account_id}).all()
+    if forgotten:
+        log.info("writeback.unsent_values account=%d values=%d (recorded in dry-run)",
+                 account_id, len(forgotten))
+        session.connection().execute(_MARK_PENDING, [
+            {"a": account_id, "d": deal_id, "f": field_id} for deal_id, field_id in forgotten])
+
+
 def _changed_values(session: Session, account_id: int) -> list[Any]:
     """Pending desired values that differ from the value last written; the pending ones
     already equal to it (our own write coming back, a value declared twice) are cleared."""
@@ -159,8 +184,9 @@ def _record_values(session: Session, account_id: int, rows: list[Any], now: date
     if status != "failed":
         upsert(session, WrittenValue,
                [{"account_id": account_id, "deal_id": d.deal_id, "field_id": d.field_id,
-                 "value": d.value, "written_at": now} for d in rows],
-               keys=("account_id", "deal_id", "field_id"), update=("value", "written_at"))
+                 "value": d.value, "written_at": now, "sent": status == "sent"} for d in rows],
+               keys=("account_id", "deal_id", "field_id"),
+               update=("value", "written_at", "sent"))
         _clear_pending(session, rows)
     session.connection().execute(insert(WriteLog.__table__), [
         {"account_id": account_id, "deal_id": d.deal_id, "field_id": d.field_id,
@@ -197,6 +223,8 @@ def _flush_values(session_factory: sessionmaker[Session], account: AccountConfig
                   result: FlushResult) -> None:
     account_id = account.account_id
     with session_scope(session_factory) as session:
+        if not dry_run:
+            _forget_unsent(session, account_id)
         changed = _changed_values(session, account_id)
     by_deal: dict[int, list[Any]] = {}
     for d in changed:

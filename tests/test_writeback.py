@@ -475,3 +475,81 @@ def test_a_post_is_dated_when_sent_not_when_the_sync_began(factory) -> None:
         rsps.get(f"{BASE}/api/v4/tasks", status=204)
         flush(factory, make_account(), make_client(), later, dry_run=False, clock=lambda: later)
         assert [c.request.method for c in rsps.calls] == []
+
+
+# --- a dry-run trial, then live ----------------------------------------------------------
+
+
+def test_values_only_recorded_in_dry_run_are_sent_once_when_the_account_goes_live(
+        factory) -> None:
+    """An admin trials the account with ``dry_run: true``, then turns it off. The trial's
+    values were recorded as written, so the live flush sent none of them and amoCRM's fields
+    stayed empty until each value happened to change."""
+    deals = [1, 2, 3]
+    _declare_minutes(factory, deals, lambda d: d * 10)
+    trial = flush(factory, make_account(dry_run=True), None, NOW, dry_run=True)
+    assert [w.status for w in trial.writes] == ["recorded"] * 3
+    # the trial's values come back declared again (the planner re-plans): still nothing new
+    _declare_minutes(factory, deals, lambda d: d * 10)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(deals),
+                   match=[matchers.json_params_matcher(_expected_body(deals, lambda d: d * 10))])
+        live = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=1),
+                     dry_run=False)
+    assert [(w.deal_id, w.status) for w in live.writes] == [(d, "sent") for d in deals]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        again = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=2),
+                      dry_run=False)
+        assert len(rsps.calls) == 0
+    assert again.writes == []
+
+
+def test_values_really_sent_before_a_dry_run_trial_are_not_sent_again(factory) -> None:
+    """Live, then a dry-run spell, then live again: only what the spell changed goes out."""
+    deals = [1, 2, 3]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        _declare_minutes(factory, deals, lambda d: d)
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body(deals))
+        flush(factory, make_account(), make_client(), NOW, dry_run=False)
+    _declare_minutes(factory, deals, lambda d: 20 if d == 2 else d)  # the spell changes deal 2
+    spell = flush(factory, make_account(dry_run=True), None, NOW + timedelta(minutes=1),
+                  dry_run=True)
+    assert [(w.deal_id, w.value, w.status) for w in spell.writes] == [(2, 20, "recorded")]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.patch(f"{BASE}/api/v4/leads", json=_ok_body([2]),
+                   match=[matchers.json_params_matcher(_expected_body([2], lambda d: 20))])
+        live = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=2),
+                     dry_run=False)
+    assert [(w.deal_id, w.value, w.status) for w in live.writes] == [(2, 20, "sent")]
+    # and back to dry-run: what was sent counts as written, nothing is recorded again
+    assert flush(factory, make_account(dry_run=True), None, NOW + timedelta(minutes=3),
+                 dry_run=True).writes == []
+    with session_scope(factory) as s:
+        assert s.scalar(select(func.count()).select_from(DesiredValue)
+                        .where(DesiredValue.pending)) == 0
+
+
+def test_tasks_recorded_in_dry_run_are_not_sent_when_the_account_goes_live(factory) -> None:
+    """A trial's tasks are about moments long gone (a breach a week ago): posting them on
+    go-live would flood managers with stale tasks. They stay ``recorded``; a task declared
+    after the switch is posted as usual."""
+    till = NOW + timedelta(hours=1)
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=5, rule="frt_breach", key="k-trial",
+                     responsible_user_id=10000698, complete_till=till, text="t", at=NOW)
+    trial = flush(factory, make_account(dry_run=True), None, NOW, dry_run=True)
+    assert [(t.key, t.status) for t in trial.tasks] == [("k-trial", "recorded")]
+    with session_scope(factory) as s:
+        declare_task(s, ACCOUNT_ID, deal_id=6, rule="frt_breach", key="k-live",
+                     responsible_user_id=10000698, complete_till=till, text="t", at=NOW)
+        live_id = s.scalars(select(TaskLedger.id).where(TaskLedger.idempotency_key == "k-live")).one()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.post(f"{BASE}/api/v4/tasks",
+                  json={"_embedded": {"tasks": [{"id": 91, "request_id": f"task-{live_id}"}]}},
+                  match=[matchers.json_params_matcher(_task_body(live_id, 6, "k-live", "t", till))])
+        live = flush(factory, make_account(), make_client(), NOW + timedelta(minutes=1),
+                     dry_run=False)
+    assert [(t.key, t.status) for t in live.tasks] == [("k-live", "created")]
+    with session_scope(factory) as s:
+        assert dict(s.execute(select(TaskLedger.idempotency_key, TaskLedger.status)).all()) == {
+            "k-trial": "recorded", "k-live": "created"}
