@@ -21,7 +21,10 @@ same transaction as each page's rows, so a crash loses at most one page of work)
    March, found in November) are recorded as ``skipped``, never created, unless
    ``tasks=True``: managers would get dozens of tasks about clients long gone. The key is
    taken, so no later sync creates them either. A wait, complaint or answer that began after
-   that first webhook gets its task as live traffic would have given it.
+   that first webhook gets its task as live traffic would have given it. With ``tasks=True``
+   the skipped tasks of the deals planned (an earlier run's) are deleted before their deals
+   are planned: those still due are declared again, pending, with a deadline from now; the
+   rest (the wait answered since, the complaint closed) go back as they were.
 
 Decision on ``created``: a lead read from the list shows where the deal is *now*, not where it
 was born, so that observation is never ``created=True``. For a deal whose ``created_at`` is in
@@ -44,10 +47,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, union
+from sqlalchemy import delete, func, select, union
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
+from app.db import insert_ignore, lock_ledger
 from app.models import (
     Deal,
     FieldValue,
@@ -56,6 +59,7 @@ from app.models import (
     SeenEvent,
     StageChange,
     SyncCheckpoint,
+    TaskLedger,
     WebhookDelivery,
 )
 from config.account import AccountConfig
@@ -87,6 +91,8 @@ class BackfillResult:
     talks: int = 0
     planned: int = 0
     tasks_skipped: int = 0
+    tasks_unskipped: int = 0  # skipped by an earlier run, now to create (tasks=True)
+    tasks_still_skipped: int = 0  # skipped by an earlier run and no longer due (tasks=True)
     resumed_from: str | None = None  # the phase an unfinished run was resumed in
 
 
@@ -488,19 +494,53 @@ def touched_deals(session: Session, account_id: int, since: datetime, until: dat
     return sorted({int(i) for i in ids})
 
 
+def _take_skipped(session: Session, account_id: int, deal_ids: list[int]) -> list[dict[str, Any]]:
+    """Delete the deals' skipped tasks and return them: their keys would keep the planner from
+    declaring them again, pending."""
+    lock_ledger(session, account_id)  # plan_deals takes it next: no other plan of them between
+    rows = [dict(r) for r in session.execute(select(TaskLedger.__table__).where(
+        TaskLedger.account_id == account_id, TaskLedger.status == "skipped",
+        TaskLedger.deal_id.in_(deal_ids))).mappings()]
+    if rows:
+        session.execute(delete(TaskLedger).where(TaskLedger.id.in_([r["id"] for r in rows])))
+    return rows
+
+
+def _put_back(session: Session, rows: list[dict[str, Any]], result: BackfillResult) -> None:
+    """Count the taken skipped tasks the plan declared again; put the others back, so their
+    keys stay taken (no later sync creates a task about a wait answered since)."""
+    if not rows:
+        return
+    declared = set(session.scalars(select(TaskLedger.idempotency_key).where(
+        TaskLedger.account_id == rows[0]["account_id"],
+        TaskLedger.idempotency_key.in_([r["idempotency_key"] for r in rows]))))
+    back = [{k: v for k, v in r.items() if k != "id"} for r in rows
+            if r["idempotency_key"] not in declared]
+    insert_ignore(session, TaskLedger, back)
+    result.tasks_unskipped += len(rows) - len(back)
+    result.tasks_still_skipped += len(back)
+
+
 def _plan_phase(session: Session, rt: Runtime, account: AccountConfig, state: dict[str, Any],
-                since: datetime, until: datetime, progress: Progress | None,
+                since: datetime, until: datetime, tasks: bool, progress: Progress | None,
                 result: BackfillResult) -> None:
     from jobs.planner import plan_deals
 
     ids = touched_deals(session, account.account_id, since, until)
     after = state["plan_after"]
     todo = [i for i in ids if after is None or i > after]
+    if tasks and after is not None:
+        # Resumed with --tasks: the part that ran before may have skipped tasks of its deals.
+        held = set(session.scalars(select(TaskLedger.deal_id).distinct().where(
+            TaskLedger.account_id == account.account_id, TaskLedger.status == "skipped")))
+        todo = sorted(set(todo) | held.intersection(ids))
     total = len(ids)
     eta = _Eta((total - len(todo)) / total if total else 1.0)
     for start in range(0, len(todo), PLAN_CHUNK):
         chunk = todo[start:start + PLAN_CHUNK]
+        taken = _take_skipped(session, account.account_id, chunk) if tasks else []
         plan_deals(session, rt, account, chunk, rt.clock())
+        _put_back(session, taken, result)
         state["plan_after"] = chunk[-1]
         state["planned"] += len(chunk)
         result.planned += len(chunk)
@@ -559,9 +599,10 @@ def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: da
         if state["phase"] == "plan":
             if not tasks:
                 session.info[TASKS_BEFORE] = _live_since(session, account_id, rt.clock())
-            _plan_phase(session, rt, account, state, since, until, progress, result)
+            _plan_phase(session, rt, account, state, since, until, tasks, progress, result)
             result.tasks_skipped = session.info.pop(TASKS_SKIPPED, 0)
-    log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d tasks_skipped=%d",
-             account_id, result.leads, result.events, result.talks, result.planned,
-             result.tasks_skipped)
+    log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d tasks_skipped=%d "
+             "tasks_unskipped=%d tasks_still_skipped=%d", account_id, result.leads,
+             result.events, result.talks, result.planned, result.tasks_skipped,
+             result.tasks_unskipped, result.tasks_still_skipped)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -562,3 +563,149 @@ def test_a_lead_the_api_lists_alive_after_its_deletion_undeletes_the_deal(rt) ->
                                             created=ts(2, 9), updated=ts(2, 9, 30), user=501))
         s.commit()
         assert s.get(Deal, (account, 7002)).is_deleted
+
+
+def _echo(key: str, sent: list[Any]) -> Any:
+    """A batch endpoint that accepts every element, each with a new id; ``sent`` collects them."""
+    import json
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        items = json.loads(request.body)
+        sent.extend(items)
+        return 200, {}, json.dumps({"_embedded": {key: [
+            {"id": 880000 + len(sent) - len(items) + i, "request_id": item["request_id"]}
+            for i, item in enumerate(items)]}})
+
+    return answer
+
+
+def _task_rows(rt: Any) -> list[tuple[Any, ...]]:
+    from app.models import TaskLedger
+
+    with rt.sessions() as s:
+        return [(t.deal_id, t.rule, t.status) for t in s.scalars(select(TaskLedger))]
+
+
+def _breach_of_deal_101(monkeypatch: Any, *more: dict[str, Any]) -> None:
+    """Deal 101's client wrote on 03-02 10:00 and nobody answered (by NOW a breach), unless
+    ``more`` brings the answer."""
+    import tests.test_backfill as me
+
+    waiting = _event("e9", "incoming_chat_message", 101, ts(2, 10), 0,
+                     value_after=[{"message": {"id": "m9"}}])
+    monkeypatch.setattr(me, "EVENTS_PAGE_1", [*more, waiting, *EVENTS_PAGE_1])
+
+
+@responses.activate
+def test_tasks_creates_the_tasks_an_earlier_run_skipped_once(rt, example_account,
+                                                            monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first run records the breach task as skipped and says --tasks creates it. A run
+    with --tasks left it skipped (its key was taken): now it turns it into a task to create,
+    the next flush creates it, and a third run creates nothing more."""
+    from app.cli import main
+    from jobs.writeback import flush
+
+    _breach_of_deal_101(monkeypatch)
+    mock_amocrm(responses, example_account)
+    posted: list[Any] = []
+    responses.add_callback(responses.PATCH, f"{BASE}/api/v4/leads", callback=_echo("leads", []))
+    responses.add_callback(responses.POST, f"{BASE}/api/v4/tasks", callback=_echo("tasks", posted))
+    rt.client_factory = lambda account: make_client(FakeTime(), max_attempts=3)
+    monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: rt)
+    args = ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"]
+
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "1 tasks about the history recorded as skipped (--tasks creates them)" in res.stdout
+    assert _task_rows(rt) == [(101, "frt_breach", "skipped")]
+
+    res = CliRunner().invoke(main, [*args, "--tasks"])
+    assert res.exit_code == 0, res.output
+    assert _task_rows(rt) == [(101, "frt_breach", "pending")]
+    assert "1 skipped tasks about the history turned into tasks to create" in res.stdout
+    flush(rt.sessions, example_account, make_client(FakeTime()), NOW, dry_run=False)
+    assert [t["entity_id"] for t in posted] == [101]
+    assert _task_rows(rt) == [(101, "frt_breach", "created")]
+
+    res = CliRunner().invoke(main, [*args, "--tasks", "--restart"])
+    assert res.exit_code == 0, res.output
+    assert "0 skipped tasks about the history turned into tasks to create" in res.stdout
+    flush(rt.sessions, example_account, make_client(FakeTime()), NOW, dry_run=False)
+    assert len(posted) == 1 and _task_rows(rt) == [(101, "frt_breach", "created")]
+
+
+def test_tasks_leaves_skipped_a_task_no_longer_due(rt, example_account,
+                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The wait was answered after the first run: --tasks creates no task about it (a run with
+    --tasks from the start would not have), and its key stays taken."""
+    _breach_of_deal_101(monkeypatch)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        _run(rt, example_account)
+    assert _task_rows(rt) == [(101, "frt_breach", "skipped")]
+
+    _breach_of_deal_101(monkeypatch, _event("e10", "outgoing_chat_message", 101, ts(2, 15), 501,
+                                            value_after=[{"message": {"id": "m10"}}]))
+    since, until = window_for(example_account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        result = run_backfill(rt, example_account, since, until, tasks=True,
+                              client=make_client(FakeTime(), max_attempts=3))
+    assert _task_rows(rt) == [(101, "frt_breach", "skipped")]
+    assert (result.tasks_unskipped, result.tasks_still_skipped) == (0, 1)
+
+
+def test_a_resume_with_tasks_takes_the_tasks_its_first_part_skipped(rt, example_account,
+                                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first part planned deal 101 without --tasks (its task skipped), then stopped; the
+    part resumed with --tasks turns that task too into one to create."""
+    import jobs.planner
+
+    _breach_of_deal_101(monkeypatch)
+    monkeypatch.setattr("jobs.backfill.PLAN_CHUNK", 1)
+    real_plan = jobs.planner.plan_deals
+
+    def stop_at_102(session, rt, account, deal_ids, now):  # type: ignore[no-untyped-def]
+        if 102 in deal_ids:
+            raise KeyboardInterrupt
+        real_plan(session, rt, account, deal_ids, now)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_amocrm(rsps, example_account)
+        monkeypatch.setattr(jobs.planner, "plan_deals", stop_at_102)
+        with pytest.raises(KeyboardInterrupt):
+            _run(rt, example_account)
+        monkeypatch.setattr(jobs.planner, "plan_deals", real_plan)
+    assert _task_rows(rt) == [(101, "frt_breach", "skipped")]
+
+    since, until = window_for(example_account, date(2026, 3, 1), date(2026, 3, 2), NOW)
+    result = run_backfill(rt, example_account, since, until, tasks=True,
+                          client=make_client(FakeTime(), max_attempts=3))
+    assert _task_rows(rt) == [(101, "frt_breach", "pending")]
+    assert result.resumed_from == "plan" and result.tasks_unskipped == 1
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "account.example.yaml"
+
+
+@pytest.mark.parametrize("database", ["postgres", "embedded"])
+@responses.activate
+def test_without_redis_url_backfill_refuses_on_postgres(database, pg_url, pg_engine, example_account,
+                                                       tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With Postgres the workers share amoCRM's 7 requests/s per IP in Redis: without their
+    REDIS_URL a backfill sent its own 6/s on top of theirs, unwarned (repeated overuse gets
+    the IP blocked). The embedded SQLite default has no workers: there it runs."""
+    from app.cli import main
+
+    mock_amocrm(responses, example_account)
+    env = {"AMOSCORE_CONFIG": str(EXAMPLE), "REDIS_URL": "", "AMOSCORE_VAR_DIR": str(tmp_path),
+           "DATABASE_URL": pg_url if database == "postgres" else "",
+           "AMOCRM_LONG_LIVED_TOKEN": "test-token"}
+    res = CliRunner().invoke(main, ["backfill", "--since", "2026-03-01", "--until", "2026-03-02"],
+                             env=env)
+    if database == "postgres":
+        assert res.exit_code == 2, res.output
+        assert "REDIS_URL is not set" in res.output and len(responses.calls) == 0
+    else:
+        assert res.exit_code == 0, res.output
+        assert "3 deals planned" in res.stdout

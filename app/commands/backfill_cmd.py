@@ -25,7 +25,8 @@ from app.commands.options import parse_date
 @click.option("--tasks/--no-tasks", default=False, show_default=True,
               help="Also create the tasks about what began before amoscore received the "
                    "account's first webhook (a wait, complaint or low score of the history). "
-                   "Off: they are recorded as skipped, so no later sync creates them either.")
+                   "Off: they are recorded as skipped, so no later sync creates them either; "
+                   "on, those an earlier run skipped are created too, if still due.")
 def backfill_command(since: date, until: date | None, account_ids: tuple[int, ...], talks: bool,
                      restart: bool, tasks: bool) -> None:
     """Rebuild deals, stage/responsible changes, field history and interactions for a period
@@ -43,7 +44,8 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
     stopped. Running it twice is harmless: the same rows, no duplicates.
 
     An API error that needs a person (403: traffic stopped; a token that must be reconnected)
-    ends the run with exit code 1 and keeps the checkpoint.
+    ends the run with exit code 1 and keeps the checkpoint. With PostgreSQL it needs the
+    workers' REDIS_URL (their shared rate limit and stop).
     """
     from integrations.amocrm.errors import AccountBlocked, AmoError
     from jobs.backfill import (
@@ -57,6 +59,12 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
     from jobs.sync import store_stop, stored_stop
 
     rt = build_runtime(for_web=False)
+    if not rt.settings.redis_url and not rt.settings.effective_database_url.startswith("sqlite"):
+        # The embedded default has no workers; Postgres has, and they share amoCRM's 7
+        # requests/s per IP in Redis: an in-process limiter would add its own 6/s to theirs.
+        raise click.UsageError("REDIS_URL is not set: the workers share amoCRM's rate limit "
+                               "in Redis, and this run would send on top of theirs (repeated "
+                               "overuse gets the IP blocked); set the REDIS_URL they use")
     accounts = [a for a in rt.accounts.values() if not account_ids or a.account_id in account_ids]
     missing = set(account_ids) - {a.account_id for a in accounts}
     if missing or not accounts:
@@ -108,8 +116,15 @@ def backfill_command(since: date, until: date | None, account_ids: tuple[int, ..
                        "again to resume once the cause is fixed.", err=True)
             sys.exit(1)
         resumed = f", resumed in phase {result.resumed_from}" if result.resumed_from else ""
-        skipped = (f"; {result.tasks_skipped} tasks about the history recorded as skipped "
-                   "(--tasks creates them)" if result.tasks_skipped else "")
+        if tasks:
+            skipped = (f"; {result.tasks_unskipped} skipped tasks about the history turned into "
+                       "tasks to create")
+            if result.tasks_still_skipped:
+                skipped += (f", {result.tasks_still_skipped} no longer due (the wait answered, "
+                            "the complaint closed) left skipped")
+        else:
+            skipped = (f"; {result.tasks_skipped} tasks about the history recorded as skipped "
+                       "(--tasks creates them)" if result.tasks_skipped else "")
         click.echo(f"account {account.account_id}: {result.leads} leads ({result.unread} of "
                    f"them read by id), {result.events} events, {result.talks} talks read, "
                    f"{result.planned} deals planned{resumed}{skipped}")
