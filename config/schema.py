@@ -600,6 +600,17 @@ class FrtSchema(_Strict):
         if isinstance(target, int) and isinstance(limit, int) and limit < target:
             raise ValidationError(f"must be ≥ target_minutes ({target}), got {limit}", "limit_minutes")
 
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _something_closes(self, data: dict[str, Any], original_data: Any, **kw: Any) -> None:
+        # FRT cannot be switched off (opens_on must list something): with no reaction at all,
+        # no wait would ever close and every one would end in a breach task.
+        also = _valid_or_default(data, original_data, "also_reacts", FrtConfig.also_reacts)
+        if data.get("closes_on") == () and also == ():
+            raise ValidationError(
+                "nothing would close a wait (nor does also_reacts list anything), so every "
+                f"wait would become a breach task; list at least one of {_one_of(CLOSING_EVENTS)}",
+                "closes_on")
+
     @post_load
     def make(self, data: dict[str, Any], **kw: Any) -> FrtConfig:
         return FrtConfig(**data)

@@ -27,12 +27,19 @@ def _check_field(problems: list[tuple[str, int, str]], fields: dict[int, CustomF
 
 
 def run_live_check(cfg: AccountConfig, echo: Callable[[str], None], *, client: AmoClient | None = None) -> int:
-    """Read pipelines, statuses, custom fields (and users if allowed); print problems; 1 if any."""
+    """Read the account, pipelines, statuses, custom fields (and users if allowed); print
+    problems; 1 if any."""
     if client is None:
         from integrations.amocrm.client import client_for
 
         client = client_for(cfg)
     problems: list[tuple[str, int, str]] = []
+    # Webhooks carry the account's id, and the receiver refuses any other as foreign.
+    actual = client.get_account().get("id")
+    if actual != cfg.account.id:
+        problems.append(("account.id", cfg.account.id,
+                         f"the token's account is {actual}: every webhook would be refused "
+                         "as another account's"))
     pipelines = {p.id: p for p in client.list_pipelines()}
     for pid in cfg.pipelines.sales:
         if pid not in pipelines:

@@ -8,6 +8,7 @@ import time
 
 from rq import Queue, Worker
 
+from config.settings import from_env
 from jobs.queues import QUEUE_NAMES, SYNC_QUEUE, WORKER_TTL, worker_redis
 from jobs.runtime import build_runtime, set_runtime
 
@@ -60,10 +61,16 @@ def _tick(runtime, conn, stop: threading.Event) -> None:  # type: ignore[no-unty
 
 
 def run_worker(*, burst: bool = False) -> None:
-    runtime = build_runtime(for_web=False)
-    set_runtime(runtime)
-    if not runtime.settings.redis_url:
+    settings = from_env()
+    if not settings.redis_url:
         raise SystemExit("amoscore worker needs REDIS_URL (the embedded default runs jobs in process)")
+    if not settings.database_url:
+        # The embedded SQLite file is this folder's, not the web process's database: the
+        # worker would take jobs and find none of the bodies they name.
+        raise SystemExit("amoscore worker needs DATABASE_URL (the web process's PostgreSQL; "
+                         "the embedded SQLite file is for one process at a time)")
+    runtime = build_runtime(settings, for_web=False)
+    set_runtime(runtime)
     # Forked work horses must not share the parent's database connections.
     runtime.engine.dispose()
     conn = worker_redis(runtime.settings.redis_url)

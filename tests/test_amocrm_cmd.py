@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,18 @@ ACCOUNT = 32427762
 @pytest.fixture(autouse=True)
 def _no_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The commands also read the stop the sync keeps in the database: here the embedded
-    default in a folder of the test's, which does not exist (and must not be created)."""
+    default in a folder of the test's, an empty file never migrated (and left so: the
+    commands only read)."""
+    import sqlite3
+
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    embedded = tmp_path / "var" / "amoscore.sqlite3"
+    embedded.parent.mkdir()
+    sqlite3.connect(embedded).close()
     yield
-    assert not (tmp_path / "var").exists()
+    with closing(sqlite3.connect(embedded)) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
 
 
 def _run(args: list[str], redis_url: str) -> object:

@@ -54,20 +54,22 @@ def test_an_unusable_setting_is_one_line_naming_it(env, setting, value, code, ex
     assert "s3cret" not in line
 
 
-def test_an_unreachable_redis_is_one_line(env):
+def test_an_unreachable_redis_is_one_line(env, tmp_path):
     env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
     env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     line = one_line_error(CliRunner().invoke(main, ["amocrm", "status"]), 1)
     assert "cannot reach Redis (REDIS_URL)" in line
 
 
-def test_a_bug_keeps_its_traceback(env, monkeypatch):
+def test_a_bug_keeps_its_traceback(env, monkeypatch, tmp_path):
     import jobs.report
 
     def broken(*_a, **_k):  # type: ignore[no-untyped-def]
         raise KeyError("a bug")
 
     env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
     monkeypatch.setattr(jobs.report, "build_report", broken)
     result = CliRunner().invoke(main, REPORT_FRT)
     assert isinstance(result.exception, KeyError)
@@ -80,6 +82,77 @@ def test_from_after_to_is_refused(env, command):
     result = CliRunner().invoke(main, [*command, "--from", "2026-03-31", "--to", "2026-03-01"])
     assert result.exit_code == 2
     assert "--from 2026-03-31 is after --to 2026-03-01" in result.output
+
+
+def test_the_worker_refuses_the_embedded_database(env, tmp_path):
+    """With REDIS_URL but no DATABASE_URL the worker took the web process's jobs into a SQLite
+    file of its own folder, and nothing the web stored was ever processed."""
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: refused before
+    result = CliRunner().invoke(main, ["worker", "--burst"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "amoscore worker needs DATABASE_URL (the web process's PostgreSQL; the embedded SQLite "
+        "file is for one process at a time)"]
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("command", [REPORT_FRT, ["amocrm", "status"],
+                                     ["amocrm", "status", "--account", "32427762"],
+                                     ["amocrm", "resume"]])
+def test_a_reading_command_needs_an_existing_embedded_database(env, tmp_path, command):
+    """Run from another folder, or with DATABASE_URL forgotten, these made a new empty SQLite
+    file and printed empty figures, or "running", with exit 0."""
+    env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    line = one_line_error(CliRunner().invoke(main, command), 2)
+    embedded = tmp_path / "var" / "amoscore.sqlite3"
+    assert line == (f"amoscore: DATABASE_URL is not set and there is no embedded database at "
+                    f"{embedded}: set DATABASE_URL, or run from the folder that holds {embedded}")
+    assert not (tmp_path / "var").exists()
+
+
+def test_db_upgrade_names_the_embedded_database_it_set_up(env, tmp_path):
+    """A release step that lost its DATABASE_URL said only "database is at the newest
+    migration", about a local file no process of the release would read."""
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    embedded = tmp_path / "var" / "amoscore.sqlite3"
+    assert result.output.strip() == (f"database {embedded} (embedded: DATABASE_URL is not set) "
+                                     "is at the newest migration")
+    assert embedded.exists()
+
+
+@pytest.mark.integration
+def test_db_upgrade_names_its_database_without_the_password(env, pg_url):
+    from sqlalchemy import make_url
+
+    with_password = make_url(pg_url).set(password="s3cret-pw")  # trust auth ignores it
+    env.setenv("DATABASE_URL", with_password.render_as_string(hide_password=False))
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (f"database {with_password.render_as_string()} "
+                                     "is at the newest migration")
+    assert "s3cret-pw" not in result.output and ":***@" in result.output
+
+
+@pytest.mark.parametrize("which", ["stream", "config"])
+def test_a_report_path_that_is_an_input_is_refused_before_the_replay(env, tmp_path, which):
+    """`--report STREAM` replaced the recorded stream with the report, exit 0."""
+    lines = (DEMO / "stream.jsonl").read_text(encoding="utf-8").splitlines()[:20]
+    stream = tmp_path / "march.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = write(tmp_path, (DEMO / "account.yaml").read_text(encoding="utf-8"))
+    target = {"stream": stream, "config": config}[which]
+    before = target.read_bytes()
+    # Another spelling of the same file is the same file.
+    spelled = tmp_path / "sub" / ".." / target.name
+    (tmp_path / "sub").mkdir()
+    result = CliRunner().invoke(main, ["replay", str(stream), "--config", str(config),
+                                       "--report", str(spelled), "--quiet"])
+    assert result.exit_code == 2, result.output
+    what = {"stream": "the stream", "config": "the --config file"}[which]
+    assert f"{spelled} is {what}: the report would overwrite it" in result.output
+    assert target.read_bytes() == before
 
 
 def test_a_report_path_that_cannot_be_written_is_refused_before_the_replay(env, tmp_path):

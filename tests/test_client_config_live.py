@@ -8,7 +8,11 @@ import responses
 
 from config.account import FrtFields, ZoneField
 from jobs.config_live import run_live_check
-from tests.test_client_support import BASE, make_account, make_client
+from tests.test_client_support import ACCOUNT_ID, BASE, make_account, make_client
+
+GOOD_FIELDS = [
+    {"id": 752101, "name": "FRT", "type": "numeric"}, {"id": 752103, "name": "FRT last", "type": "numeric"},
+    {"id": 752105, "name": "Зона", "type": "select", "enums": [{"id": 908201, "value": "g"}, {"id": 908205, "value": "r"}]}]
 
 
 def _account():  # type: ignore[no-untyped-def]
@@ -18,7 +22,9 @@ def _account():  # type: ignore[no-untyped-def]
     return replace(acc, frt=frt, users=replace(acc.users, supervisor=10000701))
 
 
-def _serve(fields: list[dict]) -> None:
+def _serve(fields: list[dict], account_id: int = ACCOUNT_ID) -> None:
+    responses.get(f"{BASE}/api/v4/account", json={"id": account_id, "name": "Acme",
+                                                  "subdomain": "acme", "country": "RU"})
     responses.get(f"{BASE}/api/v4/leads/pipelines", json={"_embedded": {"pipelines": [
         {"id": 9621010, "name": "Продажи", "is_main": True, "_embedded": {"statuses": []}}]}})
     responses.get(f"{BASE}/api/v4/leads/custom_fields", json={"_embedded": {"custom_fields": fields}})
@@ -27,8 +33,7 @@ def _serve(fields: list[dict]) -> None:
 
 @responses.activate(assert_all_requests_are_fired=True)
 def test_all_ids_present_returns_0() -> None:
-    _serve([{"id": 752101, "name": "FRT", "type": "numeric"}, {"id": 752103, "name": "FRT last", "type": "numeric"},
-            {"id": 752105, "name": "Зона", "type": "select", "enums": [{"id": 908201, "value": "g"}, {"id": 908205, "value": "r"}]}])
+    _serve(GOOD_FIELDS)
     lines: list[str] = []
     assert run_live_check(_account(), lines.append, client=make_client()) == 0
     assert any("users not checked" in line for line in lines)
@@ -44,3 +49,15 @@ def test_wrong_type_missing_field_and_enum_are_listed() -> None:
     assert "frt.fields.first_minutes" in text and "is text, expected numeric" in text
     assert "frt.fields.last_minutes" in text and "no such lead custom field" in text
     assert "908205" in text and "not an option" in text
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_another_accounts_id_is_an_error_at_account_id() -> None:
+    """A wrong account.id passed ("every id exists"), and every webhook was then refused as a
+    foreign account's."""
+    _serve(GOOD_FIELDS, account_id=31000001)
+    lines: list[str] = []
+    assert run_live_check(_account(), lines.append, client=make_client()) == 1
+    [row] = [line for line in lines if line.startswith("account.id")]
+    assert row.split(maxsplit=2) == ["account.id", str(ACCOUNT_ID), "the token's account is "
+                                     "31000001: every webhook would be refused as another account's"]

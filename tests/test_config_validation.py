@@ -269,6 +269,11 @@ MORE_CASES = [
     ("no sales pipeline", "sales: [9621010]", "sales: []", "pipelines.sales: must list at least one item, got an empty list"),
     ("no opening event", "opens_on: [incoming_chat_message, incoming_call, incoming_mail, lead_added]", "opens_on: []",
      "frt.opens_on: must list at least one item, got an empty list"),
+    ("nothing closes a wait", "closes_on: [outgoing_chat_message, outgoing_call, outgoing_mail]",
+     "closes_on: []",
+     "frt.closes_on: nothing would close a wait (nor does also_reacts list anything), so every "
+     "wait would become a breach task; list at least one of "
+     "outgoing_chat_message|outgoing_call|outgoing_mail|outgoing_sms"),
     ("no resolved status", "resolved_statuses: [142, 143]", "resolved_statuses: []",
      "pipelines.complaints.resolved_statuses: must list at least one item, got an empty list"),
     ("field id 0", "first_minutes: 752101", "first_minutes: 0", "frt.fields.first_minutes: must be ≥ 1, got 0"),
@@ -286,3 +291,8 @@ MORE_CASES = [
 def test_ids_subdomain_and_lists(tmp_path: Path, name: str, old: str, new: str, expected: str) -> None:
     text = _edit(old, new)
     assert _errors(tmp_path, text) == [f"acme.yaml:{_line(text, new)} {expected}"]
+
+
+def test_notes_alone_may_close_a_wait(tmp_path: Path) -> None:
+    text = _edit("closes_on: [outgoing_chat_message, outgoing_call, outgoing_mail]", "closes_on: []")
+    _loads(tmp_path, _edit("also_reacts: []", "also_reacts: [note]", text))

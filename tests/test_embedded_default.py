@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -11,6 +12,12 @@ from app.cli import main
 EXAMPLE = Path(__file__).parent.parent / "config" / "account.example.yaml"
 
 
+def _empty_embedded_database(var: Path) -> None:
+    """The embedded file, never migrated (a report refuses one that is not there at all)."""
+    var.mkdir()
+    sqlite3.connect(var / "amoscore.sqlite3").close()
+
+
 def test_a_report_on_a_new_embedded_database_needs_no_db_upgrade(tmp_path, monkeypatch):
     """Before, `amoscore report` on a fresh SQLite default died on 'no such table' until
     `amoscore db upgrade` was run (which the README never said)."""
@@ -18,6 +25,7 @@ def test_a_report_on_a_new_embedded_database_needs_no_db_upgrade(tmp_path, monke
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    _empty_embedded_database(tmp_path / "var")
     args = ["report", "frt", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "json"]
     for _ in range(2):  # the second start finds the schema current
         result = CliRunner().invoke(main, args)
@@ -44,6 +52,7 @@ def test_a_report_over_several_accounts_says_whose_each_figure_is(tmp_path, monk
     monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("AMOSCORE_CONFIG", str(Path(__file__).parent / "fixtures" / "config"
                                               / "accounts"))
+    _empty_embedded_database(tmp_path / "var")
     base = ["report", "complaints", "--from", "2026-03-01", "--to", "2026-03-31", "--format"]
     out = CliRunner().invoke(main, [*base, "json"])
     assert out.exit_code == 0, out.output

@@ -17,9 +17,11 @@ import click
 
 
 def _limiter(account_id: int | None):  # type: ignore[no-untyped-def]
+    from app.commands.errors import require_stored_database
     from app.commands.oauth_cmd import _pick_account
 
     settings, account = _pick_account(account_id)
+    require_stored_database(settings)
     return settings, account, _shared_limiter(settings, account.account_id)
 
 
@@ -39,16 +41,14 @@ def _shared_limiter(settings, account_id: int):  # type: ignore[no-untyped-def]
 
 def _stored_stop(settings, account_id: int, *, clear: bool = False) -> str | None:  # type: ignore[no-untyped-def]
     """The stop the sync keeps in the database (it outlives a Redis restart); cleared if asked.
-    Only reads (and that one delete): no schema is created or migrated here, and an embedded
-    database that does not exist yet holds no stop."""
+    Only reads (and that one delete): no schema is created or migrated here (the callers have
+    made sure an embedded database exists)."""
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.db import make_engine, make_session_factory
     from jobs.sync import clear_stored_stop, stored_stop
 
-    if not settings.database_url and not settings.embedded_database.exists():
-        return None
     engine = make_engine(settings.effective_database_url)
     try:
         if not inspect(engine).has_table("sync_checkpoints"):  # never migrated: nothing kept
@@ -83,12 +83,14 @@ def status(account_id: int | None) -> None:
     """Show whether the account's amoCRM traffic is running, paused or stopped (without
     --account: every configured account's)."""
     if account_id is None:
+        from app.commands.errors import require_stored_database
         from config.loader import load_accounts
         from config.settings import from_env
 
         settings = from_env()
         accounts = load_accounts(settings.config_path)
         if len(accounts) > 1:
+            require_stored_database(settings)
             for account in accounts:
                 _status_line(settings, account, _shared_limiter(settings, account.account_id))
             return

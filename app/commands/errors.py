@@ -6,11 +6,30 @@ set or check. The messages never carry a URL or a secret (a database URL may hol
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
 # The drivers SQLAlchemy imports for URL schemes amoscore does not ship.
 _DB_DRIVERS = frozenset({"MySQLdb", "pymysql", "psycopg2", "cx_Oracle", "oracledb", "pyodbc",
                          "asyncpg", "aiosqlite", "pymssql"})
 DATABASE_URL_HINT = ("expected postgresql://USER@HOST:PORT/DB or sqlite:///PATH "
                      "(DATABASE_URL, or replay's --database)")
+
+
+def require_stored_database(settings: Settings) -> None:
+    """For the commands that only read the database: on the embedded default a file that is
+    not there is another folder or a forgotten DATABASE_URL, not an empty ledger (creating it
+    printed empty figures as if they were the account's)."""
+    from config.settings import MissingSetting
+
+    if settings.database_url or settings.embedded_database.exists():
+        return
+    raise MissingSetting(
+        f"DATABASE_URL is not set and there is no embedded database at "
+        f"{settings.embedded_database.absolute()}: set DATABASE_URL, or run from the folder "
+        f"that holds {settings.embedded_database}")
 
 
 def environment_error(exc: BaseException) -> tuple[str, int] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
@@ -37,10 +38,15 @@ def check_period(period_from: date | None, period_to: date | None) -> None:
                                  param_hint="'--from'")
 
 
-def check_writable(path: Path) -> None:
-    """Fail before a long run, not after it, when its output file cannot be written."""
+def check_writable(path: Path, inputs: Mapping[str, Path] | None = None) -> None:
+    """Fail before a long run, not after it, when its output file cannot be written, or is one
+    of the run's ``inputs`` (named by what they are), which it would overwrite."""
     folder = path.parent
     if not folder.is_dir():
         raise click.BadParameter(f"the folder {folder} does not exist", param_hint="'--report'")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise click.BadParameter(f"{path} cannot be written", param_hint="'--report'")
+    for what, source in (inputs or {}).items():
+        if path.exists() and path.samefile(source):  # a link or another spelling too
+            raise click.BadParameter(f"{path} is {what}: the report would overwrite it; "
+                                     "write the report to another file", param_hint="'--report'")

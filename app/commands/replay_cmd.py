@@ -57,7 +57,7 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
 
     check_period(period_from, period_to)
     if report_path is not None:
-        check_writable(report_path)
+        check_writable(report_path, {"the stream": stream, "the --config file": config_path})
 
     if logging.getLogger().level > logging.INFO:
         # A stream's rejected or unsupported deliveries are counted in the report; without -v

@@ -13,7 +13,10 @@ import click
 from app.commands.options import check_period, parse_date, parse_instant
 
 
-def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def _rows(section: str, data: dict[str, Any],
+          period: str = "period") -> tuple[list[str], list[list[Any]]]:
+    """Headers and rows of a section for the table and csv; ``period`` labels the period's own
+    row where a section lists other spans (referrals' quarters)."""
     if section == "frt":
         managers = data["managers"]
         order = sorted(managers, key=lambda u: (managers[u]["median_business_seconds"] is None,
@@ -22,8 +25,12 @@ def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]
                 "p90_business_seconds", "mean_business_seconds", "within_target_share"]
         return ["manager", *keys], [[u, *(managers[u][k] for k in keys)] for u in order]
     if section == "referrals":
-        keys = ["quarter", "won", "referred", "share", "change", "healthy"]
-        return keys, [[q.get(k) for k in keys] for q in data["by_quarter"]]
+        keys = ["won", "referred", "share", "change", "healthy"]
+        quarters = [[q["quarter"], *(q.get(k) for k in keys)] for q in data["by_quarter"]]
+        # Each quarter is counted whole: without the period's own row, ten days of March
+        # read as all of Q1.
+        own = [period, data["won"], data["referred"], data["share"], None, None]
+        return ["period", *keys], ([own, *quarters] if quarters else [])
     flat = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
     for name, sub in data.items():
         if isinstance(sub, dict):
@@ -31,10 +38,10 @@ def _rows(section: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]
     return ["figure", "value"], [[k, v] for k, v in flat.items()]
 
 
-def _render(section: str, data: dict[str, Any], fmt: str) -> str:
+def _render(section: str, data: dict[str, Any], fmt: str, period: str = "period") -> str:
     if fmt == "json":
         return json.dumps(data, ensure_ascii=False, indent=2)
-    headers, rows = _rows(section, data)
+    headers, rows = _rows(section, data, period)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -75,10 +82,16 @@ def _cell(name: str, value: Any) -> str:
 
 def _report(section: str, period_from: date, period_to: date, now: datetime | None,
             account_id: int | None, fmt: str) -> None:
+    from app.commands.errors import require_stored_database
+    from config.loader import load_accounts
+    from config.settings import from_env
     from jobs.report import ReportContext, build_report
     from jobs.runtime import build_runtime
 
-    rt = build_runtime(for_web=False)
+    settings = from_env()
+    loaded = load_accounts(settings.config_path)  # a bad config is named first
+    require_stored_database(settings)
+    rt = build_runtime(settings, for_web=False, accounts=loaded)
     accounts = list(rt.accounts.values())
     if account_id is not None:
         accounts = [a for a in accounts if a.account_id == account_id]
@@ -90,8 +103,9 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
                             as_of=True)
         with rt.sessions() as session:
             figures.append((account, build_report(session, ctx, sections=(section,))[section]))
+    period = f"{period_from} to {period_to}"
     if len(figures) == 1:
-        click.echo(_render(section, figures[0][1], fmt))
+        click.echo(_render(section, figures[0][1], fmt, period))
         return
     # Several accounts: each figure says whose it is, and the output stays one document.
     if fmt == "json":
@@ -101,14 +115,14 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
         buf = io.StringIO()
         writer = csv.writer(buf)
         for n, (account, data) in enumerate(figures):
-            headers, rows = _rows(section, data)
+            headers, rows = _rows(section, data, period)
             if n == 0:
                 writer.writerow(["account", *headers])
             writer.writerows([account.account_id, *r] for r in rows)
         click.echo(buf.getvalue().rstrip("\n"))
     else:
         click.echo("\n\n".join(
-            f"account {a.account_id} ({a.account.subdomain})\n{_render(section, d, fmt)}"
+            f"account {a.account_id} ({a.account.subdomain})\n{_render(section, d, fmt, period)}"
             for a, d in figures))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 
-@click.command("worker", short_help="Run an RQ worker on amoscore's queues (needs REDIS_URL).")
+@click.command("worker", short_help="Run an RQ worker on amoscore's queues "
+                                    "(needs DATABASE_URL and REDIS_URL).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty (tests, cron).")
 def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) on amoscore's queues, plus the periodic jobs."""
@@ -32,11 +33,22 @@ def db_group() -> None:
 @db_group.command("upgrade", short_help="Bring the database schema to the newest migration.")
 def db_upgrade() -> None:
     """Bring the database (DATABASE_URL, or the embedded SQLite file) to the newest schema."""
+    from sqlalchemy import make_url
+
     from app.db import create_schema, make_engine
     from config.settings import from_env
 
     settings = from_env()
     if not settings.database_url:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-    create_schema(make_engine(settings.effective_database_url))
-    click.echo("database is at the newest migration")
+    engine = make_engine(settings.effective_database_url)
+    try:
+        create_schema(engine)
+    finally:
+        engine.dispose()
+    # Named, so a release step that lost its DATABASE_URL shows it upgraded a local file.
+    if settings.database_url:
+        which = make_url(settings.database_url).render_as_string(hide_password=True)
+    else:
+        which = f"{settings.embedded_database.absolute()} (embedded: DATABASE_URL is not set)"
+    click.echo(f"database {which} is at the newest migration")

@@ -306,6 +306,10 @@ class AmoClient:
         data = self._get_json(f"/api/v4/leads/{int(lead_id)}", missing_ok=True)
         return parse_lead(data) if data else None
 
+    def get_account(self) -> dict[str, Any]:
+        """The account the token opens (``id``, ``subdomain``, ``name``, …)."""
+        return self._get_json("/api/v4/account") or {}
+
     def list_pipelines(self) -> list[Pipeline]:
         return [parse_pipeline(d) for d in self._all("/api/v4/leads/pipelines", "pipelines")]
 
