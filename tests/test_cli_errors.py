@@ -316,3 +316,29 @@ def test_every_command_listed_with_a_whole_summary(group: list[str]) -> None:
     assert listed
     for line in listed:
         assert not line.rstrip().endswith("..."), line
+
+
+def test_oauth_connect_says_when_a_long_lived_token_would_still_be_used(env, tmp_path):
+    """The workers prefer a set long-lived token: "connected" alone let the admin believe the
+    OAuth tokens were in use."""
+    from cryptography.fernet import Fernet
+
+    oauth_account(env, tmp_path, Fernet.generate_key().decode())
+    env.setenv("AMOCRM_LONG_LIVED_TOKEN", "static-token-value")
+    with responses.RequestsMock() as rsps:
+        rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={
+            "token_type": "Bearer", "expires_in": 86400, "access_token": "acc",
+            "refresh_token": "ref"})
+        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
+    assert result.exit_code == 0, result.output
+    assert "connected" in result.output
+    assert "AMOCRM_LONG_LIVED_TOKEN is set, and the workers use that" in result.output
+    assert "static-token-value" not in result.output
+    env.delenv("AMOCRM_LONG_LIVED_TOKEN")
+    with responses.RequestsMock() as rsps:
+        rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={
+            "token_type": "Bearer", "expires_in": 86400, "access_token": "acc",
+            "refresh_token": "ref"})
+        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def503"])
+    assert result.exit_code == 0, result.output
+    assert "AMOCRM_LONG_LIVED_TOKEN" not in result.output

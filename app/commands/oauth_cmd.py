@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -62,3 +63,9 @@ def connect(account_id: int | None, code: str | None) -> None:
     finally:
         engine.dispose()
     click.echo(f"account {account.account_id} connected; tokens stored encrypted")
+    static = account.account.auth.long_lived_token_env
+    if static and os.environ.get(static):
+        # The workers take a long-lived token first: these tokens would lie unused.
+        click.echo(f"note: {static} is set, and the workers use that long-lived token before "
+                   "the OAuth tokens; unset it (or drop long_lived_token_env from the YAML) "
+                   "for the OAuth connection to be used", err=True)
