@@ -44,3 +44,35 @@ def test_the_command_labels_the_row_with_its_period(tmp_path, monkeypatch, fmt: 
     rows = result.output.splitlines()[2 if fmt == "table" else 1:]
     assert rows[0].startswith("2026-03-01 to 2026-03-10")
     assert rows[1].startswith("2026Q1")
+
+
+def test_a_report_says_when_deliveries_wait_unprocessed(tmp_path, monkeypatch) -> None:
+    """With no worker running, figures go stale without a hint: the report says how many
+    deliveries wait, on stderr, so json and csv stay clean."""
+    import json
+    from datetime import UTC, datetime
+
+    from app.db import make_engine, make_session_factory
+    from app.models import WebhookDelivery
+
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AMOSCORE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("AMOSCORE_CONFIG", str(EXAMPLE))
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    args = ["report", "complaints", "--from", "2026-03-01", "--to", "2026-03-31",
+            "--format", "json"]
+    quiet = CliRunner().invoke(main, args)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'amoscore.sqlite3'}")
+    with make_session_factory(engine)() as session:
+        session.add_all([WebhookDelivery(account_id=32427762, dedupe_key=f"k{i}", body="x",
+                                         received_at=datetime(2026, 3, 2, tzinfo=UTC),
+                                         status=status)
+                         for i, status in enumerate(("stored", "queued", "processed"))])
+        session.commit()
+    engine.dispose()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "volume" in json.loads(result.stdout)
+    assert "account 32427762 has 2 webhook deliveries stored but not processed yet" in result.stderr

@@ -102,7 +102,15 @@ def _report(section: str, period_from: date, period_to: date, now: datetime | No
         ctx = ReportContext(account, period_from, period_to, now or datetime.now(UTC),
                             as_of=True)
         with rt.sessions() as session:
-            figures.append((account, build_report(session, ctx, sections=(section,))[section]))
+            report = build_report(session, ctx, sections=(section,))
+        figures.append((account, report[section]))
+        if report["deliveries"]["pending"]:
+            # On stderr: json and csv stay clean. Figures silently stale while no worker runs
+            # were the one thing an ops lead could not see.
+            click.echo(f"note: account {account.account_id} has "
+                       f"{report['deliveries']['pending']} webhook deliveries stored but not "
+                       "processed yet (is a worker running?); these figures leave them out",
+                       err=True)
     period = f"{period_from} to {period_to}"
     if len(figures) == 1:
         click.echo(_render(section, figures[0][1], fmt, period))
