@@ -238,7 +238,7 @@ def plan_frt(session: Session, account: AccountConfig, ledger: DealLedger,
         declare_task(
             session, acc_id, deal_id=deal.id, rule="frt_breach",
             key=f"{about}{int(latest.opened_at.timestamp())}", about_at=latest.opened_at,
-            responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
+            due_at=limit_at, responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(waited_minutes=frt_m.minutes_up(waited)), at=now)
 
@@ -302,7 +302,7 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
             declare_task(
                 session, acc_id, deal_id=deal.id, rule="complaint_overdue",
                 key=f"{about}{int(c.entered_at.timestamp())}",
-                about_at=c.entered_at,
+                about_at=c.entered_at, due_at=overdue,
                 responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
                 complete_till=_deadline(calendar, now, rule.due_business_minutes),
                 text=rule.text.format(open_days=int((now - c.entered_at).total_seconds() // 86400)),
@@ -360,7 +360,7 @@ def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
         declare_task(
             session, acc_id, deal_id=deal.id, rule="low_score",
             key=f"{about}{int(answer.at.timestamp())}-{answer.source}", about_at=answer.at,
-            responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
+            due_at=answer.at, responsible_user_id=_task_owner(rule, account, ledger.responsible_at(now)),
             complete_till=_deadline(calendar, now, rule.due_business_minutes),
             text=rule.text.format(score=_score_text(answer.raw), survey=answer.survey.upper()), at=now)
 

@@ -126,6 +126,7 @@ def _stopped(account_id: int, why: str) -> dict[str, int]:
 def sync_account(account_id: int) -> dict[str, int]:
     """RQ job (periodic): events pull → due checks → write-back flush."""
     from integrations.amocrm.errors import AccountBlocked, ReauthorizationRequired
+    from jobs.replan import follow_rules
 
     rt = get_runtime()
     account = rt.account(account_id)
@@ -137,6 +138,9 @@ def sync_account(account_id: int) -> dict[str, int]:
     if held is not None:
         return _stopped(account_id, held)
     try:
+        # First: after a YAML edit every deal follows the new rules before any is planned by
+        # them alone (which would turn the past into tasks).
+        follow_rules(rt, account, now)
         pulled, checked = plan_step(rt, account, now)
         remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
         result = flush_writeback(rt, account, now)

@@ -98,18 +98,23 @@ def declare_values(session: Session, account_id: int,
 
 # session.info keys: a backfill records the tasks about what began before amoscore received
 # the account's webhooks (a wait opened, a complaint entered, a score given) as "skipped":
-# never sent, their keys taken; and counts them.
+# never sent, their keys taken; a re-plan after a YAML edit, those whose moment came while
+# the old rules were in force (jobs/replan.py). Both are counted.
 TASKS_BEFORE, TASKS_SKIPPED = "amoscore.tasks_before", "amoscore.tasks_skipped"
+TASKS_DUE_BEFORE = "amoscore.tasks_due_before"
 
 
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
                  responsible_user_id: int | None, complete_till: datetime, text: str,
-                 at: datetime, about_at: datetime | None = None) -> bool:
+                 at: datetime, about_at: datetime | None = None,
+                 due_at: datetime | None = None) -> bool:
     """Add a pending task under its idempotency key; False when the key already exists.
-    ``about_at``: when the wait, complaint or answer it is about began. The caller commits
+    ``about_at``: when the wait, complaint or answer it is about began; ``due_at``: when it
+    became due (the limit reached, the complaint overdue, the score given). The caller commits
     before any flush, so a crash can never lose or double it."""
-    before = session.info.get(TASKS_BEFORE)
-    history = before is not None and about_at is not None and about_at < before
+    before, due_before = session.info.get(TASKS_BEFORE), session.info.get(TASKS_DUE_BEFORE)
+    history = (before is not None and about_at is not None and about_at < before) or (
+        due_before is not None and due_at is not None and due_at < due_before)
     status = "skipped" if history else "pending"
     res = insert_ignore(session, TaskLedger, [{
         "account_id": account_id, "idempotency_key": key, "deal_id": deal_id, "rule": rule,

@@ -1,0 +1,142 @@
+"""An admin edits the YAML: the first sync under the new rules plans every deal again (sync job
+on Postgres and Redis, amoCRM answered over HTTP by ``responses``).
+
+Example account, Europe/Moscow: Tue 14 April 2026 is an ordinary working day (09–13, 14–18);
+target 15 and limit 60 business minutes; first minutes → 752101, last → 752103, zone → 752105.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.models import SyncCheckpoint, TaskLedger
+from tests.e2e_helpers import (
+    MANAGER,
+    OTHER_MANAGER,
+    amocrm,
+    chat_event,
+    lead_body,
+    msk,
+)
+
+pytestmark = pytest.mark.integration
+
+FIRST, LAST, ZONE, NEW_FIRST = 752101, 752103, 752105, 752199
+GREEN, RED = 908201, 908205
+
+
+def sync(e, at):  # type: ignore[no-untyped-def]
+    """The production sync job (follow the rules, pull, plan, flush) at ``at``."""
+    from jobs.sync import sync_account
+
+    e.at(at)
+    return sync_account(e.account.account_id)
+
+
+def sent_fields(patches: list[list[dict]]) -> dict[int, dict[int, object]]:
+    """deal → field id → the value last PATCHed."""
+    out: dict[int, dict[int, object]] = {}
+    for body in patches:
+        for lead in body:
+            for f in lead["custom_fields_values"]:
+                v = f["values"][0]
+                out.setdefault(lead["id"], {})[f["field_id"]] = v.get("value", v.get("enum_id"))
+    return out
+
+
+def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
+        runtime, client, example_account) -> None:  # type: ignore[no-untyped-def]
+    answered_by_manager, answered_by_other = 6001, 6002
+    with amocrm(runtime, client, example_account) as e:
+        created = msk("2026-04-14 10:00:00")
+        for deal in (answered_by_manager, answered_by_other):
+            e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+        e.drain()
+        e.amo.events += [
+            chat_event("ev-1", "outgoing_chat_message", answered_by_manager, "r-1",
+                       at=msk("2026-04-14 10:05:00"), created_by=MANAGER),
+            chat_event("ev-2", "outgoing_chat_message", answered_by_other, "r-2",
+                       at=msk("2026-04-14 10:06:00"), created_by=OTHER_MANAGER),
+        ]
+        sync(e, msk("2026-04-14 10:20:00"))
+        sync(e, msk("2026-04-14 13:59:00"))  # the last sync under the old rules
+        assert sent_fields(e.amo.patches) == {
+            answered_by_manager: {FIRST: 5, LAST: 5, ZONE: GREEN},
+            answered_by_other: {FIRST: 6, LAST: 6, ZONE: GREEN}}
+        e.amo.patches.clear()
+
+        # The admin edits the YAML and restarts the workers: MANAGER's replies no longer count
+        # (say, it is a shared bot login), and the first minutes go to a new field.
+        edited = replace(example_account,
+                         users=replace(example_account.users, ignored=(0, MANAGER)),
+                         frt=replace(example_account.frt, fields=replace(
+                             example_account.frt.fields, first_minutes=NEW_FIRST)))
+        runtime.accounts[edited.account_id] = e.account = edited
+        runtime.extra.pop(f"calendar:{edited.account_id}", None)
+        sync(e, msk("2026-04-14 14:00:00"))
+        # No webhook came for either deal, yet both follow the new rules: the wait MANAGER
+        # "answered" is open again, past its limit since 11:00 (red, no minutes); the other
+        # deal's first minutes are written to the new field.
+        assert sent_fields(e.amo.patches) == {
+            answered_by_manager: {ZONE: RED},
+            answered_by_other: {NEW_FIRST: 6}}
+        # Its limit was reached at 11:00, under the old rules, which gave no task: none now.
+        assert e.amo.task_posts == []
+        with runtime.sessions() as s:
+            [task] = s.scalars(select(TaskLedger)).all()
+            assert (task.deal_id, task.rule, task.status) == (answered_by_manager, "frt_breach",
+                                                              "skipped")
+
+        sync(e, msk("2026-04-14 14:01:00"))  # the rules are followed: nothing planned again
+        assert len(e.amo.patches) == 1
+
+        # A wait that begins under the new rules gets its task when it reaches the limit.
+        fresh = 6003
+        e.post(lead_body("add", fresh, at=msk("2026-04-14 14:05:00")),
+               at=msk("2026-04-14 14:05:01"))
+        e.drain()
+        sync(e, msk("2026-04-14 15:05:00"))
+        sync(e, msk("2026-04-14 15:05:01"))
+        assert [t["entity_id"] for t in e.amo.posted_tasks()] == [fresh]
+
+
+def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_account,
+                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from jobs import planner, replan
+
+    with amocrm(runtime, client, example_account) as e:
+        created = msk("2026-04-14 10:00:00")
+        for deal in (6101, 6102, 6103):
+            e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+        e.drain()
+        sync(e, msk("2026-04-14 10:01:00"))
+        edited = replace(example_account, frt=replace(example_account.frt, target_minutes=10))
+        runtime.accounts[edited.account_id] = e.account = edited
+
+        monkeypatch.setattr(replan, "CHUNK", 1)
+        planned: list[list[int]] = []
+        real = planner.plan_deals
+
+        def dies_on_the_second_chunk(session, rt, account, ids, now):  # type: ignore[no-untyped-def]
+            planned.append(list(ids))
+            if len(planned) == 2:
+                raise TimeoutError("RQ's job timeout")
+            return real(session, rt, account, ids, now)
+
+        monkeypatch.setattr(planner, "plan_deals", dies_on_the_second_chunk)
+        with pytest.raises(TimeoutError):
+            sync(e, msk("2026-04-14 10:02:00"))
+        with runtime.sessions() as s:
+            state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
+        assert state["replan_after"] == 6101 and "replan_since" in state
+        planned.clear()
+        monkeypatch.setattr(planner, "plan_deals", real)
+        assert replan.follow_rules(runtime, edited, msk("2026-04-14 10:03:00")) == 2
+        with runtime.sessions() as s:
+            state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
+        assert "replan_since" not in state and "replan_after" not in state
+        assert replan.follow_rules(runtime, edited, msk("2026-04-14 10:04:00")) == 0
