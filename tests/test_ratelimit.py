@@ -67,3 +67,30 @@ def test_stop_is_shared_and_blocks_acquire(redis_conn, redis_url) -> None:
         b.acquire()
     b.clear_stop()
     b.acquire()
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_hold_up_the_others(redis_conn, redis_url,
+                                                                   monkeypatch) -> None:
+    """The window's instants are the Redis server's: a host ten minutes ahead filled it with
+    future instants, and the other hosts then slept ten minutes (past RQ's job timeout)."""
+    import time
+
+    from integrations.amocrm import ratelimit
+
+    real = time.time
+    ahead = redis_limiter(redis_url, 9, 7, global_per_second=7)
+    monkeypatch.setattr(ratelimit.time, "time", lambda: real() + 600)
+    for _ in range(7):
+        ahead.acquire()
+    monkeypatch.setattr(ratelimit.time, "time", real)
+
+    asked: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        assert seconds <= ratelimit.WINDOW_SECONDS, f"asked to sleep {seconds:.0f} s"
+        time.sleep(seconds)
+
+    behind = redis_limiter(redis_url, 9, 7, global_per_second=7, sleep=sleep)
+    behind.acquire()
+    assert sum(asked) <= ratelimit.WINDOW_SECONDS + 0.1

@@ -36,6 +36,9 @@ class MemoryFlags:
     def mutex(self) -> threading.Lock:
         return self._mutex
 
+    def now(self) -> float:
+        return time.time()
+
     def get_pause(self, account_id: int) -> float:
         with self._lock:
             return self._pause.get(account_id, 0.0)
@@ -80,6 +83,13 @@ class RedisFlags:
         """A short lock over every process on this Redis (the windows are host-wide)."""
         return self._conn.lock(f"{self._prefix}:amocrm:limiter-mutex", timeout=5, sleep=0.001,
                                blocking_timeout=10)
+
+    def now(self) -> float:
+        """The Redis server's clock: the windows and pauses are shared by hosts whose own
+        clocks may disagree (one running ten minutes ahead made the others sleep ten minutes,
+        or, running behind, sent past the limit)."""
+        seconds, micros = self._conn.time()
+        return float(seconds) + micros / 1e6
 
     def _key(self, account_id: int, name: str) -> str:
         return f"{self._prefix}:amocrm:{account_id}:{name}"
@@ -137,13 +147,13 @@ class AccountLimiter:
         *,
         global_per_second: int = GLOBAL_PER_SECOND,
         flags: MemoryFlags | RedisFlags | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.account_id = account_id
         self._limits = ((f"account:{account_id}", per_second), ("host", global_per_second))
         self._flags = flags or _PROCESS_FLAGS
-        self._clock = clock
+        self._clock = clock or self._flags.now  # pauses: the flags' clock unless a test's
         self._sleep = sleep
 
     def acquire(self) -> float:
@@ -156,8 +166,10 @@ class AccountLimiter:
         while True:
             self._wait_while_paused()
             with self._flags.mutex():
-                now = time.time()  # the window is real time, whatever clock we were given
-                wait = max(self._flags.window_wait(key, limit, now) for key, limit in self._limits)
+                now = self._flags.now()  # real time, whatever clock we were given
+                # Never more than a window: a longer wait can only come of a clock that jumped.
+                wait = min(WINDOW_SECONDS, max(self._flags.window_wait(key, limit, now)
+                                               for key, limit in self._limits))
                 if wait <= 0:
                     for key, limit in self._limits:
                         self._flags.window_hit(key, limit, now)
@@ -210,7 +222,7 @@ def redis_limiter(
     per_second: int = 6,
     *,
     global_per_second: int = GLOBAL_PER_SECOND,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> AccountLimiter:
     """A limiter whose window, pause and stop live in the Redis at ``redis_url``."""
