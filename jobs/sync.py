@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,21 +51,45 @@ def api_client(rt: Runtime, account: AccountConfig, env: Mapping[str, str] = os.
     return client
 
 
+# A sync plans at most this long before it lets the flush send what is planned: planning may
+# read amoCRM (a won deal's discount, at ~6 requests/s), and a backlog planned in one
+# transaction outlasted RQ's job timeout, lost all its work, and did so again at every sync.
+PLAN_BUDGET_SECONDS = 120.0
+PLAN_CHUNK = 100
+
+
 def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool = True,
-              check: bool = True) -> tuple[int, int]:
-    """Pull new events (when ``pull``), then plan in one batch the deals they touched and
-    (when ``check``) the deals whose due check has come; returns (new events, deals planned)."""
+              check: bool = True, budget: float | None = None) -> tuple[int, int]:
+    """Pull new events (when ``pull``), then plan the deals they touched and (when ``check``)
+    the deals whose due check has come; returns (new events, deals planned). Without a
+    ``budget`` (seconds) all in one batch; with one, a large batch is planned a committed
+    chunk at a time until the budget is spent, the rest left due for the next sync."""
     from jobs.events_pull import pull_events
-    from jobs.planner import due_deals, plan_deals
+    from jobs.planner import due_deals, mark_changed, plan_deals
 
     with rt.sessions() as session:
         new = pull_events(session, api_client(rt, account), account, now) if pull else 0
-        deals: set[int] = session.info.pop("touched_deals", set())
+        touched: set[int] = session.info.pop("touched_deals", set())
+        deals = set(touched)
         if check:
             deals.update(due_deals(session, account.account_id, now))
-        plan_deals(session, rt, account, deals, now)
+        if budget is None or len(deals) <= PLAN_CHUNK:
+            plan_deals(session, rt, account, deals, now)
+            session.commit()
+            return new, len(deals)
+        mark_changed(session, account.account_id, touched, now)  # kept until planned
         session.commit()
-    return new, len(deals)
+    started, planned, ordered = time.monotonic(), 0, sorted(deals)
+    for start in range(0, len(ordered), PLAN_CHUNK):
+        with rt.sessions() as session:
+            plan_deals(session, rt, account, ordered[start:start + PLAN_CHUNK], now)
+            session.commit()
+        planned += len(ordered[start:start + PLAN_CHUNK])
+        if planned < len(ordered) and time.monotonic() - started > budget:
+            log.warning("sync.plan_budget_spent account=%d planned=%d left=%d (planned at the "
+                        "next sync)", account.account_id, planned, len(ordered) - planned)
+            break
+    return new, planned
 
 
 def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
@@ -141,7 +166,7 @@ def sync_account(account_id: int) -> dict[str, int]:
         # First: after a YAML edit every deal follows the new rules before any is planned by
         # them alone (which would turn the past into tasks).
         follow_rules(rt, account, now)
-        pulled, checked = plan_step(rt, account, now)
+        pulled, checked = plan_step(rt, account, now, budget=PLAN_BUDGET_SECONDS)
         remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
         result = flush_writeback(rt, account, now)
     except AccountBlocked as exc:

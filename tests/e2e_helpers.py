@@ -292,6 +292,14 @@ class E2E:
         plan_step(self.rt, self.account, self.clock)
         return flush_writeback(self.rt, self.account, self.clock)
 
+    def sync_job(self, at: datetime) -> Any:
+        """The production sync job at ``at`` (follow the YAML's rules, pull, plan within its
+        budget, flush)."""
+        from jobs.sync import sync_account
+
+        self.at(at)
+        return sync_account(self.account.account_id)
+
 
 @contextmanager
 def amocrm(runtime: Any, client: Any, account: Any, *, all_fired: bool = False) -> Iterator[E2E]:

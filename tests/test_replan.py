@@ -29,14 +29,6 @@ FIRST, LAST, ZONE, NEW_FIRST = 752101, 752103, 752105, 752199
 GREEN, RED = 908201, 908205
 
 
-def sync(e, at):  # type: ignore[no-untyped-def]
-    """The production sync job (follow the rules, pull, plan, flush) at ``at``."""
-    from jobs.sync import sync_account
-
-    e.at(at)
-    return sync_account(e.account.account_id)
-
-
 def sent_fields(patches: list[list[dict]]) -> dict[int, dict[int, object]]:
     """deal → field id → the value last PATCHed."""
     out: dict[int, dict[int, object]] = {}
@@ -62,8 +54,8 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
             chat_event("ev-2", "outgoing_chat_message", answered_by_other, "r-2",
                        at=msk("2026-04-14 10:06:00"), created_by=OTHER_MANAGER),
         ]
-        sync(e, msk("2026-04-14 10:20:00"))
-        sync(e, msk("2026-04-14 13:59:00"))  # the last sync under the old rules
+        e.sync_job(msk("2026-04-14 10:20:00"))
+        e.sync_job(msk("2026-04-14 13:59:00"))  # the last sync under the old rules
         assert sent_fields(e.amo.patches) == {
             answered_by_manager: {FIRST: 5, LAST: 5, ZONE: GREEN},
             answered_by_other: {FIRST: 6, LAST: 6, ZONE: GREEN}}
@@ -77,7 +69,7 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
                              example_account.frt.fields, first_minutes=NEW_FIRST)))
         runtime.accounts[edited.account_id] = e.account = edited
         runtime.extra.pop(f"calendar:{edited.account_id}", None)
-        sync(e, msk("2026-04-14 14:00:00"))
+        e.sync_job(msk("2026-04-14 14:00:00"))
         # No webhook came for either deal, yet both follow the new rules: the wait MANAGER
         # "answered" is open again, past its limit since 11:00 (red, no minutes); the other
         # deal's first minutes are written to the new field.
@@ -91,7 +83,7 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
             assert (task.deal_id, task.rule, task.status) == (answered_by_manager, "frt_breach",
                                                               "skipped")
 
-        sync(e, msk("2026-04-14 14:01:00"))  # the rules are followed: nothing planned again
+        e.sync_job(msk("2026-04-14 14:01:00"))  # the rules are followed: nothing planned again
         assert len(e.amo.patches) == 1
 
         # A wait that begins under the new rules gets its task when it reaches the limit.
@@ -99,8 +91,8 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
         e.post(lead_body("add", fresh, at=msk("2026-04-14 14:05:00")),
                at=msk("2026-04-14 14:05:01"))
         e.drain()
-        sync(e, msk("2026-04-14 15:05:00"))
-        sync(e, msk("2026-04-14 15:05:01"))
+        e.sync_job(msk("2026-04-14 15:05:00"))
+        e.sync_job(msk("2026-04-14 15:05:01"))
         assert [t["entity_id"] for t in e.amo.posted_tasks()] == [fresh]
 
 
@@ -113,7 +105,7 @@ def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_ac
         for deal in (6101, 6102, 6103):
             e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
         e.drain()
-        sync(e, msk("2026-04-14 10:01:00"))
+        e.sync_job(msk("2026-04-14 10:01:00"))
         edited = replace(example_account, frt=replace(example_account.frt, target_minutes=10))
         runtime.accounts[edited.account_id] = e.account = edited
 
@@ -129,7 +121,7 @@ def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_ac
 
         monkeypatch.setattr(planner, "plan_deals", dies_on_the_second_chunk)
         with pytest.raises(TimeoutError):
-            sync(e, msk("2026-04-14 10:02:00"))
+            e.sync_job(msk("2026-04-14 10:02:00"))
         with runtime.sessions() as s:
             state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
         assert state["replan_after"] == 6101 and "replan_since" in state
@@ -140,3 +132,4 @@ def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_ac
             state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
         assert "replan_since" not in state and "replan_after" not in state
         assert replan.follow_rules(runtime, edited, msk("2026-04-14 10:04:00")) == 0
+

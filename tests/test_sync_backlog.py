@@ -1,0 +1,63 @@
+"""The sync job with a backlog: planned in committed chunks within a time budget (sync job
+on Postgres and Redis, amoCRM answered over HTTP by ``responses``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.e2e_helpers import amocrm, lead_body, msk
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_backlog_is_planned_in_committed_chunks_that_survive_a_cut(
+        runtime, client, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A sync that plans a backlog (and reads amoCRM for it) must keep what it planned when it
+    is cut short: it used to plan all in one transaction, lose it all to RQ's timeout, and do
+    the same at every sync. With its budget spent it leaves the rest to the next sync."""
+    from app.models import DesiredValue, DueCheck
+    from jobs import planner
+    from jobs import sync as sync_mod
+
+    deals = [6201, 6202, 6203, 6204, 6205]
+    monkeypatch.setattr(sync_mod, "PLAN_CHUNK", 2)
+    with amocrm(runtime, client, example_account) as e:
+        created = msk("2026-04-14 10:00:00")
+        for deal in deals:
+            e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+        e.drain()
+        real = planner.plan_deals
+        calls: list[list[int]] = []
+
+        def cut_on_the_second_chunk(session, rt, account, ids, now):  # type: ignore[no-untyped-def]
+            calls.append(sorted(ids))
+            if len(calls) == 2:
+                raise TimeoutError("RQ's job timeout")
+            return real(session, rt, account, ids, now)
+
+        monkeypatch.setattr(planner, "plan_deals", cut_on_the_second_chunk)
+        with pytest.raises(TimeoutError):
+            e.sync_job(msk("2026-04-14 10:05:00"))
+        monkeypatch.setattr(planner, "plan_deals", real)
+
+        def planned() -> set[int]:
+            with runtime.sessions() as s:
+                return set(s.scalars(select(DesiredValue.deal_id).distinct()))
+
+        def waiting() -> set[int]:
+            with runtime.sessions() as s:
+                return set(s.scalars(select(DueCheck.deal_id).where(
+                    DueCheck.kind == planner.CHANGED)))
+
+        assert planned() == {6201, 6202} and waiting() == {6203, 6204, 6205}
+
+        monkeypatch.setattr(sync_mod, "PLAN_BUDGET_SECONDS", 0.0)  # one chunk a sync
+        e.sync_job(msk("2026-04-14 10:06:00"))
+        assert planned() == {6201, 6202, 6203, 6204} and waiting() == {6205}
+        assert {lead["id"] for body in e.amo.patches for lead in body} == {
+            6201, 6202, 6203, 6204}  # the flush sent what was planned
+        e.sync_job(msk("2026-04-14 10:07:00"))
+        assert planned() == set(deals) and waiting() == set()
