@@ -24,6 +24,12 @@ INTAKE_QUEUE = "amoscore-intake"  # normalise stored deliveries
 SYNC_QUEUE = "amoscore-sync"  # events pull, due checks, write-back flush, sweeper
 QUEUE_NAMES = (INTAKE_QUEUE, SYNC_QUEUE)
 
+def sync_waiting_key(account_id: int) -> str:
+    """Set while a sync of the account waits in the queue: the timer adds no second one (a
+    sync that outlasts its interval made the queue grow without end behind a backlog)."""
+    return f"amoscore:sync_waiting:{account_id}"
+
+
 JOB_TIMEOUT = 300  # seconds; a "queued" delivery older than this is re-enqueued by the sweeper
 RESULT_TTL = 60
 FAILURE_TTL = 7 * 24 * 3600

@@ -156,6 +156,13 @@ def sync_account(account_id: int) -> dict[str, int]:
     rt = get_runtime()
     account = rt.account(account_id)
     now = rt.clock()
+    if rt.redis is not None:
+        from jobs.queues import sync_waiting_key
+
+        try:  # running now: the timer may queue the next one
+            rt.redis.delete(sync_waiting_key(account_id))
+        except Exception:  # noqa: BLE001 - the key expires on its own; the sync matters more
+            log.warning("sync.waiting_key_not_cleared account=%d", account_id)
     # The stop is kept in the database as well as in Redis: a Redis restarted without
     # persistence forgets it, and the next sync would call amoCRM again, deepening an IP block.
     with rt.sessions() as session:

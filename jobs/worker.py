@@ -9,7 +9,14 @@ import time
 from rq import Queue, Worker
 
 from config.settings import from_env
-from jobs.queues import QUEUE_NAMES, SYNC_QUEUE, WORKER_TTL, worker_redis
+from jobs.queues import (
+    JOB_TIMEOUT,
+    QUEUE_NAMES,
+    SYNC_QUEUE,
+    WORKER_TTL,
+    sync_waiting_key,
+    worker_redis,
+)
 from jobs.runtime import build_runtime, set_runtime
 
 log = logging.getLogger("amoscore.worker")
@@ -35,9 +42,13 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
     and an account's sync at once when its next check has fallen due (once per due instant)."""
     from jobs.sync import next_due_key, sync_account
 
+    def none_waiting(account_id: int) -> bool:
+        return bool(conn.set(sync_waiting_key(account_id), 1, nx=True, ex=2 * JOB_TIMEOUT))
+
     for job_id, func, args, interval in jobs:
         try:
-            if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
+            if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval) and (
+                    func is not sync_account or none_waiting(*args)):
                 runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}", queue=SYNC_QUEUE)
         except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
             log.warning("worker.periodic_enqueue_failed job=%s", job_id)
@@ -46,7 +57,8 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
             due = conn.get(next_due_key(account_id))
             if due is None or int(due) > now:
                 continue
-            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True, ex=3600):
+            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True,
+                        ex=3600) and none_waiting(account_id):
                 runtime.queue.enqueue(sync_account, account_id,
                                       job_id=f"sync-{account_id}-due-{int(due)}", queue=SYNC_QUEUE)
         except Exception:  # noqa: BLE001 - the periodic sync still comes within an interval

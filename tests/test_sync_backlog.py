@@ -61,3 +61,34 @@ def test_a_backlog_is_planned_in_committed_chunks_that_survive_a_cut(
             6201, 6202, 6203, 6204}  # the flush sent what was planned
         e.sync_job(msk("2026-04-14 10:07:00"))
         assert planned() == set(deals) and waiting() == set()
+
+
+def test_the_timer_keeps_one_sync_waiting_per_account(runtime, redis_conn,
+                                                      example_account) -> None:  # type: ignore[no-untyped-def]
+    """A sync that outlasts its interval (a backlog) must not pile syncs up behind it: the
+    timer added one every interval whether one was waiting or not."""
+    from rq import Queue
+
+    from jobs.queues import SYNC_QUEUE
+    from jobs.sync import sync_account
+    from jobs.worker import periodic_jobs, tick_once
+
+    jobs = periodic_jobs(runtime)
+    queue = Queue(SYNC_QUEUE, connection=redis_conn)
+
+    def waiting_syncs() -> int:
+        return sum(job.func_name.endswith("sync_account") for job in queue.get_jobs())
+
+    def tick_after_an_interval(minute: int) -> None:
+        for key in redis_conn.scan_iter("amoscore:periodic:*"):  # the interval's lock expired
+            redis_conn.delete(key)
+        tick_once(runtime, redis_conn, jobs, msk("2026-04-14 10:00:00").timestamp() + 60 * minute)
+
+    for minute in range(4):  # four intervals, no worker taking the jobs
+        tick_after_an_interval(minute)
+    assert waiting_syncs() == 1
+    queue.empty()
+    runtime.clock = lambda: msk("2026-04-14 10:05:00")
+    sync_account(example_account.account_id)  # a worker takes it (no token: it stops early)
+    tick_after_an_interval(5)
+    assert waiting_syncs() == 1
