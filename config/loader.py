@@ -280,6 +280,11 @@ log = logging.getLogger("amoscore.config")
 SHORT_SECRET = 16
 
 
+def previous_secret_env(var: str) -> str:
+    """The variable that keeps an account's old webhook secret working while it is changed."""
+    return f"{var}_PREVIOUS"
+
+
 def resolve_webhook_secrets(
     accounts: Iterable[AccountConfig], env: Mapping[str, str] = os.environ
 ) -> dict[str, AccountConfig]:
@@ -297,17 +302,24 @@ def resolve_webhook_secrets(
             log.warning("config.short_webhook_secret variable=%s length=%d: use at least %d "
                         "random characters, e.g. python -c 'import secrets; "
                         "print(secrets.token_urlsafe(32))'", var, len(secret), SHORT_SECRET)
-        other = by_secret.setdefault(secret, cfg)
-        if other is not cfg:
-            issues.append(
-                ConfigIssue(
-                    Path(cfg.source).name or "?",
-                    None,
-                    "account.webhook_secret_env",
-                    f"{var} holds the same webhook secret as {other.account.webhook_secret_env} "
-                    f"of {Path(other.source).name or '?'}; each account needs its own",
+        # While a secret is changed, amoCRM posts to the old URL until the hook is edited:
+        # <VAR>_PREVIOUS keeps that URL working meanwhile (a 404 loses the delivery).
+        previous = env.get(previous_secret_env(var)) or None
+        for name, value in ((var, secret), (previous_secret_env(var), previous)):
+            if value is None or (value == secret and name != var):
+                continue
+            other = by_secret.setdefault(value, cfg)
+            if other is not cfg:
+                issues.append(
+                    ConfigIssue(
+                        Path(cfg.source).name or "?",
+                        None,
+                        "account.webhook_secret_env",
+                        f"{name} holds the same webhook secret as "
+                        f"{other.account.webhook_secret_env} of "
+                        f"{Path(other.source).name or '?'}; each account needs its own",
+                    )
                 )
-            )
     if issues:
         raise ConfigError(issues)
     return by_secret

@@ -54,6 +54,38 @@ def test_wrong_secret_is_404_and_nothing_stored(client, runtime):
     assert deliveries(runtime) == []
 
 
+def test_a_wrong_secret_is_logged_once_a_minute_without_the_secret(client, runtime, caplog,
+                                                                  monkeypatch):
+    """A 404 loses the delivery (amoCRM retries it at most twice): the operator must see it."""
+    import logging
+
+    from app.web import webhooks
+
+    monkeypatch.setattr(webhooks, "_UNKNOWN_SECRETS", webhooks.UnknownSecrets())
+    with caplog.at_level(logging.WARNING, logger="amoscore.webhook"):
+        for _ in range(3):
+            assert post(client, extra("leads__status_multi"), secret="old-secret-1").status_code == 404
+    lines = [r.getMessage() for r in caplog.records if "unknown_secret" in r.getMessage()]
+    assert len(lines) == 1 and "posts=1" in lines[0] and "_PREVIOUS" in lines[0]
+    assert "old-secret-1" not in caplog.text
+
+
+def test_the_previous_secret_keeps_the_old_hook_url_working_while_it_is_changed(runtime):
+    """Set the new secret, keep the old one in <variable>_PREVIOUS, restart, then edit the
+    hook's URL in amoCRM: deliveries to either URL are stored, none gets 404 meanwhile."""
+    from app.web import create_app
+
+    new = "n3w-s3cr3t-hook-value"
+    env = {**TEST_ENV, "AMOSCORE_WEBHOOK_SECRET": new, "AMOSCORE_WEBHOOK_SECRET_PREVIOUS": SECRET}
+    client = create_app({"RUNTIME": runtime, "ENV": env}).test_client()
+    assert post(client, extra("leads__status_multi"), secret=SECRET).status_code == 200
+    assert post(client, extra("leads__update_newer"), secret=new).status_code == 200
+    assert [d.account_id for d in deliveries(runtime)] == [ACME, ACME]
+    done = create_app({"RUNTIME": runtime, "ENV": {**TEST_ENV,
+                                                  "AMOSCORE_WEBHOOK_SECRET": new}}).test_client()
+    assert post(done, extra("leads__status_multi"), secret=SECRET).status_code == 404
+
+
 def test_foreign_account_id_is_403_and_a_rejected_row(client, runtime):
     body = extra("leads__status_multi").replace(b"account%5Bid%5D=32427762", b"account%5Bid%5D=999")
     assert b"999" in body

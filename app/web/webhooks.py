@@ -80,10 +80,40 @@ class SpoolLoader:
             self._running.release()
 
 
+class UnknownSecrets:
+    """Says in the log that hooks are posted to a URL no account's secret matches: amoCRM gets
+    404 and the delivery is lost, so an operator must see it (a changed secret whose old URL
+    amoCRM still uses, most often). At most one line a minute, with the count, and never the
+    path: it would carry whatever secret was tried."""
+
+    EVERY_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._next = 0.0
+
+    def seen(self) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now < self._next:
+                return
+            count, self._count, self._next = self._count, 0, now + self.EVERY_SECONDS
+        log.warning("webhook.unknown_secret posts=%d: a POST to %s*** matched no account's "
+                    "secret and got 404 (lost unless amoCRM sends it again); after changing a "
+                    "secret, keep the old one in <its variable>_PREVIOUS until amoCRM's hook "
+                    "URL is updated", count, WEBHOOK_PREFIX)
+
+
+_UNKNOWN_SECRETS = UnknownSecrets()
+
+
 @webhooks_bp.post(WEBHOOK_PREFIX + "<secret>")
 def receive(secret: str):  # type: ignore[no-untyped-def]
     account = current_app.extensions["amoscore.router"].route(secret)
     if account is None:
+        _UNKNOWN_SECRETS.seen()
         abort(404)
     runtime = current_app.extensions["amoscore.runtime"]
     with _BODY_DEADLINES.reading(request.environ.get("gunicorn.socket")):
