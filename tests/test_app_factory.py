@@ -23,7 +23,27 @@ def test_missing_webhook_secret_fails_in_create_app_naming_the_variable(runtime)
 
 def test_import_does_nothing_and_factory_needs_no_network(runtime):
     app = create_app({"RUNTIME": runtime, "ENV": {"AMOSCORE_WEBHOOK_SECRET": "x"}})
-    assert app.test_client().get("/healthz").json == {"status": "ok", "database": "ok"}
+    assert app.test_client().get("/healthz").json == {
+        "status": "ok", "database": "ok", "backlog": {"pending": 0, "oldest_seconds": None}}
+
+
+def test_health_shows_the_backlog_an_operator_must_see(runtime):
+    """A dead worker used to look the same as a working one: /healthz said only "ok". Now it
+    counts the deliveries waiting and how long the oldest has waited."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 4, 14, 7, 0, tzinfo=UTC)
+    runtime.clock = lambda: now
+    with runtime.sessions() as s:
+        s.add_all([WebhookDelivery(account_id=1, dedupe_key=key, body="b", received_at=at,
+                                   status=status)
+                   for key, at, status in (("a", now - timedelta(minutes=10), "stored"),
+                                           ("b", now - timedelta(minutes=3), "queued"),
+                                           ("c", now - timedelta(hours=5), "processed"))])
+        s.commit()
+    app = create_app({"RUNTIME": runtime, "ENV": {"AMOSCORE_WEBHOOK_SECRET": "x"}})
+    assert app.test_client().get("/healthz").json["backlog"] == {"pending": 2,
+                                                                "oldest_seconds": 600}
 
 
 @pytest.mark.integration

@@ -1,21 +1,33 @@
-"""Liveness for load balancers: the process answers; the database is checked when asked."""
+"""Liveness for load balancers, and what an operator needs to see at a glance: whether the
+database answers, and the deliveries waiting to be processed (a growing or ageing backlog is a
+worker down or falling behind)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.models import PENDING_SQL, WebhookDelivery
+
 health_bp = Blueprint("health", __name__)
+
+# Through the partial index of pending deliveries (its predicate written out, see PENDING_SQL).
+_BACKLOG = select(func.count(), func.min(WebhookDelivery.received_at)).where(text(PENDING_SQL))
 
 
 @health_bp.get("/healthz")
 def healthz():  # type: ignore[no-untyped-def]
     runtime = current_app.extensions["amoscore.runtime"]
+    backlog = None
     try:
         with runtime.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            pending, oldest = conn.execute(_BACKLOG).one()
         db = "ok"
+        age = None if oldest is None else max(0, round(
+            (runtime.clock() - oldest).total_seconds()))
+        backlog = {"pending": pending, "oldest_seconds": age}
     except SQLAlchemyError:
         db = "down"
-    return jsonify(status="ok", database=db)
+    # 200 either way: the receiver still takes webhooks with the database down (it spools).
+    return jsonify(status="ok", database=db, backlog=backlog)
