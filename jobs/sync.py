@@ -154,6 +154,13 @@ def sync_account(account_id: int) -> dict[str, int]:
     from jobs.replan import follow_rules
 
     rt = get_runtime()
+    if account_id not in rt.accounts:
+        # Queued before its YAML left the folder: nothing to retry (it failed with a KeyError
+        # traceback, five times over).
+        log.warning("sync.unknown_account account=%d: not in AMOSCORE_CONFIG any more (or "
+                    "this worker started before it was added: restart it); job dropped",
+                    account_id)
+        return {"unknown_account": 1}
     account = rt.account(account_id)
     now = rt.clock()
     if rt.redis is not None:

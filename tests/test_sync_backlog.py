@@ -92,3 +92,14 @@ def test_the_timer_keeps_one_sync_waiting_per_account(runtime, redis_conn,
     sync_account(example_account.account_id)  # a worker takes it (no token: it stops early)
     tick_after_an_interval(5)
     assert waiting_syncs() == 1
+
+
+def test_a_sync_queued_for_an_account_no_longer_configured_is_dropped_with_a_line(
+        runtime, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from jobs.sync import sync_account
+
+    with caplog.at_level(logging.WARNING, logger="amoscore.sync"):
+        assert sync_account(31999999) == {"unknown_account": 1}
+    assert "sync.unknown_account account=31999999" in caplog.text
