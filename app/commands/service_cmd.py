@@ -52,3 +52,33 @@ def db_upgrade() -> None:
     else:
         which = f"{settings.embedded_database.absolute()} (embedded: DATABASE_URL is not set)"
     click.echo(f"database {which} is at the newest migration")
+
+
+@db_group.command("prune", short_help="Delete handled webhook bodies and seen event ids older "
+                                      "than --days.")
+@click.option("--days", type=click.IntRange(min=7), required=True,
+              help="Keep this many days (at least 7: a redelivery or a late event must still "
+                   "find its twin).")
+def db_prune(days: int) -> None:
+    """Delete handled webhook deliveries (their raw bodies hold clients' messages and phone
+    numbers) and the ids of applied events, older than --days. Deliveries still to process,
+    and each account's first one, stay; metrics, writes and tasks are not touched. Run it
+    from cron, e.g. daily with --days 90."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.commands.errors import require_stored_database
+    from app.db import make_engine, make_session_factory
+    from config.settings import from_env
+    from jobs.prune import prune
+
+    settings = from_env()
+    require_stored_database(settings)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            gone = prune(session, datetime.now(UTC) - timedelta(days=days))
+            session.commit()
+    finally:
+        engine.dispose()
+    click.echo(f"deleted {gone['deliveries']} handled deliveries and {gone['seen_events']} "
+               f"seen event ids older than {days} days")

@@ -1,0 +1,25 @@
+"""Delete by age what is only kept for a while: handled webhook bodies (clients' messages and
+phone numbers) and the ids of events already applied. Nothing still to process is touched."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from app.models import SeenEvent, WebhookDelivery
+
+DONE = ("processed", "rejected", "unsupported")
+
+
+def prune(session: Session, before: datetime) -> dict[str, int]:
+    """Delete handled deliveries received before ``before`` and events seen before it; returns
+    how many of each. Each account's first delivery stays: it marks when amoscore began to
+    receive the account (a backfill counts what began earlier as history)."""
+    firsts = select(func.min(WebhookDelivery.id)).group_by(WebhookDelivery.account_id)
+    deliveries = session.execute(delete(WebhookDelivery).where(
+        WebhookDelivery.status.in_(DONE), WebhookDelivery.received_at < before,
+        WebhookDelivery.id.not_in(firsts))).rowcount
+    events = session.execute(delete(SeenEvent).where(SeenEvent.created_at < before)).rowcount
+    return {"deliveries": deliveries or 0, "seen_events": events or 0}
