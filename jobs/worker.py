@@ -92,6 +92,9 @@ def run_worker(*, burst: bool = False) -> None:
     worker = Worker([Queue(n, connection=conn) for n in QUEUE_NAMES], connection=conn,
                     worker_ttl=WORKER_TTL)
     try:
-        worker.work(with_scheduler=True, burst=burst)
+        # RQ logs every job at INFO through its own handler: at the CLI's level (warnings
+        # unless -v), so a stopped account's warning is not buried under "Job OK" lines.
+        worker.work(with_scheduler=True, burst=burst,
+                    logging_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
     finally:
         stop.set()

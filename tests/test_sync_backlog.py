@@ -103,3 +103,31 @@ def test_a_sync_queued_for_an_account_no_longer_configured_is_dropped_with_a_lin
     with caplog.at_level(logging.WARNING, logger="amoscore.sync"):
         assert sync_account(31999999) == {"unknown_account": 1}
     assert "sync.unknown_account account=31999999" in caplog.text
+
+
+def test_the_worker_logs_warnings_not_every_job(pg_url, redis_url, redis_conn, tmp_path) -> None:
+    """RQ logged four or five INFO lines a job (a sweep every 30 s, a sync every minute):
+    without -v the worker's log holds the warnings an operator must see, not those."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rq import Queue
+
+    from jobs.queues import SYNC_QUEUE
+    from jobs.sync import sync_account
+
+    Queue(SYNC_QUEUE, connection=redis_conn).enqueue(sync_account, 31999999)
+    amoscore = Path(sys.executable).with_name("amoscore")
+    env = {**os.environ, "DATABASE_URL": pg_url, "REDIS_URL": redis_url,
+           "AMOSCORE_VAR_DIR": str(tmp_path)}
+    quiet = subprocess.run([str(amoscore), "worker", "--burst"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "sync.unknown_account account=31999999" in quiet.stderr
+    assert "Successfully completed" not in quiet.stderr and "Job OK" not in quiet.stderr
+    Queue(SYNC_QUEUE, connection=redis_conn).enqueue(sync_account, 31999999)
+    loud = subprocess.run([str(amoscore), "-v", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "sync_account" in loud.stderr  # with -v, RQ's lines are back
