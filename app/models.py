@@ -366,7 +366,7 @@ class TaskLedger(Base):
     complete_till: Mapped[datetime]
     text: Mapped[str] = mapped_column(Text)
     declared_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|posting|created|recorded|failed|skipped (backfill history)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|posting|created|recorded|failed|skipped (backfill history)|ruled_out (a YAML edit)
     amo_task_id: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)

@@ -184,6 +184,9 @@ class AccountConfig:
     writeback: WritebackConfig
     sync: SyncConfig
     source: str = ""  # the file it was loaded from, for messages
+    # The YAML as loaded: a sync keeps it, so that after an edit the rules it replaced can be
+    # asked which tasks they would have given (jobs/replan.py).
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def account_id(self) -> int:

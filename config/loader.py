@@ -192,6 +192,12 @@ def _load(path: Path) -> tuple[AccountConfig | None, list[ConfigIssue]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [ConfigIssue(str(path), None, "", f"cannot read: {exc}")]
+    cfg, issues = _from_text(text, name)
+    # `source` is not in the YAML: which file the account came from, for later messages.
+    return (None, issues) if cfg is None else (replace(cfg, source=str(path)), [])
+
+
+def _from_text(text: str, name: str) -> tuple[AccountConfig | None, list[ConfigIssue]]:
     data, index, issues = _parse(text, name)
     if issues and data is None:
         return None, issues
@@ -199,8 +205,15 @@ def _load(path: Path) -> tuple[AccountConfig | None, list[ConfigIssue]]:
     issues = sorted(issues + more, key=lambda i: (i.line or 0, i.path))
     if issues or cfg is None:
         return None, issues
-    # `source` is not in the YAML: which file the account came from, for later messages.
-    return replace(cfg, source=str(path)), []
+    return replace(cfg, text=text), []
+
+
+def account_from_text(text: str, name: str) -> AccountConfig:
+    """An account YAML's text (as a sync kept it) → AccountConfig, or ConfigError."""
+    cfg, issues = _from_text(text, name)
+    if issues or cfg is None:
+        raise ConfigError(issues)
+    return cfg
 
 
 def load_account(path: str | os.PathLike[str]) -> AccountConfig:

@@ -72,6 +72,13 @@ class DealLedger:
         # later restore undid is not known: a restore clears the deletion.)
         deal["is_deleted"] = bool(deal["is_deleted"]) and deal["deleted_at"] is not None \
             and deal["deleted_at"] <= now
+        # Where everything known came after `now`, the deal row's state (today's) is no answer
+        # for then: the first record says where the deal was, and who held it, before it.
+        known = [s for s in self.stages if s.pipeline_id is not None]
+        if known and known[0].at > now:
+            deal["pipeline_id"] = known[0].old_pipeline_id or known[0].pipeline_id
+        if self.responsibles and self.responsibles[0][0] > now:
+            deal["responsible_user_id"] = self.responsibles[0][1]
         return DealLedger(
             deal=SimpleNamespace(**deal),
             stages=[s for s in self.stages if s.at <= now],

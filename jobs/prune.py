@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.models import SeenEvent, WebhookDelivery
@@ -17,9 +17,11 @@ def prune(session: Session, before: datetime) -> dict[str, int]:
     """Delete handled deliveries received before ``before`` and events seen before it; returns
     how many of each. Each account's first delivery stays: it marks when amoscore began to
     receive the account (a backfill counts what began earlier as history)."""
-    firsts = select(func.min(WebhookDelivery.id)).group_by(WebhookDelivery.account_id)
+    # By instant, not id: a body loaded from the spool gets a later id than its receipt.
+    firsts = select(WebhookDelivery.account_id, func.min(WebhookDelivery.received_at)).group_by(
+        WebhookDelivery.account_id)
     deliveries = session.execute(delete(WebhookDelivery).where(
         WebhookDelivery.status.in_(DONE), WebhookDelivery.received_at < before,
-        WebhookDelivery.id.not_in(firsts))).rowcount
+        tuple_(WebhookDelivery.account_id, WebhookDelivery.received_at).not_in(firsts))).rowcount
     events = session.execute(delete(SeenEvent).where(SeenEvent.created_at < before)).rowcount
     return {"deliveries": deliveries or 0, "seen_events": events or 0}

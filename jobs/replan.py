@@ -3,34 +3,44 @@
 A process reads the YAML when it starts; after an edit and a restart, only the deals that
 happened to be planned again would follow the new rules (new field ids filled, zones against
 new targets, due checks at the new instants), while reports switch at once. So the first sync
-under new rules plans every deal, a chunk at a time, each chunk committed with its progress:
-a sync cut short (RQ's timeout on a large account) goes on from there at the next one.
+under new rules plans every deal, a committed chunk at a time within a time budget; the next
+syncs go on from there, and plan nothing else until it is done.
 
 Tasks: new rules can turn the past into tasks (a user added to ``users.ignored`` reopens old
-waits, a wider ``low`` range makes old answers low). A task whose moment (a limit reached, a
-complaint overdue, a score given) came while the old rules were in force, and which they did
-not give, is recorded as skipped, never sent; one whose moment comes later is given as usual.
+waits, a wider ``low`` range makes old answers low). Each chunk is first planned under the old
+rules (their YAML is kept with the fingerprint) as if far in the future, and rolled back: the
+tasks they would ever give are kept. A task the new rules give now whose moment (the limit
+reached, the complaint overdue, the score given) came before the last sync under the old
+rules, and which the old rules would never have given, is recorded as ``ruled_out``, never
+sent. A wait still open whose limit the edit moved earlier keeps its task.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.db import upsert
-from app.models import Deal, SyncCheckpoint
+from app.models import Deal, SyncCheckpoint, TaskLedger
 from config.account import AccountConfig
 from jobs.runtime import Runtime
-from jobs.writeback import TASKS_DUE_BEFORE, TASKS_SKIPPED
+from jobs.writeback import TASKS_DUE_BEFORE, TASKS_KEEP, TASKS_SKIPPED
 
 log = logging.getLogger("amoscore.replan")
 
 CHECKPOINT = "config"
 CHUNK = 500  # deals planned and committed at once
+BUDGET_SECONDS = 120.0  # a sync re-plans this long, then lets the flush run
+# How far ahead the old rules are asked: a wait open now would have reached their limit by
+# then, a complaint open now would be overdue, unless someone answered or closed it.
+EVER = timedelta(days=400)
 
 
 def rules_fingerprint(account: AccountConfig, calendar_version: str | None) -> str:
@@ -42,49 +52,88 @@ def rules_fingerprint(account: AccountConfig, calendar_version: str | None) -> s
     return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
 
 
-def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> int:
-    """Plan every deal again if the rules changed since the last sync (or finish a re-plan cut
-    short); note this sync otherwise. Returns how many deals it planned."""
-    from jobs.planner import account_calendar, plan_deals
+def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> bool:
+    """Plan every deal again if the rules changed since the last sync (or go on with such a
+    re-plan); note this sync otherwise. False while a re-plan is still unfinished."""
+    from jobs.planner import account_calendar
 
     calendar = account_calendar(rt, account)
     fingerprint = rules_fingerprint(account, calendar.version if calendar else None)
     acc_id = account.account_id
+    steady = {"fingerprint": fingerprint, "planned_at": now.isoformat(), "rules": account.text}
     with rt.sessions() as session:
         row = session.get(SyncCheckpoint, (acc_id, CHECKPOINT))
         state: dict[str, Any] = dict(row.value) if row is not None else {}
         # Unchanged, or the first sync that keeps a fingerprint (nothing to compare with).
         if not state or (state["fingerprint"] == fingerprint and "replan_since" not in state):
-            _store(session, acc_id, {"fingerprint": fingerprint, "planned_at": now.isoformat()},
-                   now)
+            _store(session, acc_id, steady, now)
             session.commit()
-            return 0
-        # Rules edited again during a re-plan: start over, still sparing what came before the
-        # first edit.
-        since = state.get("replan_since") or state["planned_at"]
-        after = state.get("replan_after") if state.get("fingerprint") == fingerprint else None
-        if after is None:
+            return True
+        if state["fingerprint"] == fingerprint:  # a re-plan under way
+            since, old_text, after = state["replan_since"], state["old_rules"], state["replan_after"]
+        else:  # a new edit; one during a re-plan starts over, still judged by the first rules
+            since = state.get("replan_since") or state["planned_at"]
+            old_text = state.get("old_rules", state.get("rules", ""))
+            after = None
             log.warning("replan.started account=%d: the YAML's rules changed; every deal is "
-                        "planned again, and tasks the old rules did not give about moments "
-                        "before %s are recorded as skipped", acc_id, since)
+                        "planned again, and tasks only the new rules give about moments before "
+                        "%s are recorded as ruled_out", acc_id, since)
         ids = list(session.scalars(select(Deal.id).where(
             Deal.account_id == acc_id, *([Deal.id > after] if after is not None else []))
             .order_by(Deal.id)))
-    skipped = 0
+    old = _old_rules(old_text, account)
+    started, planned, ruled_out = time.monotonic(), 0, 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         with rt.sessions() as session:
-            session.info[TASKS_DUE_BEFORE] = datetime.fromisoformat(since)
-            plan_deals(session, rt, account, chunk, now)
-            skipped += session.info.pop(TASKS_SKIPPED, 0)
+            ruled_out += _replan(session, rt, account, old, chunk, now,
+                                 datetime.fromisoformat(since))
             _store(session, acc_id, {"fingerprint": fingerprint, "replan_since": since,
-                                     "replan_after": chunk[-1]}, now)
+                                     "replan_after": chunk[-1], "old_rules": old_text}, now)
             session.commit()
+        planned += len(chunk)
+        if planned < len(ids) and time.monotonic() - started > BUDGET_SECONDS:
+            log.warning("replan.continues account=%d planned=%d left=%d ruled_out=%d", acc_id,
+                        planned, len(ids) - planned, ruled_out)
+            return False
     with rt.sessions() as session:
-        _store(session, acc_id, {"fingerprint": fingerprint, "planned_at": now.isoformat()}, now)
+        _store(session, acc_id, steady, now)
         session.commit()
-    log.warning("replan.done account=%d deals=%d tasks_skipped=%d", acc_id, len(ids), skipped)
-    return len(ids)
+    log.warning("replan.done account=%d deals=%d tasks_ruled_out=%d", acc_id, planned, ruled_out)
+    return True
+
+
+def _old_rules(text: str, account: AccountConfig) -> AccountConfig | None:
+    from config.loader import account_from_text
+
+    try:
+        old = account_from_text(text, f"the rules before {account.source or 'the edit'}")
+    except Exception:  # noqa: BLE001 - unreadable by this version: judge by the moment alone
+        log.warning("replan.old_rules_unreadable account=%d: every task only the new rules "
+                    "give about a moment before the edit is ruled out", account.account_id)
+        return None
+    # Asked for tasks only: no discount reads from amoCRM on their behalf.
+    return replace(old, referrals=None)
+
+
+def _replan(session: Session, rt: Runtime, account: AccountConfig, old: AccountConfig | None,
+            chunk: list[int], now: datetime, since: datetime) -> int:
+    """Plan ``chunk`` under the new rules, ruling out the tasks only they give about moments
+    before ``since``; returns how many were ruled out."""
+    from jobs.planner import plan_deals
+
+    keep: set[str] = set()
+    if old is not None:
+        trial = session.begin_nested()
+        try:
+            plan_deals(session, rt, old, chunk, now + EVER)
+            keep = set(session.scalars(select(TaskLedger.idempotency_key).where(
+                TaskLedger.account_id == account.account_id, TaskLedger.deal_id.in_(chunk))))
+        finally:
+            trial.rollback()
+    session.info[TASKS_DUE_BEFORE], session.info[TASKS_KEEP] = since, keep
+    plan_deals(session, rt, account, chunk, now)
+    return int(session.info.pop(TASKS_SKIPPED, 0))
 
 
 def _store(session: Any, account_id: int, value: dict[str, Any], now: datetime) -> None:

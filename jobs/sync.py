@@ -178,9 +178,11 @@ def sync_account(account_id: int) -> dict[str, int]:
         return _stopped(account_id, held)
     try:
         # First: after a YAML edit every deal follows the new rules before any is planned by
-        # them alone (which would turn the past into tasks).
-        follow_rules(rt, account, now)
-        pulled, checked = plan_step(rt, account, now, budget=PLAN_BUDGET_SECONDS)
+        # them alone (which would turn the past into tasks); until then, nothing else is
+        # planned (what comes in waits, due), and the flush sends what the re-plan declared.
+        pulled = checked = 0
+        if follow_rules(rt, account, now):
+            pulled, checked = plan_step(rt, account, now, budget=PLAN_BUDGET_SECONDS)
         remember_next_due(rt, account)  # before the flush: a failed flush must not hide it
         result = flush_writeback(rt, account, now)
     except AccountBlocked as exc:

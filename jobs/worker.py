@@ -49,7 +49,13 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
         try:
             if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval) and (
                     func is not sync_account or none_waiting(*args)):
-                runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}", queue=SYNC_QUEUE)
+                try:
+                    runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}",
+                                          queue=SYNC_QUEUE)
+                except Exception:
+                    if func is sync_account:  # nothing waits after all
+                        conn.delete(sync_waiting_key(*args))
+                    raise
         except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
             log.warning("worker.periodic_enqueue_failed job=%s", job_id)
     for account_id in runtime.accounts:
@@ -59,8 +65,13 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
                 continue
             if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True,
                         ex=3600) and none_waiting(account_id):
-                runtime.queue.enqueue(sync_account, account_id,
-                                      job_id=f"sync-{account_id}-due-{int(due)}", queue=SYNC_QUEUE)
+                try:
+                    runtime.queue.enqueue(sync_account, account_id,
+                                          job_id=f"sync-{account_id}-due-{int(due)}",
+                                          queue=SYNC_QUEUE)
+                except Exception:
+                    conn.delete(sync_waiting_key(account_id))  # nothing waits after all
+                    raise
         except Exception:  # noqa: BLE001 - the periodic sync still comes within an interval
             log.warning("worker.due_enqueue_failed account=%s", account_id)
 

@@ -97,11 +97,12 @@ def declare_values(session: Session, account_id: int,
 
 
 # session.info keys: a backfill records the tasks about what began before amoscore received
-# the account's webhooks (a wait opened, a complaint entered, a score given) as "skipped":
-# never sent, their keys taken; a re-plan after a YAML edit, those whose moment came while
-# the old rules were in force (jobs/replan.py). Both are counted.
+# the account's webhooks (a wait opened, a complaint entered, a score given) as "skipped";
+# a re-plan after a YAML edit, those due before its cutoff that the old rules would never
+# have given (their keys in TASKS_KEEP are spared), as "ruled_out" (jobs/replan.py). Neither
+# is ever sent, their keys stay taken, and both are counted.
 TASKS_BEFORE, TASKS_SKIPPED = "amoscore.tasks_before", "amoscore.tasks_skipped"
-TASKS_DUE_BEFORE = "amoscore.tasks_due_before"
+TASKS_DUE_BEFORE, TASKS_KEEP = "amoscore.tasks_due_before", "amoscore.tasks_keep"
 
 
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
@@ -113,16 +114,19 @@ def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, 
     became due (the limit reached, the complaint overdue, the score given). The caller commits
     before any flush, so a crash can never lose or double it."""
     before, due_before = session.info.get(TASKS_BEFORE), session.info.get(TASKS_DUE_BEFORE)
-    history = (before is not None and about_at is not None and about_at < before) or (
-        due_before is not None and due_at is not None and due_at < due_before)
-    status = "skipped" if history else "pending"
+    status = "pending"
+    if before is not None and about_at is not None and about_at < before:
+        status = "skipped"
+    elif (due_before is not None and due_at is not None and due_at < due_before
+          and key not in session.info.get(TASKS_KEEP, ())):
+        status = "ruled_out"
     res = insert_ignore(session, TaskLedger, [{
         "account_id": account_id, "idempotency_key": key, "deal_id": deal_id, "rule": rule,
         "responsible_user_id": responsible_user_id, "complete_till": complete_till,
         "text": text, "declared_at": at, "status": status,
     }], returning=TaskLedger.id)
     declared = res.first() is not None
-    if declared and status == "skipped":
+    if declared and status != "pending":
         session.info[TASKS_SKIPPED] = session.info.get(TASKS_SKIPPED, 0) + 1
         return False  # nothing for the write-back to send
     return declared

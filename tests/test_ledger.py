@@ -90,3 +90,23 @@ def test_a_ledger_as_of_an_instant_forgets_what_came_after_it() -> None:
     assert [i.key for i in then.items] == ["m1"]
     assert then.field_history == [(T, 5, [{"value": "1"}])] and then.talk_rates == []
     assert ledger.as_of(later).deal.is_deleted  # received at `later`: deleted by then
+
+
+def test_a_ledger_as_of_before_everything_known_keeps_the_first_records_word() -> None:
+    """Moved out of sales and handed over after `now`, with nothing known before: as of `now`
+    the deal was where the first move began and held by the first holder seen, not where it
+    is today."""
+    from types import SimpleNamespace
+
+    from app.metrics.complaints import StageRecord
+    from jobs.ledger import DealLedger
+
+    later = T + timedelta(hours=1)
+    deal = SimpleNamespace(id=1, pipeline_id=2, status_id=20, responsible_user_id=B,
+                           contact_id=None, is_deleted=False, deleted_at=None)
+    ledger = DealLedger(deal=deal, stages=[StageRecord(at=later, pipeline_id=2, status_id=20,
+                                                       old_pipeline_id=1, old_status_id=10)],
+                        responsibles=[(later, A)])
+    assert ledger.pipeline_at(T) == 1 and ledger.responsible_at(T) == A
+    then = ledger.as_of(T)
+    assert then.pipeline_at(T) == 1 and then.responsible_at(T) == A

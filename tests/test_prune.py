@@ -27,6 +27,8 @@ def test_prune_deletes_only_what_is_handled_and_old(pg_url, pg_engine, monkeypat
         ("old-waiting", 1, old, "stored"),  # still to process: kept
         ("recent-done", 1, recent, "processed"),
         ("first-of-2", 2, old, "unsupported"),
+        ("3-later", 3, old, "processed"),
+        ("3-spooled-earlier", 3, old - timedelta(days=2), "processed"),  # loaded from the spool
     ]
     with make_session_factory(pg_engine)() as s:
         s.add_all([WebhookDelivery(account_id=a, dedupe_key=k, body="phone +79161234567",
@@ -38,10 +40,10 @@ def test_prune_deletes_only_what_is_handled_and_old(pg_url, pg_engine, monkeypat
     monkeypatch.setenv("DATABASE_URL", pg_url)
     result = CliRunner().invoke(main, ["db", "prune", "--days", "90"])
     assert result.exit_code == 0, result.output
-    assert "deleted 2 handled deliveries and 1 seen event ids older than 90 days" in result.output
+    assert "deleted 3 handled deliveries and 1 seen event ids older than 90 days" in result.output
     with make_session_factory(pg_engine)() as s:
         assert set(s.scalars(select(WebhookDelivery.dedupe_key))) == {
-            "first-of-1", "old-waiting", "recent-done", "first-of-2"}
+            "first-of-1", "old-waiting", "recent-done", "first-of-2", "3-spooled-earlier"}
         assert set(s.scalars(select(SeenEvent.id))) == {"ev-recent"}
         assert s.get(Deal, (1, 5)) is not None
     too_short = CliRunner().invoke(main, ["db", "prune", "--days", "3"])

@@ -7,7 +7,6 @@ target 15 and limit 60 business minutes; first minutes → 752101, last → 7521
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -40,6 +39,17 @@ def sent_fields(patches: list[list[dict]]) -> dict[int, dict[int, object]]:
     return out
 
 
+def edit(account, *changes: tuple[str, str]):  # type: ignore[no-untyped-def]
+    """The account as loaded from its YAML with ``changes`` made to the text (as an admin would)."""
+    from config.loader import account_from_text
+
+    text = account.text
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return account_from_text(text, "edited.yaml")
+
+
 def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
         runtime, client, example_account) -> None:  # type: ignore[no-untyped-def]
     answered_by_manager, answered_by_other = 6001, 6002
@@ -63,12 +73,9 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
 
         # The admin edits the YAML and restarts the workers: MANAGER's replies no longer count
         # (say, it is a shared bot login), and the first minutes go to a new field.
-        edited = replace(example_account,
-                         users=replace(example_account.users, ignored=(0, MANAGER)),
-                         frt=replace(example_account.frt, fields=replace(
-                             example_account.frt.fields, first_minutes=NEW_FIRST)))
+        edited = edit(example_account, ("ignored: [0]", f"ignored: [0, {MANAGER}]"),
+                      ("first_minutes: 752101", f"first_minutes: {NEW_FIRST}"))
         runtime.accounts[edited.account_id] = e.account = edited
-        runtime.extra.pop(f"calendar:{edited.account_id}", None)
         e.sync_job(msk("2026-04-14 14:00:00"))
         # No webhook came for either deal, yet both follow the new rules: the wait MANAGER
         # "answered" is open again, past its limit since 11:00 (red, no minutes); the other
@@ -81,7 +88,7 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
         with runtime.sessions() as s:
             [task] = s.scalars(select(TaskLedger)).all()
             assert (task.deal_id, task.rule, task.status) == (answered_by_manager, "frt_breach",
-                                                              "skipped")
+                                                              "ruled_out")
 
         e.sync_job(msk("2026-04-14 14:01:00"))  # the rules are followed: nothing planned again
         assert len(e.amo.patches) == 1
@@ -96,8 +103,26 @@ def test_edited_rules_reach_every_deal_and_give_no_tasks_about_the_past(
         assert [t["entity_id"] for t in e.amo.posted_tasks()] == [fresh]
 
 
-def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_account,
-                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_lowered_limit_keeps_the_task_of_a_client_still_waiting(
+        runtime, client, example_account) -> None:  # type: ignore[no-untyped-def]
+    """Limit 60 → 30 at 10:45: a wait open since 10:00 passed the new limit at 10:30, before the
+    last sync under the old rules (10:44), but those rules would have given its task at 11:00
+    all the same: the client is still waiting, so the task comes now, not never."""
+    deal = 6301
+    with amocrm(runtime, client, example_account) as e:
+        created = msk("2026-04-14 10:00:00")
+        e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+        e.drain()
+        e.sync_job(msk("2026-04-14 10:20:00"))
+        e.sync_job(msk("2026-04-14 10:44:00"))
+        edited = edit(example_account, ("limit_minutes: 60", "limit_minutes: 30"))
+        runtime.accounts[edited.account_id] = e.account = edited
+        e.sync_job(msk("2026-04-14 10:45:00"))
+        assert [t["entity_id"] for t in e.amo.posted_tasks()] == [deal]
+
+
+def test_a_replan_goes_on_over_several_syncs_and_plans_nothing_else_meanwhile(
+        runtime, client, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from jobs import planner, replan
 
     with amocrm(runtime, client, example_account) as e:
@@ -106,30 +131,29 @@ def test_a_replan_cut_short_goes_on_where_it_stopped(runtime, client, example_ac
             e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
         e.drain()
         e.sync_job(msk("2026-04-14 10:01:00"))
-        edited = replace(example_account, frt=replace(example_account.frt, target_minutes=10))
+        edited = edit(example_account, ("target_minutes: 15", "target_minutes: 10"))
         runtime.accounts[edited.account_id] = e.account = edited
 
         monkeypatch.setattr(replan, "CHUNK", 1)
+        monkeypatch.setattr(replan, "BUDGET_SECONDS", 0.0)  # one chunk a sync
         planned: list[list[int]] = []
         real = planner.plan_deals
 
-        def dies_on_the_second_chunk(session, rt, account, ids, now):  # type: ignore[no-untyped-def]
-            planned.append(list(ids))
-            if len(planned) == 2:
-                raise TimeoutError("RQ's job timeout")
+        def counted(session, rt, account, ids, now):  # type: ignore[no-untyped-def]
+            if account is edited and ids:  # the new rules' plans, not the old rules' trial
+                planned.append(sorted(ids))
             return real(session, rt, account, ids, now)
 
-        monkeypatch.setattr(planner, "plan_deals", dies_on_the_second_chunk)
-        with pytest.raises(TimeoutError):
-            e.sync_job(msk("2026-04-14 10:02:00"))
+        monkeypatch.setattr(planner, "plan_deals", counted)
+        e.sync_job(msk("2026-04-14 10:02:00"))
         with runtime.sessions() as s:
             state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
-        assert state["replan_after"] == 6101 and "replan_since" in state
-        planned.clear()
-        monkeypatch.setattr(planner, "plan_deals", real)
-        assert replan.follow_rules(runtime, edited, msk("2026-04-14 10:03:00")) == 2
+        assert state["replan_after"] == 6101 and planned == [[6101]]  # no plan_step meanwhile
+        e.sync_job(msk("2026-04-14 10:03:00"))
+        e.sync_job(msk("2026-04-14 10:04:00"))
+        assert planned == [[6101], [6102], [6103]]
         with runtime.sessions() as s:
             state = s.get(SyncCheckpoint, (edited.account_id, replan.CHECKPOINT)).value
-        assert "replan_since" not in state and "replan_after" not in state
-        assert replan.follow_rules(runtime, edited, msk("2026-04-14 10:04:00")) == 0
-
+        assert "replan_since" not in state and state["rules"] == edited.text
+        e.sync_job(msk("2026-04-14 10:05:00"))  # done: plan_step as usual, no re-plan
+        assert planned == [[6101], [6102], [6103]]
