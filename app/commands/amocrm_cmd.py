@@ -11,8 +11,6 @@ workers' REDIS_URL.
 
 from __future__ import annotations
 
-import time
-
 import click
 
 
@@ -100,7 +98,7 @@ def status(account_id: int | None) -> None:
 def _status_line(settings, account, limiter) -> None:  # type: ignore[no-untyped-def]
     reason = ((limiter.stopped_reason() if limiter else None)
               or _stored_stop(settings, account.account_id))
-    wait = limiter.paused_until() - time.time() if limiter else 0.0
+    wait = limiter.pause_left() if limiter else 0.0
     if reason:
         click.echo(f"account {account.account_id}: stopped: {reason}")
     elif wait > 0:

@@ -205,6 +205,10 @@ class AccountLimiter:
     def paused_until(self) -> float:
         return self._flags.get_pause(self.account_id)
 
+    def pause_left(self) -> float:
+        """Seconds of the pause still to run, on the clock the pause was set by."""
+        return max(0.0, self.paused_until() - self._clock())
+
     def stop(self, reason: str) -> None:
         """Stop the account's traffic in every process until cleared."""
         self._flags.set_stop(self.account_id, reason)
