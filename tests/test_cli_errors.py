@@ -323,22 +323,20 @@ def test_oauth_connect_says_when_a_long_lived_token_would_still_be_used(env, tmp
     OAuth tokens were in use."""
     from cryptography.fernet import Fernet
 
+    def connect(code: str):  # type: ignore[no-untyped-def]
+        with responses.RequestsMock() as rsps:
+            rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={
+                "token_type": "Bearer", "expires_in": 86400, "access_token": "acc",
+                "refresh_token": "ref"})
+            result = CliRunner().invoke(main, ["oauth", "connect", "--code", code])
+        assert result.exit_code == 0, result.output
+        assert "connected" in result.output
+        return result.output
+
     oauth_account(env, tmp_path, Fernet.generate_key().decode())
     env.setenv("AMOCRM_LONG_LIVED_TOKEN", "static-token-value")
-    with responses.RequestsMock() as rsps:
-        rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={
-            "token_type": "Bearer", "expires_in": 86400, "access_token": "acc",
-            "refresh_token": "ref"})
-        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def502"])
-    assert result.exit_code == 0, result.output
-    assert "connected" in result.output
-    assert "AMOCRM_LONG_LIVED_TOKEN is set, and the workers use that" in result.output
-    assert "static-token-value" not in result.output
+    output = connect("def502")
+    assert "AMOCRM_LONG_LIVED_TOKEN is set, and the workers use that" in output
+    assert "static-token-value" not in output
     env.delenv("AMOCRM_LONG_LIVED_TOKEN")
-    with responses.RequestsMock() as rsps:
-        rsps.post("https://acme.amocrm.ru/oauth2/access_token", json={
-            "token_type": "Bearer", "expires_in": 86400, "access_token": "acc",
-            "refresh_token": "ref"})
-        result = CliRunner().invoke(main, ["oauth", "connect", "--code", "def503"])
-    assert result.exit_code == 0, result.output
-    assert "AMOCRM_LONG_LIVED_TOKEN" not in result.output
+    assert "AMOCRM_LONG_LIVED_TOKEN" not in connect("def503")
