@@ -7,7 +7,8 @@ the same task keys (the write-back executor sends only what changed, and a task 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -134,6 +135,16 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
     rt.extra["plans"] = rt.extra.get("plans", 0) + 1
     if values.declared or session.info.get("tasks_declared"):
         rt.extra["writeback_pending"] = True
+
+
+def budgeted_chunks(ids: list[int], size: int, budget: float | None) -> Iterator[list[int]]:
+    """``ids`` ``size`` at a time, none begun once ``budget`` seconds have gone (None: all);
+    the caller counts how far it got."""
+    started = time.monotonic()
+    for start in range(0, len(ids), size):
+        if start and budget is not None and time.monotonic() - started > budget:
+            return
+        yield ids[start:start + size]
 
 
 def mark_changed(session: Session, account_id: int, deal_ids: Iterable[int], at: datetime) -> None:

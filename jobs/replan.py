@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +26,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import upsert
 from app.models import Deal, SyncCheckpoint, TaskLedger
 from config.account import AccountConfig
 from jobs.runtime import Runtime
@@ -55,7 +53,8 @@ def rules_fingerprint(account: AccountConfig, calendar_version: str | None) -> s
 def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> bool:
     """Plan every deal again if the rules changed since the last sync (or go on with such a
     re-plan); note this sync otherwise. False while a re-plan is still unfinished."""
-    from jobs.planner import account_calendar
+    from jobs.planner import account_calendar, budgeted_chunks
+    from jobs.sync import save_checkpoint
 
     calendar = account_calendar(rt, account)
     fingerprint = rules_fingerprint(account, calendar.version if calendar else None)
@@ -66,7 +65,7 @@ def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> bool:
         state: dict[str, Any] = dict(row.value) if row is not None else {}
         # Unchanged, or the first sync that keeps a fingerprint (nothing to compare with).
         if not state or (state["fingerprint"] == fingerprint and "replan_since" not in state):
-            _store(session, acc_id, steady, now)
+            save_checkpoint(session, acc_id, CHECKPOINT, steady, now)
             session.commit()
             return True
         if state["fingerprint"] == fingerprint:  # a re-plan under way
@@ -82,22 +81,22 @@ def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> bool:
             Deal.account_id == acc_id, *([Deal.id > after] if after is not None else []))
             .order_by(Deal.id)))
     old = _old_rules(old_text, account)
-    started, planned, ruled_out = time.monotonic(), 0, 0
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+    planned = ruled_out = 0
+    for chunk in budgeted_chunks(ids, CHUNK, BUDGET_SECONDS):
         with rt.sessions() as session:
             ruled_out += _replan(session, rt, account, old, chunk, now,
                                  datetime.fromisoformat(since))
-            _store(session, acc_id, {"fingerprint": fingerprint, "replan_since": since,
-                                     "replan_after": chunk[-1], "old_rules": old_text}, now)
+            save_checkpoint(session, acc_id, CHECKPOINT, {
+                "fingerprint": fingerprint, "replan_since": since, "replan_after": chunk[-1],
+                "old_rules": old_text}, now)
             session.commit()
         planned += len(chunk)
-        if planned < len(ids) and time.monotonic() - started > BUDGET_SECONDS:
-            log.warning("replan.continues account=%d planned=%d left=%d ruled_out=%d", acc_id,
-                        planned, len(ids) - planned, ruled_out)
-            return False
+    if planned < len(ids):
+        log.warning("replan.continues account=%d planned=%d left=%d ruled_out=%d", acc_id,
+                    planned, len(ids) - planned, ruled_out)
+        return False
     with rt.sessions() as session:
-        _store(session, acc_id, steady, now)
+        save_checkpoint(session, acc_id, CHECKPOINT, steady, now)
         session.commit()
     log.warning("replan.done account=%d deals=%d tasks_ruled_out=%d", acc_id, planned, ruled_out)
     return True
@@ -135,8 +134,3 @@ def _replan(session: Session, rt: Runtime, account: AccountConfig, old: AccountC
     plan_deals(session, rt, account, chunk, now)
     return int(session.info.pop(TASKS_SKIPPED, 0))
 
-
-def _store(session: Any, account_id: int, value: dict[str, Any], now: datetime) -> None:
-    upsert(session, SyncCheckpoint, [{"account_id": account_id, "name": CHECKPOINT,
-                                      "value": value, "updated_at": now}],
-           keys=("account_id", "name"), update=("value", "updated_at"))

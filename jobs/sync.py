@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -65,7 +64,7 @@ def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool 
     ``budget`` (seconds) all in one batch; with one, a large batch is planned a committed
     chunk at a time until the budget is spent, the rest left due for the next sync."""
     from jobs.events_pull import pull_events
-    from jobs.planner import due_deals, mark_changed, plan_deals
+    from jobs.planner import budgeted_chunks, due_deals, mark_changed, plan_deals
 
     with rt.sessions() as session:
         new = pull_events(session, api_client(rt, account), account, now) if pull else 0
@@ -79,16 +78,15 @@ def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool 
             return new, len(deals)
         mark_changed(session, account.account_id, touched, now)  # kept until planned
         session.commit()
-    started, planned, ordered = time.monotonic(), 0, sorted(deals)
-    for start in range(0, len(ordered), PLAN_CHUNK):
+    planned = 0
+    for chunk in budgeted_chunks(sorted(deals), PLAN_CHUNK, budget):
         with rt.sessions() as session:
-            plan_deals(session, rt, account, ordered[start:start + PLAN_CHUNK], now)
+            plan_deals(session, rt, account, chunk, now)
             session.commit()
-        planned += len(ordered[start:start + PLAN_CHUNK])
-        if planned < len(ordered) and time.monotonic() - started > budget:
-            log.warning("sync.plan_budget_spent account=%d planned=%d left=%d (planned at the "
-                        "next sync)", account.account_id, planned, len(ordered) - planned)
-            break
+        planned += len(chunk)
+    if planned < len(deals):
+        log.warning("sync.plan_budget_spent account=%d planned=%d left=%d (planned at the "
+                    "next sync)", account.account_id, planned, len(deals) - planned)
     return new, planned
 
 
@@ -131,10 +129,16 @@ def stored_stop(session: Session, account_id: int) -> str | None:
     return str(row.value.get("reason")) if row is not None else None
 
 
-def store_stop(session: Session, account_id: int, reason: str, now: datetime) -> None:
-    upsert(session, SyncCheckpoint, [{"account_id": account_id, "name": STOP_CHECKPOINT,
-                                      "value": {"reason": reason}, "updated_at": now}],
+def save_checkpoint(session: Session, account_id: int, name: str, value: dict[str, Any],
+                    now: datetime) -> None:
+    """Create or replace the account's checkpoint ``name``."""
+    upsert(session, SyncCheckpoint, [{"account_id": account_id, "name": name, "value": value,
+                                      "updated_at": now}],
            keys=("account_id", "name"), update=("value", "updated_at"))
+
+
+def store_stop(session: Session, account_id: int, reason: str, now: datetime) -> None:
+    save_checkpoint(session, account_id, STOP_CHECKPOINT, {"reason": reason}, now)
 
 
 def clear_stored_stop(session: Session, account_id: int) -> None:

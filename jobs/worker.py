@@ -42,20 +42,24 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
     and an account's sync at once when its next check has fallen due (once per due instant)."""
     from jobs.sync import next_due_key, sync_account
 
-    def none_waiting(account_id: int) -> bool:
-        return bool(conn.set(sync_waiting_key(account_id), 1, nx=True, ex=2 * JOB_TIMEOUT))
+    def enqueue_sync(account_id: int, job_id: str) -> None:
+        """The account's sync, unless one waits in the queue already."""
+        if not conn.set(sync_waiting_key(account_id), 1, nx=True, ex=2 * JOB_TIMEOUT):
+            return
+        try:
+            runtime.queue.enqueue(sync_account, account_id, job_id=job_id, queue=SYNC_QUEUE)
+        except Exception:
+            conn.delete(sync_waiting_key(account_id))  # nothing waits after all
+            raise
 
     for job_id, func, args, interval in jobs:
         try:
-            if conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval) and (
-                    func is not sync_account or none_waiting(*args)):
-                try:
-                    runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}",
-                                          queue=SYNC_QUEUE)
-                except Exception:
-                    if func is sync_account:  # nothing waits after all
-                        conn.delete(sync_waiting_key(*args))
-                    raise
+            if not conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
+                continue
+            if func is sync_account:
+                enqueue_sync(*args, job_id=f"{job_id}-{int(now)}")
+            else:
+                runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}", queue=SYNC_QUEUE)
         except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
             log.warning("worker.periodic_enqueue_failed job=%s", job_id)
     for account_id in runtime.accounts:
@@ -63,15 +67,8 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
             due = conn.get(next_due_key(account_id))
             if due is None or int(due) > now:
                 continue
-            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True,
-                        ex=3600) and none_waiting(account_id):
-                try:
-                    runtime.queue.enqueue(sync_account, account_id,
-                                          job_id=f"sync-{account_id}-due-{int(due)}",
-                                          queue=SYNC_QUEUE)
-                except Exception:
-                    conn.delete(sync_waiting_key(account_id))  # nothing waits after all
-                    raise
+            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True, ex=3600):
+                enqueue_sync(account_id, job_id=f"sync-{account_id}-due-{int(due)}")
         except Exception:  # noqa: BLE001 - the periodic sync still comes within an interval
             log.warning("worker.due_enqueue_failed account=%s", account_id)
 
