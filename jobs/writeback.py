@@ -140,8 +140,9 @@ _PENDING_VALUES = (
     .outerjoin(WrittenValue, (WrittenValue.account_id == DesiredValue.account_id)
                & (WrittenValue.deal_id == DesiredValue.deal_id)
                & (WrittenValue.field_id == DesiredValue.field_id))
+    # No ORDER BY (sorted in Python): with it SQLite walks the primary key, every value the
+    # account ever declared, rather than the partial index of the few pending ones.
     .where(DesiredValue.account_id == bindparam("account"), DesiredValue.pending)
-    .order_by(DesiredValue.deal_id, DesiredValue.field_id)
 )
 _CLEAR_PENDING = update(DesiredValue.__table__).where(
     DesiredValue.account_id == bindparam("a"), DesiredValue.deal_id == bindparam("d"),
@@ -175,7 +176,8 @@ def _forget_unsent(session: Session, account_id: int) -> None:
 def _changed_values(session: Session, account_id: int) -> list[Any]:
     """Pending desired values that differ from the value last written; the pending ones
     already equal to it (our own write coming back, a value declared twice) are cleared."""
-    rows = session.connection().execute(_PENDING_VALUES, {"account": account_id}).all()
+    rows = sorted(session.connection().execute(_PENDING_VALUES, {"account": account_id}),
+                  key=lambda d: (d.deal_id, d.field_id))
     _clear_pending(session, [d for d in rows if d.written == d.value])
     return [d for d in rows if d.written != d.value]
 

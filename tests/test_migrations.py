@@ -24,6 +24,21 @@ def test_migrations_match_the_models_on_sqlite(tmp_path):
     assert "ix_desired_values_pending" in indexes
 
 
+def test_the_flush_reads_pending_values_through_their_partial_index_on_sqlite(tmp_path):
+    """Walking the primary key instead, each flush read every value the account ever declared."""
+    from sqlalchemy import text
+
+    from jobs.writeback import _PENDING_VALUES
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
+    create_schema(engine)
+    sql = str(_PENDING_VALUES.compile(engine))
+    with engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.execute(
+            text("EXPLAIN QUERY PLAN " + sql.replace("?", ":account", 1)), {"account": 1}))
+    assert "desired_values USING INDEX ix_desired_values_pending" in plan, plan
+
+
 @pytest.mark.integration
 def test_migrations_match_the_models_on_postgres(pg_engine):
     assert _drift(pg_engine) == []
