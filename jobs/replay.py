@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,7 +24,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
-from flask import Flask
 from sqlalchemy import make_url, select
 
 from app.db import create_schema, make_engine, make_session_factory, table_with_rows
@@ -187,10 +186,18 @@ def _lead_json(d: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, 
     return lead
 
 
+# A WSGI application (the receiver) and what builds it from a Flask-style config dict: the
+# face that runs a replay hands the factory in (app.web.create_app), as nothing below the
+# faces may import one (architecture.md's layers).
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ReceiverFactory = Callable[[dict[str, Any]], WsgiApp]
+
+
 @dataclass
 class ReplayOptions:
     stream: Path
     account: AccountConfig
+    receiver: ReceiverFactory  # app.web.create_app: the real receiver the lines are posted to
     period_from: date | None = None
     period_to: date | None = None
     now: datetime | None = None
@@ -337,13 +344,12 @@ class Replay:
                lines: Iterator[Line]) -> tuple[datetime, datetime]:
         """Run the clock to the end; returns (now, the last line's at). ``now`` is --now or,
         without it, the last line's at, known only once the stream is read to its end."""
-        from app.web import create_app
         from jobs.planner import next_due
         from jobs.sync import flush_writeback, plan_step
 
         secret = secrets.token_urlsafe(16)
         env = {self.account.account.webhook_secret_env: secret}
-        web = create_app({"RUNTIME": rt, "ENV": env})
+        web = self.opts.receiver({"RUNTIME": rt, "ENV": env})
         sync = self.account.sync
         unpulled = 0
         nxt = first
@@ -412,7 +418,7 @@ class Replay:
         assert end is not None
         return end, last_at
 
-    def _post(self, web: Flask, secret: str, line: Line, leads: dict[int, dict[str, Any]],
+    def _post(self, web: WsgiApp, secret: str, line: Line, leads: dict[int, dict[str, Any]],
               clock: SimClock) -> None:
         self.received += 1
         # surrogatepass: a lone surrogate in the JSON string becomes bytes that are no UTF-8, which
@@ -463,7 +469,7 @@ class Replay:
         return {"writes": writes, "tasks": tasks}
 
 
-def _wsgi_post(app: Flask, path: str, body: bytes) -> str:
+def _wsgi_post(app: WsgiApp, path: str, body: bytes) -> str:
     """POST a form body through the app's full WSGI stack, as a server would hand it over;
     returns the status line. (Werkzeug's test client does the same with far more set-up per
     request: on a long stream that set-up cost more than the receiver itself.)"""
@@ -476,7 +482,7 @@ def _wsgi_post(app: Flask, path: str, body: bytes) -> str:
         "wsgi.multiprocess": False, "wsgi.run_once": False,
     }
     status: list[str] = []
-    chunks = app.wsgi_app(environ, lambda s, _headers, _exc=None: status.append(s))
+    chunks = app(environ, lambda s, _headers, _exc=None: status.append(s))
     try:
         for _ in chunks:
             pass

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from app.commands.summary import summary
+from app.web import create_app
 from config.loader import load_account
 from jobs.replay import Replay, ReplayOptions, dump_report
 
@@ -27,7 +28,7 @@ FIGURES = ("frt", "complaints", "referrals", "surveys")
 
 
 def replay(stream: Path, **kw) -> dict:  # type: ignore[no-untyped-def]
-    return Replay(ReplayOptions(stream=stream, account=ACCOUNT, **kw)).run()
+    return Replay(ReplayOptions(stream=stream, account=ACCOUNT, receiver=create_app, **kw)).run()
 
 
 @pytest.fixture(scope="module")
@@ -764,7 +765,8 @@ def test_send_writes_and_creates_tasks_through_the_api_and_reports_them(tmp_path
             200, {}, _json.dumps({"_embedded": {"leads": [
                 {"id": e["id"], "request_id": e["request_id"]} for e in _json.loads(r.body)]}})))
         rsps.add_callback(responses.POST, f"{staging}/api/v4/tasks", callback=tasks)
-        replay_obj = Replay(ReplayOptions(stream=stream, account=ACCOUNT, send=True, env=env,
+        replay_obj = Replay(ReplayOptions(stream=stream, account=ACCOUNT, receiver=create_app,
+                                          send=True, env=env,
                                           now=msk("2026-04-14 11:30:00")))
         client = replay_obj._client(None)  # type: ignore[arg-type]
         assert isinstance(client.limiter, AccountLimiter)

@@ -45,6 +45,7 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     """
     import logging
 
+    from app.web import create_app
     from config.loader import ConfigError, load_account
     from jobs.replay import (
         DatabaseNotEmpty,
@@ -69,7 +70,8 @@ def replay_command(stream: Path, config_path: Path, report_path: Path | None,
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
-    replay = Replay(ReplayOptions(stream=stream, account=account, period_from=period_from,
+    replay = Replay(ReplayOptions(stream=stream, account=account, receiver=create_app,
+                                  period_from=period_from,
                                   period_to=period_to, now=now, database_url=database_url,
                                   send=send, env=dict(os.environ)))
     size = stream.stat().st_size  # the stream is read as it is replayed: progress in bytes
