@@ -89,7 +89,9 @@ def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
     ]
     return DealFacts(
         deal_id=ledger.deal.id, contact_id=ledger.contact_id, episodes=episodes,
-        complaints=complaints_for(ledger, ctx.account), wins=win_instants(ledger, ctx.account),
+        complaints=complaints_for(ledger, ctx.account),
+        # A deleted deal leaves every figure, as its episodes, answers and referral do.
+        wins=[] if ledger.deal.is_deleted else win_instants(ledger, ctx.account),
         referral=referral_deal(ctx, ledger) if ctx.account.referrals else None,
         answers=survey_answers(ledger, ctx.account))
 

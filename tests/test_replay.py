@@ -950,6 +950,25 @@ def test_a_deleted_deals_survey_answer_goes_with_it(tmp_path):
     assert (nps["answers"], nps["promoters"], nps["detractors"], nps["score"]) == (1, 1, 0, 100.0)
 
 
+def test_a_deleted_won_deal_leaves_orders_without_complaints(tmp_path):
+    """Two sales won; one is then deleted: like its referral, its order leaves the count."""
+    from tests.e2e_helpers import FIRST_STAGE, SALES, account_block, form_body, lead_body, msk
+
+    created = msk("2026-03-02 10:00:00")
+    lines = [(created, "webhook", lead_body("add", deal, at=created)) for deal in (8311, 8312)]
+    lines += [(msk("2026-03-03 12:00:01"), "webhook",
+               lead_body("status", deal, at=msk("2026-03-03 12:00:00"), status_id=142,
+                         old_status_id=FIRST_STAGE, created=created)) for deal in (8311, 8312)]
+    lines.append((msk("2026-03-04 10:00:00"), "webhook",
+                  form_body({"leads": {"delete": [{"id": 8312, "status_id": 142,
+                                                   "pipeline_id": SALES}]},
+                             "account": account_block()})))
+    report = replay(_write_stream(tmp_path / "deleted-won.jsonl", lines))
+    assert report["referrals"]["won"] == 1
+    assert report["complaints"]["orders_without_complaints"] == {
+        "won": 1, "without_complaint": 1, "share": 1.0}
+
+
 
 @pytest.mark.parametrize("order", ["add first", "hook first", "plain update first"])
 def test_a_reassignment_in_the_second_of_the_creation_wins_whatever_the_ids(tmp_path, order):
