@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.calendar import BusinessCalendar, add_business_time, calendar_for
@@ -49,7 +49,10 @@ class _STMTS:
         DesiredValue.deal_id.in_(bindparam("ids", expanding=True)))
     delete_due = delete(DueCheck).where(_account,
                                         DueCheck.deal_id.in_(bindparam("ids", expanding=True)))
-    due_deals = select(DueCheck.deal_id).where(_account, DueCheck.due_at <= bindparam("now"))
+    due_deals_oldest = (select(DueCheck.deal_id, func.min(DueCheck.due_at))
+                        .where(_account, DueCheck.due_at <= bindparam("now"))
+                        .group_by(DueCheck.deal_id)
+                        .order_by(func.min(DueCheck.due_at), DueCheck.deal_id))
     next_due = (select(DueCheck.due_at).where(_account, DueCheck.kind != CHANGED)
                 .order_by(DueCheck.due_at).limit(1))
     task_keys = select(TaskLedger.idempotency_key).where(
@@ -153,10 +156,13 @@ def mark_changed(session: Session, account_id: int, deal_ids: Iterable[int], at:
                                        "due_at": at} for d in sorted(set(deal_ids))])
 
 
-def due_deals(session: Session, account_id: int, now: datetime) -> list[int]:
-    """Deals with a due check at or before ``now`` (changed ones included)."""
-    return sorted(set(session.connection().execute(
-        _STMTS.due_deals, {"account": account_id, "now": now}).scalars()))
+def due_deals_oldest_first(session: Session, account_id: int,
+                           now: datetime) -> list[tuple[int, datetime]]:
+    """Deals with a due check at or before ``now`` (changed ones included), each with the
+    instant its oldest one came due, that one first (deal id breaking ties): the order a
+    budgeted sync plans them in, so a deal waits no longer for being high in id."""
+    return [(deal, at) for deal, at in session.connection().execute(
+        _STMTS.due_deals_oldest, {"account": account_id, "now": now})]
 
 
 def next_due(session: Session, account_id: int) -> datetime | None:
@@ -475,5 +481,5 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         key=lambda t: (t[0], t[1]))
 
 
-__all__ = ["plan_deals", "mark_changed", "due_deals", "next_due",
+__all__ = ["plan_deals", "mark_changed", "due_deals_oldest_first", "next_due",
            "frt_episodes", "complaints_for", "survey_answers", "survey_history", "win_instants", "field_value_at"]

@@ -62,24 +62,27 @@ def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool 
     """Pull new events (when ``pull``), then plan the deals they touched and (when ``check``)
     the deals whose due check has come; returns (new events, deals planned). Without a
     ``budget`` (seconds) all in one batch; with one, a large batch is planned a committed
-    chunk at a time until the budget is spent, the rest left due for the next sync."""
+    chunk at a time until the budget is spent, the rest left due for the next sync: the deals
+    whose due check came first are planned first (those this pull touched are due now)."""
     from jobs.events_pull import pull_events
-    from jobs.planner import budgeted_chunks, due_deals, mark_changed, plan_deals
+    from jobs.planner import budgeted_chunks, due_deals_oldest_first, mark_changed, plan_deals
 
     with rt.sessions() as session:
         new = pull_events(session, api_client(rt, account), account, now) if pull else 0
         touched: set[int] = session.info.pop("touched_deals", set())
-        deals = set(touched)
-        if check:
-            deals.update(due_deals(session, account.account_id, now))
+        due_since = dict(due_deals_oldest_first(session, account.account_id, now)) if check else {}
+        deals = touched | due_since.keys()
         if budget is None or len(deals) <= PLAN_CHUNK:
             plan_deals(session, rt, account, deals, now)
             session.commit()
             return new, len(deals)
         mark_changed(session, account.account_id, touched, now)  # kept until planned
         session.commit()
+    # The longest due first (deal id breaking ties), or a steady backlog would keep the high
+    # ids waiting for ever; a deal this pull touched is due from now, behind older ones.
+    order = sorted(deals, key=lambda d: (due_since.get(d, now), d))
     planned = 0
-    for chunk in budgeted_chunks(sorted(deals), PLAN_CHUNK, budget):
+    for chunk in budgeted_chunks(order, PLAN_CHUNK, budget):
         with rt.sessions() as session:
             plan_deals(session, rt, account, chunk, now)
             session.commit()

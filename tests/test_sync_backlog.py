@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.e2e_helpers import amocrm, lead_body, msk
+from tests.e2e_helpers import amocrm, chat_event, lead_body, msk
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,51 @@ def test_a_backlog_is_planned_in_committed_chunks_that_survive_a_cut(
             6201, 6202, 6203, 6204}  # the flush sent what was planned
         e.sync_job(msk("2026-04-14 10:07:00"))
         assert planned() == set(deals) and waiting() == set()
+
+
+def test_a_budgeted_sync_plans_the_longest_due_deals_first(
+        runtime, client, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A budget that covers part of a backlog plans the deals whose due check came first (deal
+    id breaking ties), a deal the pull just touched behind them; the next sync the rest. It
+    planned the lowest ids first, so with a steady backlog the high ids could wait for ever."""
+    from app.models import DueCheck
+    from jobs import planner
+    from jobs import sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "PLAN_CHUNK", 2)
+    monkeypatch.setattr(sync_mod, "PLAN_BUDGET_SECONDS", 0.0)  # one chunk a sync
+    with amocrm(runtime, client, example_account) as e:
+        # Marked changed when drained: the high ids first, the low ids last.
+        for deals, minute in (((6309, 6308), 0), ((6306, 6307), 1), ((6302, 6301), 2)):
+            for deal in deals:
+                created = msk(f"2026-04-14 10:0{minute}:00")
+                e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+            e.drain()
+        # The pull of the first sync touches the lowest id of all: due from now, so last.
+        e.amo.events.append(chat_event("ev-6300", "incoming_chat_message", 6300, "m-6300",
+                                       at=msk("2026-04-14 10:04:00"), created_by=0))
+        real = planner.plan_deals
+        calls: list[list[int]] = []
+
+        def recorded(session, rt, account, ids, now):  # type: ignore[no-untyped-def]
+            calls.append(sorted(ids))
+            return real(session, rt, account, ids, now)
+
+        monkeypatch.setattr(planner, "plan_deals", recorded)
+
+        def waiting() -> set[int]:
+            with runtime.sessions() as s:
+                return set(s.scalars(select(DueCheck.deal_id).where(
+                    DueCheck.kind == planner.CHANGED)))
+
+        e.sync_job(msk("2026-04-14 10:05:00"))
+        assert calls == [[6308, 6309]]
+        assert waiting() == {6300, 6301, 6302, 6306, 6307}
+        e.sync_job(msk("2026-04-14 10:05:30"))
+        assert calls[1:] == [[6306, 6307]] and waiting() == {6300, 6301, 6302}
+        e.sync_job(msk("2026-04-14 10:06:00"))
+        e.sync_job(msk("2026-04-14 10:06:30"))  # a backlog of one chunk: planned at once
+        assert calls[2:] == [[6301, 6302], [6300]] and waiting() == set()
 
 
 def test_the_timer_keeps_one_sync_waiting_per_account(runtime, redis_conn,
