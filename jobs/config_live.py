@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 from config.account import AccountConfig
 from integrations.amocrm.client import AmoClient
-from integrations.amocrm.errors import AccessDenied
+from integrations.amocrm.errors import AccessDenied, AmoHTTPError
 from integrations.amocrm.payloads import CustomField
 
 NUMERIC_TYPES = ("numeric",)
 SELECT_TYPES = ("select", "radiobutton")
+PREDEFINED_TASK_TYPES = (1, 2)  # call, meeting: every account has them (amocrm-api.md §6)
 
 
 def _check_field(problems: list[tuple[str, int, str]], fields: dict[int, CustomField], where: str,
@@ -26,9 +27,32 @@ def _check_field(problems: list[tuple[str, int, str]], fields: dict[int, CustomF
             problems.append((where, enum_id, f"not an option of field '{found.name}' ({field_id})"))
 
 
+def _check_task_type(problems: list[tuple[str, int, str]], client: AmoClient, task_type_id: int,
+                     echo: Callable[[str], None]) -> None:
+    """An account's own task type must be one of its task types (1 and 2 always are); when
+    amoCRM's answer lists none, a note: no alarm about what could not be seen."""
+    if task_type_id in PREDEFINED_TASK_TYPES:
+        return
+    try:
+        types = client.get_task_types()
+    except AmoHTTPError as exc:
+        if not 400 <= exc.status < 500:
+            raise
+        types, why = None, str(exc)
+    else:
+        why = "amoCRM's account answer lists no _embedded.task_types"
+    if types is None:
+        echo(f"note: task types not checked ({why})")
+    elif task_type_id not in types:
+        own = ", ".join(f"{i} '{n}'" for i, n in sorted(types.items())
+                        if i not in PREDEFINED_TASK_TYPES) or "none"
+        problems.append(("writeback.task_type_id", task_type_id,
+                         f"no such task type (1 = call, 2 = meeting; the account's own: {own})"))
+
+
 def run_live_check(cfg: AccountConfig, echo: Callable[[str], None], *, client: AmoClient | None = None) -> int:
-    """Read the account, pipelines, statuses, custom fields (and users if allowed); print
-    problems; 1 if any."""
+    """Read the account, pipelines, statuses, custom fields (users if allowed, task types if
+    an own one is set); print problems; 1 if any."""
     if client is None:
         from integrations.amocrm.client import client_for
 
@@ -75,6 +99,7 @@ def run_live_check(cfg: AccountConfig, echo: Callable[[str], None], *, client: A
         else:
             if cfg.users.supervisor not in users:
                 problems.append(("users.supervisor", cfg.users.supervisor, "no such user"))
+    _check_task_type(problems, client, cfg.writeback.task_type_id, echo)
     if not problems:
         echo(f"{cfg.source or 'account'}: every id exists in amoCRM with the right type")
         return 0

@@ -310,6 +310,19 @@ class AmoClient:
         """The account the token opens (``id``, ``subdomain``, ``name``, …)."""
         return self._get_json("/api/v4/account") or {}
 
+    def get_task_types(self) -> dict[int, str] | None:
+        """The account's task types, id → name (amocrm-api.md §6: ``GET /api/v4/account
+        ?with=task_types``, the parameter's name unconfirmed); None when the answer holds no
+        ``_embedded.task_types`` at all (so nothing can be said about an id)."""
+        data = self._get_json("/api/v4/account", {"with": "task_types"}) or {}
+        embedded = data.get("_embedded")
+        found = embedded.get("task_types") if isinstance(embedded, dict) else None
+        if not isinstance(found, list):
+            return None
+        return {int(t["id"]): str(t.get("name") or "") for t in found
+                if isinstance(t, dict) and isinstance(t.get("id"), int | str)
+                and str(t["id"]).isdigit()}
+
     def list_pipelines(self) -> list[Pipeline]:
         return [parse_pipeline(d) for d in self._all("/api/v4/leads/pipelines", "pipelines")]
 
