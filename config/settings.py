@@ -69,6 +69,16 @@ def _check_url(name: str, url: str) -> None:
                          "'@' in its password (e.g. '/' as %2F)") from None
 
 
+AMOCRM_BASE_URL_ENV = "AMOSCORE_AMOCRM_BASE_URL"
+
+
+def amocrm_base_url(own: str, env: Mapping[str, str] | None = None) -> str:
+    """Where to reach an account's amoCRM: ``AMOSCORE_AMOCRM_BASE_URL`` when set (a staging
+    copy, a test's server), else the account's own address (``own``)."""
+    env = os.environ if env is None else env
+    return env.get(AMOCRM_BASE_URL_ENV) or own
+
+
 def require_env(name: str, env: Mapping[str, str] | None = None) -> str:
     """The value of a secret's variable, or MissingSetting naming it."""
     env = os.environ if env is None else env

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import session_scope, upsert
 from app.models import OAuthToken
 from config.account import AccountConfig
-from config.settings import BadSetting, require_env
+from config.settings import BadSetting, amocrm_base_url, require_env
 from integrations.amocrm.auth import (
     Auth,
     OAuthAuth,
@@ -116,7 +116,7 @@ def auth_for(
         return StaticTokenAuth(env[name], name)
     if session_factory is None:
         raise ValueError("OAuth needs the database (session_factory) to keep its tokens")
-    base_url = env.get("AMOSCORE_AMOCRM_BASE_URL") or info.base_url
+    base_url = amocrm_base_url(info.base_url, env)
     store = DbTokenStore(session_factory, account.account_id, fernet_for(account, env))
     return OAuthAuth(base_url, oauth_client_for(account, env), store,
                      lock=redis_lock(redis_conn, account.account_id) if redis_conn is not None else None,
@@ -187,7 +187,7 @@ def connect_with_code(
     now: float | None = None,
 ) -> None:
     """Exchange an authorization code and store the pair (replacing any revoked one)."""
-    base_url = env.get("AMOSCORE_AMOCRM_BASE_URL") or account.account.base_url
+    base_url = amocrm_base_url(account.account.base_url, env)
     # The code works once: everything that could stop the tokens being kept (the encryption
     # key, the client secret) is checked before it is spent.
     store = DbTokenStore(session_factory, account.account_id, fernet_for(account, env))

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import requests
 
 from config.account import AccountConfig
+from config.settings import amocrm_base_url
 from integrations.amocrm.auth import Auth, StaticTokenAuth
 from integrations.amocrm.errors import (
     AccessDenied,
@@ -53,7 +54,6 @@ from integrations.amocrm.ratelimit import AccountLimiter, memory_limiter, redis_
 
 log = logging.getLogger(__name__)
 
-BASE_URL_ENV = "AMOSCORE_AMOCRM_BASE_URL"
 DEFAULT_RETRY_AFTER = 60.0  # seconds, when a 429 names no pause
 MAX_PAUSE = 3600.0
 
@@ -432,7 +432,7 @@ def client_for(
     """A client for ``account``: base URL (``AMOSCORE_AMOCRM_BASE_URL`` overrides it), the
     long-lived token from the environment unless ``auth`` is given, and the account's limiter
     (in Redis when ``redis_url`` is given, in process otherwise)."""
-    base_url = env.get(BASE_URL_ENV) or account.account.base_url
+    base_url = amocrm_base_url(account.account.base_url, env)
     if auth is None:
         name = account.account.auth.long_lived_token_env
         token = env.get(name) if name else None
