@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import secrets
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from sqlalchemy import make_url, select
 from app.db import create_schema, make_engine, make_session_factory, table_with_rows
 from app.models import TaskLedger, WriteLog
 from config.account import AccountConfig
-from config.settings import Settings
+from config.settings import Settings, from_env
 from integrations.amocrm.payloads import event_created_at
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs.queues import InProcessQueue
@@ -203,7 +202,7 @@ class ReplayOptions:
     now: datetime | None = None
     database_url: str | None = None
     send: bool = False
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the environment --send reads its token from
     progress: Callable[[int], None] | None = None
 
 
@@ -248,7 +247,7 @@ class Replay:
         session.hooks["response"].append(self._count)
         if self.opts.send:
             self.fake = None
-            env = self.opts.env or os.environ
+            env = self.opts.env
             name = self.account.account.auth.long_lived_token_env
             if not (name and env.get(name)):
                 from integrations.amocrm.errors import ReauthorizationRequired
@@ -262,7 +261,7 @@ class Replay:
             # With REDIS_URL the workers' shared limiter: a replay sending to a live account
             # must not push the workers past amoCRM's limit.
             return client_for(self.account, env, session=session,
-                              redis_url=env.get("REDIS_URL") or None)
+                              redis_url=from_env(env).redis_url or None)
         base = self.account.account.base_url
         # Proxies and .netrc from the environment mean nothing to the fake, and reading them
         # for every request cost more than the fake's answer.

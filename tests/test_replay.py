@@ -1342,3 +1342,27 @@ def test_report_now_gives_the_figures_as_they_stood_then(short_stream, tmp_path,
         assert result.exit_code == 0, result.output
         assert json.loads(result.output) == json.loads(json.dumps(stopped[section])), section
     assert stopped["frt"]["episodes"] and stopped["complaints"]["volume"]
+
+
+def test_replay_send_reads_only_the_environment_it_is_given_and_checks_it(tmp_path,
+                                                                           monkeypatch):
+    """An empty env meant the process's own (a token found where none was given), and a
+    REDIS_URL the service refuses by name went unchecked to the limiter."""
+    from config.settings import BadSetting
+    from integrations.amocrm.errors import ReauthorizationRequired
+
+    token = ACCOUNT.account.auth.long_lived_token_env
+    assert token
+    monkeypatch.setenv(token, "from-the-process")
+    stream = tmp_path / "empty.jsonl"
+    stream.write_text("")
+
+    def client(env: dict[str, str]) -> object:
+        opts = ReplayOptions(stream=stream, account=ACCOUNT, receiver=create_app, send=True,
+                             env=env)
+        return Replay(opts)._client(None)  # type: ignore[arg-type]
+
+    with pytest.raises(ReauthorizationRequired):
+        client({})
+    with pytest.raises(BadSetting, match="REDIS_URL"):
+        client({token: "t", "REDIS_URL": "http://127.0.0.1:6379"})
