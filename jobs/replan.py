@@ -103,11 +103,11 @@ def follow_rules(rt: Runtime, account: AccountConfig, now: datetime) -> bool:
 
 
 def _old_rules(text: str, account: AccountConfig) -> AccountConfig | None:
-    from config.loader import account_from_text
+    from config.loader import ConfigError, account_from_text
 
     try:
         old = account_from_text(text, f"the rules before {account.source or 'the edit'}")
-    except Exception:  # noqa: BLE001 - unreadable by this version: judge by the moment alone
+    except ConfigError:  # unreadable by this version: judge by the moment alone
         log.warning("replan.old_rules_unreadable account=%d: every task only the new rules "
                     "give about a moment before the edit is ruled out", account.account_id)
         return None

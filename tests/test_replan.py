@@ -121,6 +121,30 @@ def test_a_lowered_limit_keeps_the_task_of_a_client_still_waiting(
         assert [t["entity_id"] for t in e.amo.posted_tasks()] == [deal]
 
 
+def test_old_rules_this_version_cannot_read_judge_tasks_by_their_moment_alone(
+        runtime, client, example_account) -> None:  # type: ignore[no-untyped-def]
+    """As above, but the kept YAML of the old rules no longer loads (a key a newer version
+    dropped): nobody can say what they would have given, so the task about a moment before
+    the edit is ruled out rather than sent late."""
+    deal = 6401
+    with amocrm(runtime, client, example_account) as e:
+        created = msk("2026-04-14 10:00:00")
+        e.post(lead_body("add", deal, at=created), at=created + timedelta(seconds=1))
+        e.drain()
+        e.sync_job(msk("2026-04-14 10:44:00"))
+        with runtime.sessions() as s:
+            kept = s.get(SyncCheckpoint, (example_account.account_id, "config"))
+            kept.value = {**kept.value, "rules": kept.value["rules"] + "\nno_such_key: 1\n"}
+            s.commit()
+        edited = edit(example_account, ("limit_minutes: 60", "limit_minutes: 30"))
+        runtime.accounts[edited.account_id] = e.account = edited
+        e.sync_job(msk("2026-04-14 10:45:00"))
+        assert e.amo.task_posts == []
+        with runtime.sessions() as s:
+            assert [(t.deal_id, t.status) for t in s.scalars(select(TaskLedger))] == [
+                (deal, "ruled_out")]
+
+
 def test_a_replan_goes_on_over_several_syncs_and_plans_nothing_else_meanwhile(
         runtime, client, example_account, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from jobs import planner, replan
