@@ -98,12 +98,20 @@ def test_complaints_referrals_surveys(demo_report):
     seconds = [r["seconds"] for r in c["resolutions"]]
     assert demo_report["complaints"]["median_resolution_seconds"] == int(statistics.median(seconds) + 0.5)
     assert demo_report["complaints"]["mean_resolution_seconds"] == int(statistics.fmean(seconds) + 0.5)
-    r = TRUTH["referrals"]
-    assert (demo_report["referrals"]["won"], demo_report["referrals"]["referred"]) == (r["won"], r["referred"])
-    for survey in ("nps", "csat", "ces"):
-        for key, value in TRUTH["surveys"][survey].items():
-            if key in demo_report["surveys"][survey]:
-                assert demo_report["surveys"][survey][key] == value, (survey, key)
+    assert demo_report["complaints"]["p90_resolution_seconds"] == c["p90_resolution_seconds"]
+    r, got = TRUTH["referrals"], demo_report["referrals"]
+    assert (got["won"], got["referred"], got["share"]) == (r["won"], r["referred"], r["share"])
+    assert [{k: q[k] for k in ("quarter", "won", "referred", "share")}
+            for q in got["by_quarter"]] == r["by_quarter"]
+    assert {u: (m["won"], m["referred"]) for u, m in got["by_manager"].items()} == {
+        u: (m["won"], m["referred"]) for u, m in r["by_manager"].items()}
+    # Every figure named, none skipped when a key goes missing from the report.
+    figures = {"nps": ("answers", "promoters", "passives", "detractors", "score", "by_manager"),
+               "csat": ("answers", "satisfied", "low", "percent"),
+               "ces": ("answers", "low", "mean")}
+    for survey, keys in figures.items():
+        for key in keys:
+            assert demo_report["surveys"][survey][key] == TRUTH["surveys"][survey][key], (survey, key)
 
 
 def test_tasks_one_per_breach_overdue_and_low_score(demo_report):
