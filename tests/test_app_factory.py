@@ -21,7 +21,27 @@ def test_missing_webhook_secret_fails_in_create_app_naming_the_variable(runtime)
         create_app({"RUNTIME": runtime, "ENV": {}})
 
 
-def test_import_does_nothing_and_factory_needs_no_network(runtime):
+def test_import_and_the_factory_connect_to_nothing() -> None:
+    """gunicorn imports the app and calls the factory in every worker before any request: with
+    the database and Redis at addresses where nothing listens, both still succeed (a
+    connection attempt there would raise), so a web process starts while either is down."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": "postgresql://127.0.0.1:9/none",
+           "REDIS_URL": "redis://127.0.0.1:9/0", "AMOSCORE_CONFIG": "config/account.example.yaml",
+           "AMOSCORE_WEBHOOK_SECRET": "s" * 32, "AMOSCORE_VAR_DIR": "/nonexistent"}
+    code = ("import app.web\n"
+            "rules = {r.rule for r in app.web.create_app().url_map.iter_rules()}\n"
+            "print('/webhooks/amocrm/<secret>' in rules)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-2000:]
+
+
+def test_health_answers_on_a_fresh_database(runtime):
     app = create_app({"RUNTIME": runtime, "ENV": {"AMOSCORE_WEBHOOK_SECRET": "x"}})
     assert app.test_client().get("/healthz").json == {
         "status": "ok", "database": "ok", "backlog": {"pending": 0, "oldest_seconds": None}}
