@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import make_session_factory
-from app.models import Deal, Interaction, TaskLedger
+from app.models import Deal, Interaction, TaskLedger, WebhookDelivery
 from config.settings import Settings
 from jobs import ingest, planner
 from jobs.intake import drain_with, store_delivery
@@ -46,6 +46,29 @@ def rt(pg_engine, example_account, tmp_path):  # type: ignore[no-untyped-def]
     return Runtime(settings=settings, accounts={example_account.account_id: example_account},
                    engine=pg_engine, sessions=make_session_factory(pg_engine),
                    queue=InProcessQueue(), clock=Clock(T0), dry_run_override=True)
+
+
+class Job(threading.Thread):
+    """A job on a thread of its own whose failure fails the test (a thread's exception is
+    otherwise only printed, and a crashed drain would look like one that lost the race)."""
+
+    def __init__(self, target: Callable[..., Any], *args: Any, name: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, daemon=True)
+        self.call, self.args, self.kwargs = target, args, kwargs
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.call(*self.args, **self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test by finish()
+            self.error = exc
+
+    def finish(self, timeout: float) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.name} still runs after {timeout} s"
+        if self.error is not None:
+            raise self.error
 
 
 def deliver(rt: Runtime, account_id: int, body: bytes) -> None:
@@ -85,16 +108,17 @@ def test_two_drains_at_once_keep_the_newer_deal_state(rt, example_account, monke
         return rows
 
     monkeypatch.setattr(ingest, "_current_states", current_states)
-    drains = [threading.Thread(target=drain_with, args=(rt, acc), kwargs={"limit": 1},
-                               name=f"drain-{n}") for n in (1, 2)]
+    drains = [Job(drain_with, rt, acc, limit=1, name=f"drain-{n}") for n in (1, 2)]
     drains[0].start()
     assert first_read.wait(PAUSE)  # worker 1 holds the newer delivery
     drains[1].start()
     for t in drains:
-        t.join(4 * PAUSE)
+        t.finish(4 * PAUSE)
     with rt.sessions() as s:
         deal = s.scalars(select(Deal)).one()
+        statuses = s.scalars(select(WebhookDelivery.status)).all()
     assert (deal.price, deal.updated_at) == (210000, datetime.fromtimestamp(1748310000, UTC))
+    assert statuses == ["processed", "processed"]
 
 
 def test_a_message_drained_while_a_sync_plans_is_planned_later(rt, example_account, monkeypatch):
@@ -107,15 +131,14 @@ def test_a_message_drained_while_a_sync_plans_is_planned_later(rt, example_accou
     loaded, drained = threading.Event(), threading.Event()
     monkeypatch.setattr(planner, "load_ledgers",
                         paused_after(planner.load_ledgers, loaded, drained))
-    sync = threading.Thread(target=plan_step, args=(rt, example_account, T0 + timedelta(minutes=6)),
-                            kwargs={"pull": False})
+    sync = Job(plan_step, rt, example_account, T0 + timedelta(minutes=6), pull=False, name="sync")
     sync.start()
     assert loaded.wait(PAUSE)
     rt.clock.now = T0 + timedelta(minutes=5, seconds=30)  # type: ignore[attr-defined]
     deliver(rt, acc, message_body("m-race", deal, BASE_UNIX + 300))
     drain_with(rt, acc)  # waits for the sync's lock, then commits its mark
     drained.set()
-    sync.join(4 * PAUSE)
+    sync.finish(4 * PAUSE)
     monkeypatch.undo()
     later = T0 + timedelta(days=3)
     plan_step(rt, example_account, later, pull=False)

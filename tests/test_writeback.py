@@ -265,11 +265,6 @@ def test_posting_row_not_found_is_posted_again(factory) -> None:
     assert result.post_requests == 1
 
 
-def test_make_client_uses_injected_time_only() -> None:
-    t = FakeTime()
-    assert make_client(t).clock() == t.now
-
-
 def test_a_value_declared_again_during_a_flush_stays_pending(factory) -> None:
     """A sync declaring a new value while a flush is sending the old one: the new one is not
     marked written with the old one, so the next flush sends it."""
