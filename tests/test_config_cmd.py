@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.commands.config_cmd import config_group
-from app.config_summary import summary
+from app.commands.config_summary import summary
 from config.account import AccountConfig
 from config.loader import load_account
 

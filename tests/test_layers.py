@@ -15,7 +15,7 @@ LAYERS = (
     ("app.models", 3), ("app.db", 3), ("app.migrate", 3), ("app.pg_insert", 3),
     ("app.calendar", 3), ("app.metrics", 3),
     ("jobs", 4),
-    ("app.web", 5), ("app.cli", 5), ("app.commands", 5), ("app.config_summary", 5),
+    ("app.web", 5), ("app.cli", 5), ("app.commands", 5),
 )
 PURE = ("app.metrics", "app.calendar")  # plain records in, numbers out
 IMPURE = ("flask", "redis", "rq", "sqlalchemy", "requests", "os", "time", "app.db", "app.models")

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from app.config_summary import summary
+from app.commands.config_summary import summary
 from config.errors import ConfigError
 from config.loader import load_accounts
 
