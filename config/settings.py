@@ -24,6 +24,7 @@ class Settings:
     var_dir: Path = Path("var")
     spool_dir: Path = Path("var/spool")
     max_content_length: int = 1024 * 1024
+    log_level: str = "WARNING"  # AMOSCORE_LOG_LEVEL: the web process's (the CLI has -v)
 
     @property
     def embedded_database(self) -> Path:
@@ -33,6 +34,9 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.embedded_database}"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +51,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     body_bytes = env.get("AMOSCORE_MAX_BODY_BYTES", str(1024 * 1024))
     if not body_bytes.isdigit():
         raise BadSetting("AMOSCORE_MAX_BODY_BYTES must be a whole number of bytes")
+    log_level = env.get("AMOSCORE_LOG_LEVEL", "WARNING").upper()
+    if log_level not in LOG_LEVELS:
+        raise BadSetting(f"AMOSCORE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     return Settings(
         database_url=env.get("DATABASE_URL", ""),
         redis_url=redis_url,
@@ -54,6 +61,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         var_dir=var_dir,
         spool_dir=Path(env.get("AMOSCORE_SPOOL_DIR", str(var_dir / "spool"))),
         max_content_length=int(body_bytes),
+        log_level=log_level,
     )
 
 

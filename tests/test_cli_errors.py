@@ -45,6 +45,8 @@ def one_line_error(result, code: int) -> str:  # type: ignore[no-untyped-def]
     ("REDIS_URL", "redis://:s3cret/x@127.0.0.1:6379/0", 2, "REDIS_URL cannot be read as a URL"),
     ("DATABASE_URL", "postgresql://amo:s3cret@127.0.0.1:x/amo", 2,
      "DATABASE_URL cannot be read as a URL"),
+    # It fell back to WARNING without a word: an operator asking for INFO saw nothing more.
+    ("AMOSCORE_LOG_LEVEL", "verbose", 2, "AMOSCORE_LOG_LEVEL must be one of DEBUG, INFO"),
 ])
 def test_an_unusable_setting_is_one_line_naming_it(env, setting, value, code, expected):
     env.setenv("AMOSCORE_CONFIG", str(EXAMPLE))

@@ -62,7 +62,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if accounts is None:
             accounts = load_accounts(settings.config_path)
         runtime = build_runtime(settings, for_web=True, accounts=tuple(accounts))
-    _configure_logging(env)  # first: resolving the secrets may warn
+    _configure_logging(settings.log_level)  # first: resolving the secrets may warn
     # A missing secret fails here, naming the variable (MissingSetting).
     by_secret = resolve_webhook_secrets(tuple(runtime.accounts.values()), env)
 
@@ -86,7 +86,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def _configure_logging(env: Mapping[str, str]) -> None:
+def _configure_logging(level: str) -> None:
     """Under gunicorn nothing configures the root logger: the app's warnings went out bare
     (no time, no level) through Python's last-resort handler. Left alone when something (the
     CLI, a test runner) already did; AMOSCORE_LOG_LEVEL picks the level (default WARNING)."""
@@ -95,6 +95,4 @@ def _configure_logging(env: Mapping[str, str]) -> None:
 
     if logging.getLogger().handlers:
         return
-    level = getattr(logging, env.get("AMOSCORE_LOG_LEVEL", "WARNING").upper(), logging.WARNING)
-    logging.basicConfig(level=level if isinstance(level, int) else logging.WARNING,
-                        format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
