@@ -9,8 +9,8 @@ same transaction as each page's rows, so a crash loses at most one page of work)
    ResponsibleChange observed at ``updated_at``, the custom fields as FieldValue history at
    ``updated_at`` (source ``api``).
 2. ``events`` — ``GET /api/v4/events`` created in the window (100 a page) through
-   ``jobs.ingest.apply_events``; the talks named by chat messages are read once each (rating,
-   link to the deal) when ``talks`` is on.
+   ``jobs.api_records.apply_events``; the talks named by chat messages are read once each
+   (rating, link to the deal) when ``talks`` is on.
 3. ``unread`` — the deals the events named but the leads list did not return (edited after
    the window, so outside ``filter[updated_at]``): read by id, 250 a request. Without this a
    past window knew most deals only by id: no pipeline, so no FRT, complaint or referral.
@@ -64,7 +64,6 @@ from app.models import (
 )
 from config.account import AccountConfig
 from integrations.amocrm.errors import AccessDenied
-from integrations.amocrm.payloads import parse_lead
 from jobs.runtime import Runtime
 from jobs.writeback import TASKS_BEFORE, TASKS_SKIPPED
 
@@ -200,59 +199,6 @@ def _estimate(done: int, fraction: float) -> str:
 # --- leads --------------------------------------------------------------------------------------
 
 
-def _main_contact(raw: dict[str, Any]) -> int | None:
-    contacts = (raw.get("_embedded") or {}).get("contacts") or []
-    main = [c for c in contacts if c.get("is_main")] or contacts
-    return int(main[0]["id"]) if main and main[0].get("id") is not None else None
-
-
-def apply_api_lead(session: Session, account_id: int, raw: dict[str, Any]) -> int | None:
-    """One lead as ``GET /api/v4/leads`` returns it → deal state and observations at its
-    ``updated_at``; returns the deal id (None when the lead has no instant at all)."""
-    from jobs.ingest import later_of, still_deleted, store_api_lead
-
-    lead = parse_lead(raw)
-    stamp = lead.updated_at or lead.created_at
-    if stamp is None:
-        return None
-    at = _at(stamp)
-    fields = {fid: [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
-                    for v in values] for fid, values in lead.custom_fields.items()}
-    deal = session.get(Deal, (account_id, lead.id))
-    if deal is None:
-        deal = Deal(account_id=account_id, id=lead.id, custom_fields={}, is_deleted=False)
-        session.add(deal)
-    # Never older over newer: a webhook may already have brought a later state.
-    if deal.updated_at is None or at >= deal.updated_at:
-        deal.name = lead.name
-        deal.pipeline_id, deal.status_id = lead.pipeline_id, lead.status_id
-        deal.responsible_user_id, deal.price = lead.responsible_user_id, lead.price
-        deal.closed_at = _at(lead.closed_at) if lead.closed_at else None
-        deal.contact_id = _main_contact(raw) or deal.contact_id
-        deal.custom_fields = {str(k): v for k, v in fields.items()}
-        deal.updated_at = at
-    if lead.created_at is not None:
-        deal.created_at = _at(lead.created_at)  # the API's own value beats any guess
-    if not raw.get("is_deleted"):
-        # Listed alive at this updated_at: as a webhook body so dated would, it undeletes a
-        # deal whose deletion was received before (the restore's webhook may have been lost).
-        deal.alive_at = later_of(deal.alive_at, at)
-        deal.is_deleted = deal.deleted_at is not None and still_deleted(deal.deleted_at,
-                                                                        deal.alive_at)
-    session.flush()
-    if lead.pipeline_id is not None and lead.status_id is not None:
-        insert_ignore(session, StageChange, [{
-            "account_id": account_id, "deal_id": lead.id, "at": at, "old_pipeline_id": None,
-            "old_status_id": None, "pipeline_id": lead.pipeline_id, "status_id": lead.status_id,
-            "created": False, "source": "api"}])
-    if lead.responsible_user_id is not None:
-        insert_ignore(session, ResponsibleChange, [{
-            "account_id": account_id, "deal_id": lead.id, "at": at,
-            "old_responsible_user_id": None, "responsible_user_id": lead.responsible_user_id}])
-    store_api_lead(session, account_id, lead.id, fields, at)
-    return lead.id
-
-
 def _leads_phase(session: Session, client: Any, account_id: int, state: dict[str, Any],
                  progress: Progress | None, result: BackfillResult) -> None:
     """Every lead updated in the window, oldest update first, a page at a time.
@@ -263,6 +209,8 @@ def _leads_phase(session: Session, client: Any, account_id: int, state: dict[str
     its end, every later lead moved up one place, and the next page stepped over one of them.
     Only a full page of leads sharing one ``updated_at`` (a bulk edit) is paged by number.
     """
+    from jobs.api_records import apply_api_lead
+
     eta = _Eta(_fraction(state["since"], state["until"], state["leads_last_updated_at"], True))
     while True:
         since = state.get("leads_from") or state["since"]
@@ -321,7 +269,7 @@ def _talk_ids(events: list[dict[str, Any]]) -> set[int]:
 def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
                  seen: set[int]) -> int:
     """Read each named talk once per run; its rating and deal link go through ingest."""
-    from jobs.ingest import apply_talk
+    from jobs.webhook_handlers import apply_talk
 
     read = 0
     for talk_id in sorted(ids - seen):
@@ -345,7 +293,7 @@ def _apply_talks(session: Session, client: Any, account_id: int, ids: set[int],
 def _events_phase(session: Session, client: Any, account: AccountConfig, state: dict[str, Any],
                   talks: bool, progress: Progress | None, result: BackfillResult) -> None:
     from integrations.amocrm.client import events_type_filter
-    from jobs.ingest import EVENT_TYPES, apply_events
+    from jobs.api_records import EVENT_TYPES, TOUCHED_DEALS, apply_events
 
     account_id = account.account_id
     params = {"filter[created_at][from]": state["since"], "filter[created_at][to]": state["until"],
@@ -363,7 +311,7 @@ def _events_phase(session: Session, client: Any, account: AccountConfig, state: 
                  "created_at": _at(e["created_at"])} for e in events])
             # apply_events is idempotent: applying an event the regular pull saw changes nothing.
             apply_events(session, account, events)
-            session.info.pop("touched_deals", None)  # the plan phase finds its deals itself
+            session.info.pop(TOUCHED_DEALS, None)  # the plan phase finds its deals itself
             if talks:
                 try:
                     result.talks += _apply_talks(session, client, account_id, _talk_ids(events),
@@ -404,7 +352,9 @@ def _unread_phase(session: Session, client: Any, account_id: int, state: dict[st
                   result: BackfillResult) -> None:
     """Read by id the deals of the window whose state no read or webhook ever gave (only
     events named them). Recomputed on a resume: a deal read once has its state."""
-    ids = [d for d in touched_deals(session, account_id, since, until)
+    from jobs.api_records import apply_api_lead
+
+    ids = [d for d in deals_in_window(session, account_id, since, until)
            if _state_unknown(session, account_id, d)]
     for start in range(0, len(ids), LEADS_LIMIT):
         chunk = ids[start:start + LEADS_LIMIT]
@@ -482,7 +432,7 @@ def _creation_responsible(session: Session, account_id: int, deal_id: int,
 # --- plan ---------------------------------------------------------------------------------------------
 
 
-def touched_deals(session: Session, account_id: int, since: datetime, until: datetime) -> list[int]:
+def deals_in_window(session: Session, account_id: int, since: datetime, until: datetime) -> list[int]:
     """Every deal with state or a ledger row in the window (found again on a resume)."""
     parts: list[Any] = [select(Deal.id.label("deal_id")).where(
         Deal.account_id == account_id, Deal.updated_at >= since, Deal.updated_at <= until)]
@@ -526,7 +476,7 @@ def _plan_phase(session: Session, rt: Runtime, account: AccountConfig, state: di
                 result: BackfillResult) -> None:
     from jobs.planner import plan_deals
 
-    ids = touched_deals(session, account.account_id, since, until)
+    ids = deals_in_window(session, account.account_id, since, until)
     after = state["plan_after"]
     todo = [i for i in ids if after is None or i > after]
     if tasks and after is not None:

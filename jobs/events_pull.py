@@ -39,7 +39,7 @@ def _key(event: dict[str, Any]) -> tuple[int, str]:
 
 def pull_events(session: Session, client: AmoClient, account: AccountConfig, now: datetime) -> int:
     """Apply the events not seen before; returns how many were new. The caller commits."""
-    from jobs.ingest import EVENT_TYPES, apply_events
+    from jobs.api_records import EVENT_TYPES, apply_events
 
     account_id = account.account_id
     conn = session.connection()

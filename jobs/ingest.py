@@ -1,8 +1,9 @@
-"""Normalise parsed webhooks and pulled events into the domain ledger, a batch at a time.
+"""The batch writer: what deliveries and pulled events say, written to the domain ledger at once.
 
-Handlers only *collect* what a delivery says into an ``IngestBatch``; ``flush`` then writes the
-whole batch with a handful of statements (one SELECT of the deals and talks involved, one
-executemany per table), so a drain of 200 deliveries costs about as many round trips as one.
+The webhook handlers (jobs/webhook_handlers.py) and the events API reader (jobs/api_records.py)
+only *collect* what they read into an ``IngestBatch``; ``flush`` then writes the whole batch
+with a handful of statements (one SELECT of the deals and talks involved, one executemany per
+table), so a drain of 200 deliveries costs about as many round trips as one.
 
 Idempotent (unique keys, ``ON CONFLICT``) and order-tolerant: a deal's, talk's or task's
 current state only moves forward by amoCRM's own ``updated_at`` (changes are applied in
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
@@ -35,9 +35,6 @@ from app.models import (
     TalkRate,
     TaskSeen,
 )
-from config.account import AccountConfig
-from integrations.amocrm.payloads import event_created_at
-from integrations.amocrm.webhooks import NOT_A_REACTION_NOTE_TYPES, WebhookEvent, event_instant
 
 DEAL_STATE = ("name", "pipeline_id", "status_id", "responsible_user_id", "price")
 
@@ -212,7 +209,7 @@ class IngestBatch:
                     state.update(
                         contact_id=d.get("contact_id") or state["contact_id"],
                         chat_id=d.get("chat_id") or state["chat_id"],
-                        deal_id=_talk_deal(d) or state["deal_id"],
+                        deal_id=talk_deal(d) or state["deal_id"],
                         is_read=bool(d.get("is_read")), is_in_work=bool(d.get("is_in_work")),
                         rate=d.get("rate") or 0,
                         created_at=d.get("created_at") or state["created_at"], updated_at=at)
@@ -365,239 +362,9 @@ def _greatest_per_key(rows: list[dict[str, Any]], key: tuple[str, ...],
     return list(best.values())
 
 
-def _talk_deal(d: dict[str, Any]) -> int | None:
+def talk_deal(d: dict[str, Any]) -> int | None:
+    """The deal a talk body links to (None when it names another kind of entity)."""
     return d.get("entity_id") if d.get("entity_type") in (None, "", "lead") else None
 
 
-# --- webhook handlers: (batch, data, received_at) -----------------------------------------
-
-Handler = Callable[[IngestBatch, dict[str, Any], datetime], None]
-
-
-def _lead(batch: IngestBatch, d: dict[str, Any], received_at: datetime, *, created: bool,
-          restore: bool = False) -> None:
-    at = event_instant(d, received_at)
-    deal_id = d["id"]
-    # Only amoCRM's own instant can prove a change came after a deletion we received.
-    dated = bool(d.get("updated_at") or d.get("last_modified"))
-    batch.deal(deal_id, "lead", (at, d, restore, dated))
-    batch.touched.add(deal_id)
-    if d.get("pipeline_id") is not None or d.get("status_id") is not None:
-        batch.observe(StageChange, deal_id=deal_id, at=at, old_pipeline_id=d.get("old_pipeline_id"),
-                      old_status_id=d.get("old_status_id"), pipeline_id=d.get("pipeline_id"),
-                      status_id=d.get("status_id"), created=created, source="webhook")
-    if d.get("responsible_user_id") is not None:
-        batch.observe(ResponsibleChange, deal_id=deal_id, at=at,
-                      old_responsible_user_id=d.get("old_responsible_user_id"),
-                      responsible_user_id=d["responsible_user_id"])
-    if d.get("custom_fields_present"):
-        for fid, values in d["custom_fields"].items():
-            batch.observe(FieldValue, deal_id=deal_id, field_id=fid, values=values, at=at,
-                          source="webhook")
-    if created:
-        born = d.get("created_at") or d.get("date_create")
-        batch.interaction(dedupe=f"lead_added:{deal_id}", kind="lead_added", deal_id=deal_id,
-                          created_by=None, at=born or at, source="webhook")
-
-
-def handle_lead_add(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    _lead(batch, d, at, created=True)
-
-
-def handle_lead_change(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    _lead(batch, d, at, created=False)
-
-
-def handle_lead_restore(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    _lead(batch, d, at, created=False, restore=True)
-
-
-def handle_lead_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    batch.deal(d["id"], "delete", at)
-    batch.touched.add(d["id"])
-
-
-def handle_message(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    deal_id = d.get("entity_id") or d.get("element_id")
-    if d.get("entity_type") not in (None, "", "lead"):
-        deal_id = None
-    # Outgoing chat messages come reliably only through the events API; a webhook's author is a
-    # chat uuid, not a user id, so it cannot close an episode by itself (created_by stays None).
-    outgoing = (d.get("type") or "incoming") != "incoming"
-    batch.interaction(dedupe=f"msg:{d['id']}",
-                      kind="outgoing_chat_message" if outgoing else "incoming_chat_message",
-                      deal_id=deal_id, created_by=None, at=d["created_at"], source="webhook",
-                      contact_id=d.get("contact_id"), talk_id=d.get("talk_id"))
-    if deal_id:
-        batch.link_chat(deal_id, talk_id=d.get("talk_id"), contact_id=d.get("contact_id"))
-
-
-def handle_talk(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
-    # A rating or a read mark goes by updated_at, else by when the delivery was received
-    # (metrics.md): the talk's created_at is when the chat began, not when it was rated or read.
-    at = d.get("updated_at") or received
-    batch.talk_ops[d["talk_id"]].append((at, d))
-    if d.get("rate"):  # 0 = not rated: no answer
-        batch.observe(TalkRate, talk_id=d["talk_id"], rate=d["rate"], at=at)
-    deal_id = _talk_deal(d)
-    if deal_id:
-        batch.link_chat(deal_id, talk_id=d["talk_id"], contact_id=d.get("contact_id"))
-        if d.get("is_read"):
-            batch.interaction(dedupe=f"talk_read:{d['talk_id']}:{int(at.timestamp())}",
-                              kind="talk_read", deal_id=deal_id, created_by=None, at=at,
-                              source="webhook", talk_id=d["talk_id"])
-
-
-def handle_note(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
-    at = d.get("created_at") or received
-    deal_id = d.get("element_id") if d.get("element_type") == 2 else None
-    batch.observe(NoteSeen, id=d["id"], deal_id=deal_id, note_type=d.get("note_type"),
-                  created_by=d.get("created_by"), text=d.get("text"), at=at)
-    if deal_id is not None and d.get("note_type") not in NOT_A_REACTION_NOTE_TYPES:
-        batch.interaction(dedupe=f"note:{d['id']}", kind="note", deal_id=deal_id,
-                          created_by=d.get("created_by"), at=at, source="webhook")
-        batch.deal(deal_id)
-        batch.touched.add(deal_id)
-
-
-def handle_task(batch: IngestBatch, d: dict[str, Any], received: datetime) -> None:
-    batch.task_ops[d["id"]].append(("task", d.get("updated_at") or received, d))
-
-
-def handle_task_delete(batch: IngestBatch, d: dict[str, Any], at: datetime) -> None:
-    batch.task_ops[d["id"]].append(("delete", at, d))
-
-
-EVENT_HANDLERS: dict[str, Handler] = {
-    "leads.add": handle_lead_add,
-    "leads.update": handle_lead_change,
-    "leads.status": handle_lead_change,
-    "leads.responsible": handle_lead_change,
-    "leads.restore": handle_lead_restore,
-    "leads.delete": handle_lead_delete,
-    "leads.note": handle_note,
-    "message.add": handle_message,
-    "talk.add": handle_talk,
-    "talk.update": handle_talk,
-    "task.add": handle_task,
-    "task.update": handle_task,
-    "task.delete": handle_task_delete,
-}
-
-
-def collect_webhook_events(batch: IngestBatch, events: Iterable[WebhookEvent],
-                           received_at: datetime) -> None:
-    for event in events:
-        EVENT_HANDLERS[event.kind](batch, event.data, received_at)
-
-
-def apply_webhook_events(session: Session, account_id: int, events: Iterable[WebhookEvent],
-                         received_at: datetime) -> set[int]:
-    """One delivery's events, written at once; returns the deal ids touched."""
-    batch = IngestBatch(account_id)
-    collect_webhook_events(batch, events, received_at)
-    return batch.flush(session)
-
-
-def apply_talk(session: Session, account_id: int, d: dict[str, Any], at: datetime) -> set[int]:
-    """A talk read through the API (backfill), as if its webhook had come."""
-    batch = IngestBatch(account_id)
-    handle_talk(batch, d, at)
-    return batch.flush(session)
-
-
-# --- events API -----------------------------------------------------------------------------
-
-INTERACTION_EVENT_TYPES = frozenset({
-    "incoming_chat_message", "outgoing_chat_message", "incoming_call", "outgoing_call",
-    "incoming_mail", "outgoing_mail", "incoming_sms", "outgoing_sms", "robot_replied", "lead_added",
-    "entity_direct_message",
-})
-
-
-# Every type apply_events reads: the pulls ask for these only (amocrm-api.md §8: filter by
-# type, never by entity). The rest, custom_field_value_changed above all (each of our own
-# PATCHes makes one), would only fill pages and spend the rate limit.
-EVENT_TYPES = INTERACTION_EVENT_TYPES | {"lead_status_changed", "entity_responsible_changed"}
-
-
-def _first_value(values: Any, key: str) -> dict[str, Any] | None:
-    if isinstance(values, list):
-        for v in values:
-            if isinstance(v, dict) and isinstance(v.get(key), dict):
-                return v[key]
-    return None
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def apply_events(session: Session, account: AccountConfig, events: Iterable[dict[str, Any]]) -> set[int]:
-    """Apply events as ``GET /api/v4/events`` returns them; returns the deal ids touched."""
-    batch = IngestBatch(account.account_id)
-    for ev in events:
-        etype = str(ev.get("type", ""))
-        created = event_created_at(ev)
-        if created is None:
-            continue
-        at = datetime.fromtimestamp(created, UTC)
-        deal_id = _as_int(ev.get("entity_id")) if ev.get("entity_type") == "lead" else None
-        if etype in INTERACTION_EVENT_TYPES:
-            message = _first_value(ev.get("value_after"), "message")
-            if etype.endswith("chat_message") and message and message.get("id"):
-                dedupe = f"msg:{message['id']}"
-            elif etype == "lead_added" and deal_id:
-                dedupe = f"lead_added:{deal_id}"
-            else:
-                dedupe = f"event:{ev.get('id')}"
-            # An incoming message's author is the client, whatever the event's created_by says.
-            by = None if etype.startswith("incoming") else _as_int(ev.get("created_by"))
-            # A message of a chat not yet linked to a deal is filed on the contact; it joins
-            # the deal by the talk it names, when the talk is linked. Not by the contact: a
-            # returning client's new chat would join last year's deal.
-            talk = _as_int(message.get("talk_id")) if message else None
-            batch.interaction(dedupe=dedupe, kind=etype, deal_id=deal_id, created_by=by, at=at,
-                              source="event", talk_id=talk)
-        elif etype == "lead_status_changed" and deal_id:
-            after = _first_value(ev.get("value_after"), "lead_status") or {}
-            before = _first_value(ev.get("value_before"), "lead_status") or {}
-            batch.observe(StageChange, deal_id=deal_id, at=at,
-                          old_pipeline_id=_as_int(before.get("pipeline_id")),
-                          old_status_id=_as_int(before.get("id")),
-                          pipeline_id=_as_int(after.get("pipeline_id")),
-                          status_id=_as_int(after.get("id")), created=False, source="event")
-        elif etype == "entity_responsible_changed" and deal_id:
-            after = _first_value(ev.get("value_after"), "responsible_user") or {}
-            before = _first_value(ev.get("value_before"), "responsible_user") or {}
-            user = _as_int(after.get("id"))
-            if user is None:
-                continue
-            batch.observe(ResponsibleChange, deal_id=deal_id, at=at,
-                          old_responsible_user_id=_as_int(before.get("id")),
-                          responsible_user_id=user)
-        else:
-            continue
-        if deal_id:
-            batch.deal(deal_id)
-            batch.touched.add(deal_id)
-    touched = batch.flush(session)
-    # The events pull commits these with its watermark; its caller plans the touched deals.
-    session.info.setdefault("touched_deals", set()).update(touched)
-    return touched
-
-
-def store_api_lead(session: Session, account_id: int, deal_id: int,
-                   custom_fields: dict[int, list[dict[str, Any]]], at: datetime) -> None:
-    """Keep a lead's fields read through the API (when a delivery lacked them) as seen at ``at``."""
-    upsert(session, FieldValue, [
-        {"account_id": account_id, "deal_id": deal_id, "field_id": fid, "values": values,
-         "at": at, "source": "api"} for fid, values in custom_fields.items()
-    ], keys=["account_id", "deal_id", "field_id", "at"], update=["values", "source"])
-
-
-__all__ = ["IngestBatch", "EVENT_HANDLERS", "EVENT_TYPES", "apply_webhook_events", "apply_events", "apply_talk",
-           "collect_webhook_events", "store_api_lead"]
+__all__ = ["IngestBatch", "later_of", "still_deleted", "talk_deal"]

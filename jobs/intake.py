@@ -18,9 +18,10 @@ from app.models import PENDING_SQL, WebhookDelivery
 from app.pg_insert import STORE_SECONDS, PgStatement, StoreError
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
-from jobs.ingest import IngestBatch, collect_webhook_events
+from jobs.ingest import IngestBatch
 from jobs.queues import JOB_TIMEOUT, EnqueueFailed, schedule_drain
 from jobs.runtime import Runtime, get_runtime
+from jobs.webhook_handlers import collect_webhook_events
 
 log = logging.getLogger("amoscore.intake")
 

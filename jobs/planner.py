@@ -467,7 +467,7 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
     values = lead.custom_fields.get(ref.field_id) if lead is not None else None
     if not values:
         return
-    from jobs.ingest import store_api_lead
+    from jobs.api_records import store_api_lead
 
     discount = [{"value": None if v.value is None else str(v.value), "enum_id": v.enum_id}
                 for v in values]

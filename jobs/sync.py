@@ -64,12 +64,13 @@ def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool 
     ``budget`` (seconds) all in one batch; with one, a large batch is planned a committed
     chunk at a time until the budget is spent, the rest left due for the next sync: the deals
     whose due check came first are planned first (those this pull touched are due now)."""
+    from jobs.api_records import TOUCHED_DEALS
     from jobs.events_pull import pull_events
     from jobs.planner import budgeted_chunks, due_deals_oldest_first, mark_changed, plan_deals
 
     with rt.sessions() as session:
         new = pull_events(session, api_client(rt, account), account, now) if pull else 0
-        touched: set[int] = session.info.pop("touched_deals", set())
+        touched: set[int] = session.info.pop(TOUCHED_DEALS, set())
         due_since = dict(due_deals_oldest_first(session, account.account_id, now)) if check else {}
         deals = touched | due_since.keys()
         if budget is None or len(deals) <= PLAN_CHUNK:

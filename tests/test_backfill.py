@@ -543,8 +543,8 @@ def test_a_lead_the_api_lists_alive_after_its_deletion_undeletes_the_deal(rt) ->
     lead, listed alive with updated_at 10:05: the deal was restored. Before, backfill moved
     its state on and left it deleted, until an unrelated webhook happened to undelete it."""
     from integrations.amocrm.webhooks import WebhookEvent
-    from jobs.backfill import apply_api_lead
-    from jobs.ingest import apply_webhook_events
+    from jobs.api_records import apply_api_lead
+    from jobs.webhook_handlers import apply_webhook_events
 
     account = 32427762
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from app.db import create_schema, make_engine, make_session_factory
 from app.models import Interaction
 from integrations.amocrm.webhooks import WebhookEvent
-from jobs.ingest import IngestBatch, collect_webhook_events
+from jobs.ingest import IngestBatch
+from jobs.webhook_handlers import collect_webhook_events
 
 ACCOUNT = 32427762
 AT = datetime(2025, 5, 26, 12, 0, tzinfo=UTC)
@@ -102,7 +103,7 @@ def test_an_event_message_known_only_by_its_contact_never_joins_a_deal_by_contac
         sessions, example_account):
     """A returning client's message in a new chat, filed on the contact without a talk: it
     must not join the deal an older chat of that contact is linked to, before or after."""
-    from jobs.ingest import apply_events
+    from jobs.api_records import apply_events
 
     write(sessions, talk(300, contact=55504, deal=504))
     event = {"id": "ev-1", "type": "incoming_chat_message", "entity_type": "contact",
@@ -120,7 +121,7 @@ def test_an_event_message_naming_its_talk_joins_the_deal_that_talk_is_linked_to(
         sessions, example_account):
     """A chat event's message may name its talk: the message then joins by talk, the same
     way a webhook's does, whichever comes first."""
-    from jobs.ingest import apply_events
+    from jobs.api_records import apply_events
 
     event = {"id": "ev-t", "type": "incoming_chat_message", "entity_type": "contact",
              "entity_id": 8, "created_by": 0, "created_at": int(AT.timestamp()),
@@ -248,7 +249,7 @@ def test_a_value_read_through_the_api_at_an_instant_stays_whatever_came_after(se
     """Two edits within a second sent 9 and 3; the API read of that updated_at says 3, the
     state amoCRM kept. A webhook value of that instant never replaces it."""
     from app.models import FieldValue
-    from jobs.ingest import store_api_lead
+    from jobs.api_records import store_api_lead
 
     def webhook() -> None:
         batch = IngestBatch(ACCOUNT)

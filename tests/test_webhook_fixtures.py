@@ -102,6 +102,23 @@ def test_leads__delete(client, runtime):
     assert deal.is_deleted
 
 
+def test_leads__restore(client, runtime):
+    """A restored deal is alive again: the restore clears the deletion received before it and
+    moves the state to its own updated_at (a restore is no creation: no second lead_added)."""
+    deliver(client, runtime, "leads__add", "leads__delete")
+    [deal] = rows(runtime, Deal)
+    assert deal.is_deleted and deal.deleted_at is not None
+    deliver(client, runtime, "leads__restore")
+    [deal] = rows(runtime, Deal)
+    assert not deal.is_deleted and deal.deleted_at is None
+    assert deal.updated_at == deal.alive_at == ts(1748275200)
+    assert (deal.pipeline_id, deal.status_id, deal.responsible_user_id, deal.price) == (
+        9621010, 76789230, 10000698, 180000)
+    stages = sorted((s.at, s.created, s.status_id) for s in rows(runtime, StageChange))
+    assert stages == [(ts(1748268669), True, 76789230), (ts(1748275200), False, 76789230)]
+    assert [i.kind for i in rows(runtime, Interaction)] == ["lead_added"]
+
+
 def test_leads__note(client, runtime):
     deliver(client, runtime, "leads__note")
     [note] = rows(runtime, NoteSeen)
@@ -160,6 +177,37 @@ def test_task__add(client, runtime):
     [task] = rows(runtime, TaskSeen)
     assert (task.id, task.deal_id, task.task_type, task.is_completed) == (1564671, 32966269, 1, False)
     assert task.complete_till == ts(1748379540)
+
+
+def test_task__update(client, runtime):
+    """Completed (status 1, action_close 1): the task's state moves to the update's
+    updated_at; what the body repeats stays as it was."""
+    deliver(client, runtime, "task__add", "task__update")
+    [task] = rows(runtime, TaskSeen)
+    assert (task.id, task.deal_id, task.task_type, task.responsible_user_id) == (
+        1564671, 32966269, 1, 10000698)
+    assert task.text == "Перезвонить клиенту"
+    assert task.is_completed and task.updated_at == ts(1748272200)
+    assert task.complete_till == ts(1748379540)
+
+
+def test_task__update_is_not_undone_by_the_older_add(client, runtime):
+    """The add delivered after the update is older (updated_at): the task stays completed."""
+    deliver(client, runtime, "task__update")
+    deliver(client, runtime, "task__add")
+    [task] = rows(runtime, TaskSeen)
+    assert task.is_completed and task.updated_at == ts(1748272200)
+
+
+def test_task__delete(client, runtime):
+    """A deleted task (the body carries its id only) is kept as completed; the rest of its
+    state, its updated_at too, stays as the add left it."""
+    deliver(client, runtime, "task__add", "task__delete")
+    [task] = rows(runtime, TaskSeen)
+    assert task.is_completed
+    assert (task.id, task.deal_id, task.task_type, task.responsible_user_id) == (
+        1564671, 32966269, 1, 10000698)
+    assert task.complete_till == ts(1748379540) and task.updated_at == ts(1748269800)
 
 
 def test_unlinked_chat_is_counted_per_contact_then_joins_its_deal(client, runtime, example_account):
