@@ -69,11 +69,15 @@ def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
 
 
 def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | None:
-    """One calendar per account and process (it caches its per-day intervals)."""
+    """The account's calendar, kept per account and process: calendar_for computes the
+    configuration's version at every call, and a replay plans thousands of times. Kept with
+    the configuration it came from, so rules of another YAML (a re-plan asks the old ones)
+    get their own calendar."""
     key = f"calendar:{account.account_id}"
-    if key not in rt.extra:
-        rt.extra[key] = calendar_for(account)
-    cal: BusinessCalendar | None = rt.extra[key]
+    kept = rt.extra.get(key)
+    if kept is None or (kept[0] is not account.calendar and kept[0] != account.calendar):
+        kept = rt.extra[key] = (account.calendar, calendar_for(account))
+    cal: BusinessCalendar | None = kept[1]
     return cal
 
 

@@ -181,3 +181,21 @@ def test_a_replan_goes_on_over_several_syncs_and_plans_nothing_else_meanwhile(
         assert "replan_since" not in state and state["rules"] == edited.text
         e.sync_job(msk("2026-04-14 10:05:00"))  # done: plan_step as usual, no re-plan
         assert planned == [[6101], [6102], [6103]]
+
+
+def test_the_old_rules_are_asked_with_their_own_calendar(example_account) -> None:
+    """The process keeps one calendar per account; the rules of another YAML (the re-plan's
+    trial of the old rules) got the new one kept for the account id."""
+    from types import SimpleNamespace
+
+    from jobs.planner import account_calendar
+
+    rt = SimpleNamespace(extra={})
+    longer = edit(example_account, ('mon: ["09:00-13:00", "14:00-18:00"]',
+                                    'mon: ["09:00-13:00", "14:00-20:00"]'))
+    monday = msk("2026-04-13 19:00:00")
+    new = account_calendar(rt, longer)  # type: ignore[arg-type]
+    old = account_calendar(rt, example_account)  # type: ignore[arg-type]
+    assert new is not None and old is not None
+    assert (new.is_working_time(monday), old.is_working_time(monday)) == (True, False)
+    assert account_calendar(rt, example_account) is old  # type: ignore[arg-type]
