@@ -65,7 +65,7 @@ from app.models import (
 from config.account import AccountConfig
 from integrations.amocrm.errors import AccessDenied
 from jobs.runtime import Runtime
-from jobs.writeback import TASKS_BEFORE, TASKS_SKIPPED
+from jobs.writeback import TASKS_BEFORE, TASKS_WITHHELD
 
 log = logging.getLogger("amoscore.backfill")
 
@@ -550,7 +550,7 @@ def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: da
             if not tasks:
                 session.info[TASKS_BEFORE] = _live_since(session, account_id, rt.clock())
             _plan_phase(session, rt, account, state, since, until, tasks, progress, result)
-            result.tasks_skipped = session.info.pop(TASKS_SKIPPED, 0)
+            result.tasks_skipped = session.info.pop(TASKS_WITHHELD, 0)
     log.info("backfill.done account=%d leads=%d events=%d talks=%d planned=%d tasks_skipped=%d "
              "tasks_unskipped=%d tasks_still_skipped=%d", account_id, result.leads,
              result.events, result.talks, result.planned, result.tasks_skipped,

@@ -31,8 +31,7 @@ from app.models import (
 from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
-from jobs.writeback import declare_task as _declare_task
-from jobs.writeback import declare_values
+from jobs.writeback import TASKS_DECLARED, declare_task, declare_values
 
 WON = 142
 
@@ -58,14 +57,6 @@ class _STMTS:
     task_keys = select(TaskLedger.idempotency_key).where(
         TaskLedger.account_id == bindparam("account"), TaskLedger.deal_id == bindparam("deal"),
         TaskLedger.rule == bindparam("rule"))
-
-
-def declare_task(session: Session, account_id: int, **kw: Any) -> bool:
-    """declare_task, noting on the session that the write-back has work."""
-    if _declare_task(session, account_id, **kw):
-        session.info["tasks_declared"] = True
-        return True
-    return False
 
 
 def account_calendar(rt: Runtime, account: AccountConfig) -> BusinessCalendar | None:
@@ -140,7 +131,7 @@ def plan_deals(session: Session, rt: Runtime, account: AccountConfig, deal_ids: 
     values.write(now)
     # Replay reads these to know when a flush or a due check is worth a stop.
     rt.extra["plans"] = rt.extra.get("plans", 0) + 1
-    if values.declared or session.info.get("tasks_declared"):
+    if values.declared or session.info.get(TASKS_DECLARED):
         rt.extra["writeback_pending"] = True
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from app.models import Deal, SyncCheckpoint, TaskLedger
 from config.account import AccountConfig
 from jobs.runtime import Runtime
-from jobs.writeback import TASKS_DUE_BEFORE, TASKS_KEEP, TASKS_SKIPPED
+from jobs.writeback import TASKS_DUE_BEFORE, TASKS_KEEP, TASKS_WITHHELD
 
 log = logging.getLogger("amoscore.replan")
 
@@ -132,5 +132,5 @@ def _replan(session: Session, rt: Runtime, account: AccountConfig, old: AccountC
             trial.rollback()
     session.info[TASKS_DUE_BEFORE], session.info[TASKS_KEEP] = since, keep
     plan_deals(session, rt, account, chunk, now)
-    return int(session.info.pop(TASKS_SKIPPED, 0))
+    return int(session.info.pop(TASKS_WITHHELD, 0))
 

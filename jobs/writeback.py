@@ -100,9 +100,11 @@ def declare_values(session: Session, account_id: int,
 # the account's webhooks (a wait opened, a complaint entered, a score given) as "skipped";
 # a re-plan after a YAML edit, those due before its cutoff that the old rules would never
 # have given (their keys in TASKS_KEEP are spared), as "ruled_out" (jobs/replan.py). Neither
-# is ever sent, their keys stay taken, and both are counted.
-TASKS_BEFORE, TASKS_SKIPPED = "amoscore.tasks_before", "amoscore.tasks_skipped"
+# is ever sent, their keys stay taken, and both are counted in TASKS_WITHHELD. A task that is
+# to be sent sets TASKS_DECLARED (the flush has work).
+TASKS_BEFORE, TASKS_WITHHELD = "amoscore.tasks_before", "amoscore.tasks_withheld"
 TASKS_DUE_BEFORE, TASKS_KEEP = "amoscore.tasks_due_before", "amoscore.tasks_keep"
+TASKS_DECLARED = "amoscore.tasks_declared"
 
 
 def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, key: str,
@@ -125,11 +127,13 @@ def declare_task(session: Session, account_id: int, *, deal_id: int, rule: str, 
         "responsible_user_id": responsible_user_id, "complete_till": complete_till,
         "text": text, "declared_at": at, "status": status,
     }], returning=TaskLedger.id)
-    declared = res.first() is not None
-    if declared and status != "pending":
-        session.info[TASKS_SKIPPED] = session.info.get(TASKS_SKIPPED, 0) + 1
+    if res.first() is None:
+        return False
+    if status != "pending":
+        session.info[TASKS_WITHHELD] = session.info.get(TASKS_WITHHELD, 0) + 1
         return False  # nothing for the write-back to send
-    return declared
+    session.info[TASKS_DECLARED] = True
+    return True
 
 
 # --- values ---------------------------------------------------------------------------------
