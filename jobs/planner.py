@@ -19,6 +19,7 @@ from app.calendar import BusinessCalendar, add_business_time, calendar_for
 from app.db import insert_ignore, lock_ledger
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
+from app.metrics import referrals as referrals_m
 from app.metrics.stats import round_half_up
 from app.models import (
     DesiredValue,
@@ -32,8 +33,6 @@ from config.account import AccountConfig, TaskRule
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
 from jobs.writeback import TASKS_DECLARED, declare_task, declare_values
-
-WON = 142
 
 CHANGED = "changed"  # the due check kind of a deal whose ledger changed and awaits planning
 
@@ -391,32 +390,8 @@ def _score_text(value: float) -> str:
 
 
 def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
-    """Instants the deal reached won (142) in a sales pipeline. A deal first seen already won
-    (an update of an old deal, say its NPS asked after the win) did not become won then:
-    that needs its creation at 142, or a record of the status it came from."""
-    sales = set(account.pipelines.sales)
-    wins: list[datetime] = []
-    previous, previous_at = None, None
-    last_win: complaints_m.StageRecord | None = None
-    for s in ledger.stages:
-        state = (s.pipeline_id, s.status_id)
-        came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
-        became = came_from != state if came_from is not None else s.created
-        # The same move seen again (its event a second after the webhook, maybe behind a quick
-        # move on): one win, at the first sighting; the later one must not carry it into the
-        # next period.
-        again = ((previous == state and previous_at is not None
-                  and s.at - previous_at <= complaints_m.SAME_MOVE_WINDOW)
-                 or (last_win is not None and s.old_status_id is not None
-                     # A win again straight from the status it left is a real second win;
-                     # the repeat of one sits behind the stage the deal moved on to.
-                     and (previous is None or previous[1] != s.old_status_id)
-                     and complaints_m.same_move(s, last_win)))
-        if s.status_id == WON and s.pipeline_id in sales and became and not again:
-            wins.append(s.at)
-            last_win = s
-        previous, previous_at = state, s.at
-    return wins
+    """Instants the deal reached won (142) in a sales pipeline (app/metrics/referrals.py)."""
+    return referrals_m.win_instants(ledger.stages, account.pipelines.sales)
 
 
 def field_value_at(ledger: DealLedger, field_id: int, at: datetime) -> list | None:  # type: ignore[type-arg]

@@ -7,14 +7,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.metrics.complaints import StageRecord
 from app.metrics.periods import period_bounds
 from app.metrics.referrals import (
+    WON,
     FieldValues,
     QuarterStats,
     Share,
     WonDeal,
     is_referred,
     referral_stats,
+    win_instants,
 )
 from config.account import ReferralsConfig
 
@@ -133,3 +136,35 @@ def test_the_summary_says_whether_the_quarter_is_healthy() -> None:
     assert "2026Q1 7/10 (70.0%, +10.0 pp on the previous quarter, healthy)" in text
     assert "2026Q2 7/10 (70.0%, -5.0 pp on the previous quarter, falling)" in text
     assert "2026Q3 7/10 (70.0%)" in text
+
+
+# --- when a deal became won -----------------------------------------------------------------
+
+SALES, OTHER, FIRST = 9621010, 9621099, 76789230
+
+
+def _at(hhmmss: str) -> datetime:
+    return datetime.fromisoformat(f"2026-03-10T{hhmmss}+03:00")
+
+
+def _stage(hhmmss: str, status: int, old: int | None = None, *, pipeline: int = SALES,
+           created: bool = False) -> StageRecord:
+    return StageRecord(at=_at(hhmmss), pipeline_id=pipeline, status_id=status,
+                       old_pipeline_id=pipeline if old is not None else None, old_status_id=old,
+                       created=created)
+
+
+@pytest.mark.parametrize(("stages", "wins"), [
+    ([_stage("10:00:00", FIRST, created=True), _stage("11:00:00", WON, FIRST)], ["11:00:00"]),
+    ([_stage("10:00:00", WON, created=True)], ["10:00:00"]),  # created won
+    ([_stage("10:00:00", WON)], []),  # first seen already won: not won then
+    ([_stage("10:00:00", FIRST, created=True), _stage("11:00:00", WON, FIRST),
+      _stage("11:00:02", WON, FIRST)], ["11:00:00"]),  # the move's webhook, then its event
+    ([_stage("10:00:00", FIRST, created=True), _stage("11:00:00", WON, FIRST),
+      _stage("11:30:00", FIRST, WON), _stage("12:00:00", WON, FIRST)],
+     ["11:00:00", "12:00:00"]),  # won, reopened, won again
+    ([_stage("10:00:00", FIRST, pipeline=OTHER, created=True),
+      _stage("11:00:00", WON, FIRST, pipeline=OTHER)], []),  # not a sales pipeline
+])
+def test_win_instants(stages: list[StageRecord], wins: list[str]) -> None:
+    assert win_instants(stages, (SALES,)) == [_at(w) for w in wins]

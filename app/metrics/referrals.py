@@ -27,10 +27,42 @@ from datetime import datetime
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
+from app.metrics.complaints import SAME_MOVE_WINDOW, StageRecord, same_move
 from app.metrics.periods import previous_quarter, quarter_bounds, quarters_touching
 from config.account import ReferralsConfig
 
 FieldValues = Sequence[Mapping[str, object]] | None
+WON = 142  # amoCRM's status "successfully realized" in every pipeline
+
+
+def win_instants(stages: Sequence[StageRecord], sales_pipelines: Iterable[int]) -> list[datetime]:
+    """Instants a deal reached won (142) in a sales pipeline, from its stage records in order.
+    A deal first seen already won (an update of an old deal, say its NPS asked after the win)
+    did not become won then: that needs its creation at 142, or a record of the status it
+    came from."""
+    sales = set(sales_pipelines)
+    wins: list[datetime] = []
+    previous, previous_at = None, None
+    last_win: StageRecord | None = None
+    for s in stages:
+        state = (s.pipeline_id, s.status_id)
+        came_from = (s.old_pipeline_id, s.old_status_id) if s.old_status_id is not None else previous
+        became = came_from != state if came_from is not None else s.created
+        # The same move seen again (its event a second after the webhook, maybe behind a quick
+        # move on): one win, at the first sighting; the later one must not carry it into the
+        # next period.
+        again = ((previous == state and previous_at is not None
+                  and s.at - previous_at <= SAME_MOVE_WINDOW)
+                 or (last_win is not None and s.old_status_id is not None
+                     # A win again straight from the status it left is a real second win;
+                     # the repeat of one sits behind the stage the deal moved on to.
+                     and (previous is None or previous[1] != s.old_status_id)
+                     and same_move(s, last_win)))
+        if s.status_id == WON and s.pipeline_id in sales and became and not again:
+            wins.append(s.at)
+            last_win = s
+        previous, previous_at = state, s.at
+    return wins
 
 
 @dataclass(frozen=True)
