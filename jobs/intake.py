@@ -19,7 +19,7 @@ from app.pg_insert import STORE_SECONDS, PgStatement, StoreError
 from integrations.amocrm.webhooks import WebhookParseError, parse_delivery
 from jobs import spool
 from jobs.ingest import IngestBatch
-from jobs.queues import JOB_TIMEOUT, EnqueueFailed, schedule_drain
+from jobs.queues import INTAKE_QUEUE, JOB_TIMEOUT, EnqueueFailed, JobQueue
 from jobs.runtime import Runtime, get_runtime
 from jobs.webhook_handlers import collect_webhook_events
 
@@ -168,6 +168,12 @@ def drain_deliveries(account_id: int, limit: int | None = None) -> int:
     rt = get_runtime()
     rt.queue.release_drain(account_id)
     return drain_with(rt, account_id, limit=limit)
+
+
+def schedule_drain(queue: JobQueue, account_id: int) -> None:
+    """Make sure a job will drain the account's stored deliveries (one pending job at a time)."""
+    if queue.claim_drain(account_id):
+        queue.enqueue(drain_deliveries, account_id, queue=INTAKE_QUEUE)
 
 
 def drain_with(rt: Runtime, account_id: int, *, limit: int | None = None) -> int:

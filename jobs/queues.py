@@ -202,11 +202,3 @@ class InProcessQueue:
 
     def release_drain(self, account_id: int) -> None:
         self._drains.discard(account_id)
-
-
-def schedule_drain(queue: JobQueue, account_id: int) -> None:
-    """Make sure a job will drain the account's stored deliveries (one pending job at a time)."""
-    from jobs.intake import drain_deliveries
-
-    if queue.claim_drain(account_id):
-        queue.enqueue(drain_deliveries, account_id, queue=INTAKE_QUEUE)

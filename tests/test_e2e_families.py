@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.models import FieldValue, TalkRate, TaskLedger, WebhookDelivery, WrittenValue
-from jobs.queues import schedule_drain
+from jobs.intake import schedule_drain
 from jobs.report import ReportContext, build_report
 from tests.conftest import FIXTURES
 from tests.e2e_helpers import (

@@ -22,8 +22,8 @@ from sqlalchemy.exc import OperationalError
 from app.db import insert_ignore, make_engine, make_session_factory
 from app.models import Interaction, StageChange, WebhookDelivery
 from config.settings import Settings
-from jobs.intake import dedupe_key, store_delivery, sweep_with
-from jobs.queues import JOB_TIMEOUT, RQJobQueue, receiver_redis, schedule_drain, worker_redis
+from jobs.intake import dedupe_key, schedule_drain, store_delivery, sweep_with
+from jobs.queues import JOB_TIMEOUT, RQJobQueue, receiver_redis, worker_redis
 from jobs.runtime import Runtime, set_runtime
 from tests.conftest import SECRET, TEST_ENV, run_worker
 from tests.faultkit import (

@@ -18,8 +18,8 @@ from app.pg_insert import StoreError
 from app.web.body_deadline import BodyDeadlines
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
-from jobs.intake import load_spool, mark_stored, receive_delivery
-from jobs.queues import EnqueueFailed, schedule_drain
+from jobs.intake import load_spool, mark_stored, receive_delivery, schedule_drain
+from jobs.queues import EnqueueFailed
 
 log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
