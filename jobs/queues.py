@@ -24,10 +24,28 @@ INTAKE_QUEUE = "amoscore-intake"  # normalise stored deliveries
 SYNC_QUEUE = "amoscore-sync"  # events pull, due checks, write-back flush, sweeper
 QUEUE_NAMES = (INTAKE_QUEUE, SYNC_QUEUE)
 
+# The workers' timer keys in Redis.
+
+
 def sync_waiting_key(account_id: int) -> str:
     """Set while a sync of the account waits in the queue: the timer adds no second one (a
     sync that outlasts its interval made the queue grow without end behind a backlog)."""
     return f"amoscore:sync_waiting:{account_id}"
+
+
+def periodic_key(job_id: str) -> str:
+    """Held for a periodic job's interval by the worker that enqueued it (SET NX)."""
+    return f"amoscore:periodic:{job_id}"
+
+
+def next_due_key(account_id: int) -> str:
+    """When the account's next check falls due (Unix seconds), as the last sync planned it."""
+    return f"amoscore:next_due:{account_id}"
+
+
+def due_sync_key(account_id: int, due: int) -> str:
+    """Taken by the worker that enqueues the sync for that due instant (once per instant)."""
+    return f"amoscore:due_sync:{account_id}:{due}"
 
 
 JOB_TIMEOUT = 300  # seconds; a "queued" delivery older than this is re-enqueued by the sweeper

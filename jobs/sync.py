@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.db import upsert
 from app.models import SyncCheckpoint
 from config.account import AccountConfig
+from jobs.queues import next_due_key
 from jobs.runtime import Runtime, get_runtime
 
 log = logging.getLogger("amoscore.sync")
@@ -100,10 +101,6 @@ def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
     dry_run = rt.dry_run(account)
     client = None if dry_run else api_client(rt, account)
     return flush(rt.sessions, account, client, now, dry_run=dry_run, clock=rt.clock)
-
-
-def next_due_key(account_id: int) -> str:
-    return f"amoscore:next_due:{account_id}"
 
 
 def remember_next_due(rt: Runtime, account: AccountConfig) -> None:

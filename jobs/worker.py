@@ -14,6 +14,9 @@ from jobs.queues import (
     QUEUE_NAMES,
     SYNC_QUEUE,
     WORKER_TTL,
+    due_sync_key,
+    next_due_key,
+    periodic_key,
     sync_waiting_key,
     worker_redis,
 )
@@ -40,7 +43,7 @@ def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
 def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyped-def]
     """Enqueue each periodic job once per interval across all workers (SET NX as the lock),
     and an account's sync at once when its next check has fallen due (once per due instant)."""
-    from jobs.sync import next_due_key, sync_account
+    from jobs.sync import sync_account
 
     def enqueue_sync(account_id: int, job_id: str) -> None:
         """The account's sync, unless one waits in the queue already."""
@@ -54,7 +57,7 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
 
     for job_id, func, args, interval in jobs:
         try:
-            if not conn.set(f"amoscore:periodic:{job_id}", 1, nx=True, ex=interval):
+            if not conn.set(periodic_key(job_id), 1, nx=True, ex=interval):
                 continue
             if func is sync_account:
                 enqueue_sync(*args, job_id=f"{job_id}-{int(now)}")
@@ -67,7 +70,7 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
             due = conn.get(next_due_key(account_id))
             if due is None or int(due) > now:
                 continue
-            if conn.set(f"amoscore:due_sync:{account_id}:{int(due)}", 1, nx=True, ex=3600):
+            if conn.set(due_sync_key(account_id, int(due)), 1, nx=True, ex=3600):
                 enqueue_sync(account_id, job_id=f"sync-{account_id}-due-{int(due)}")
         except Exception:  # noqa: BLE001 - the periodic sync still comes within an interval
             log.warning("worker.due_enqueue_failed account=%s", account_id)

@@ -261,7 +261,8 @@ def test_the_workers_timer_runs_the_sync_when_a_check_falls_due(
     the next check falls due; the timer enqueues the account's sync at that second, once, so
     the breach task is created when the wait reaches the limit (14:30:20, across lunch), not
     with the next periodic sync, by which time a reply could hide it."""
-    from jobs.sync import next_due_key, sync_account
+    from jobs.queues import next_due_key
+    from jobs.sync import sync_account
     from jobs.worker import tick_once
 
     deal, acc = 5031, example_account.account_id
