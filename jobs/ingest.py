@@ -229,16 +229,21 @@ class IngestBatch:
                 TaskSeen, self.account_id, task_id, is_completed=False)
             for op, at, d in self.task_ops[task_id]:
                 if op == "delete":
+                    # Dated when received (the body has no instant): an add or update amoCRM
+                    # dated before it, delivered after it, must not reopen the task.
                     state["is_completed"] = True
-                elif state["updated_at"] is None or at >= state["updated_at"]:
-                    state.update(
-                        deal_id=d.get("element_id") if d.get("element_type") == 2 else state["deal_id"],
-                        task_type=d.get("task_type") or state["task_type"],
-                        text=d.get("text") or state["text"],
-                        responsible_user_id=d.get("responsible_user_id") or state["responsible_user_id"],
-                        complete_till=d.get("complete_before") or state["complete_till"],
-                        is_completed=bool(d.get("status") == 1 or d.get("action_close") == 1),
-                        updated_at=at)
+                    state["updated_at"] = later_of(state["updated_at"], at)
+                    continue
+                # An older body delivered late only fills in what no newer one said.
+                newer = state["updated_at"] is None or at >= state["updated_at"]
+                said = {"deal_id": d.get("element_id") if d.get("element_type") == 2 else None,
+                        "task_type": d.get("task_type"), "text": d.get("text"),
+                        "responsible_user_id": d.get("responsible_user_id"),
+                        "complete_till": d.get("complete_before")}
+                state.update({k: v for k, v in said.items() if v and (newer or not state[k])})
+                if newer:
+                    state["is_completed"] = bool(d.get("status") == 1 or d.get("action_close") == 1)
+                    state["updated_at"] = at
             rows.append(state)
         _write_states(session, TaskSeen, rows)
 

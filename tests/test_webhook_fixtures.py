@@ -200,14 +200,23 @@ def test_task__update_is_not_undone_by_the_older_add(client, runtime):
 
 
 def test_task__delete(client, runtime):
-    """A deleted task (the body carries its id only) is kept as completed; the rest of its
-    state, its updated_at too, stays as the add left it."""
+    """A deleted task (the body carries its id only) is kept as completed, dated when the
+    deletion was received; the rest of its state stays as the add left it."""
     deliver(client, runtime, "task__add", "task__delete")
     [task] = rows(runtime, TaskSeen)
     assert task.is_completed
     assert (task.id, task.deal_id, task.task_type, task.responsible_user_id) == (
         1564671, 32966269, 1, 10000698)
-    assert task.complete_till == ts(1748379540) and task.updated_at == ts(1748269800)
+    assert task.complete_till == ts(1748379540) and task.updated_at > ts(1748269800)
+
+
+def test_task__delete_is_not_undone_by_the_add_delivered_after_it(client, runtime):
+    """Every handler is order-tolerant (architecture.md): the add, dated before the deletion
+    was received, arriving after it, reopened the task."""
+    deliver(client, runtime, "task__delete")
+    deliver(client, runtime, "task__add")
+    [task] = rows(runtime, TaskSeen)
+    assert task.is_completed and task.deal_id == 32966269
 
 
 def test_unlinked_chat_is_counted_per_contact_then_joins_its_deal(client, runtime, example_account):
