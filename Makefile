@@ -27,7 +27,7 @@ test-fast: $(STAMP) ## only the pure tests (no Postgres, Redis or processes)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy config integrations app/metrics app/calendar.py app/pg_insert.py
+	$(BIN)/mypy config integrations app jobs
 
 bench: $(STAMP) ## run the benchmarks and print their figures
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -7,7 +7,7 @@ the same values back. Rows are keyed by amoCRM ids; unique constraints do the de
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -53,6 +54,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    # Every model maps one table: Core statements take it as such (typed FromClause upstream).
+    __table__: ClassVar[Table]
 
 
 # --- intake -------------------------------------------------------------------------------

@@ -383,8 +383,10 @@ def _state_unknown(session: Session, account_id: int, deal_id: int) -> bool:
 
 def _creations(session: Session, account_id: int, since: datetime, until: datetime) -> None:
     """Record the creation stage of the deals born in the window (see the module docstring)."""
-    born = session.execute(select(Deal.id, Deal.created_at).where(
-        Deal.account_id == account_id, Deal.created_at >= since, Deal.created_at <= until)).all()
+    born: list[tuple[int, datetime]] = [(d, at) for d, at in session.execute(
+        select(Deal.id, Deal.created_at).where(
+            Deal.account_id == account_id, Deal.created_at >= since, Deal.created_at <= until))
+        if at is not None]
     rows = []
     for deal_id, created_at in born:
         stages = list(session.execute(

@@ -178,8 +178,9 @@ class IngestBatch:
         if not talks:
             return
         conn = core_connection(session)
-        linked = conn.execute(_LINKED_TALKS, {"account": self.account_id,
-                                              "talks": sorted(talks)}).all()
+        linked: list[tuple[int, int]] = [(talk, deal) for talk, deal in conn.execute(
+            _LINKED_TALKS, {"account": self.account_id, "talks": sorted(talks)})
+            if deal is not None]
         # A message that named its deal links the talk too, though no talk hook came: the deal
         # of the talk's earliest such message, as if the unlinked one had come first.
         if rest := talks - {talk for talk, _ in linked}:

@@ -106,9 +106,8 @@ def receive_delivery(engine: Engine, *, account_id: int | None, body: bytes,
                 conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
     row = _delivery_row(account_id=account_id, body=body, received_at=received_at,
                         status=status, reason=reason)
-    params = [None if row[c] is None else
-              row[c].isoformat() if isinstance(row[c], datetime) else str(row[c])
-              for c in _RECEIVE_COLUMNS]
+    params = [None if (v := row[c]) is None else v.isoformat() if isinstance(v, datetime)
+              else str(v) for c in _RECEIVE_COLUMNS]
     found = _receive_statement(engine).run(params)
     return int(found) if found is not None else None
 

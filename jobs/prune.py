@@ -20,8 +20,9 @@ def prune(session: Session, before: datetime) -> dict[str, int]:
     # By instant, not id: a body loaded from the spool gets a later id than its receipt.
     firsts = select(WebhookDelivery.account_id, func.min(WebhookDelivery.received_at)).group_by(
         WebhookDelivery.account_id)
-    deliveries = session.execute(delete(WebhookDelivery).where(
+    conn = session.connection()  # Core: its result counts the rows deleted
+    deliveries = conn.execute(delete(WebhookDelivery).where(
         WebhookDelivery.status.in_(DONE), WebhookDelivery.received_at < before,
         tuple_(WebhookDelivery.account_id, WebhookDelivery.received_at).not_in(firsts))).rowcount
-    events = session.execute(delete(SeenEvent).where(SeenEvent.created_at < before)).rowcount
+    events = conn.execute(delete(SeenEvent).where(SeenEvent.created_at < before)).rowcount
     return {"deliveries": deliveries or 0, "seen_events": events or 0}

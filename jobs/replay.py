@@ -218,6 +218,8 @@ class Replay:
         self.requests = {"GET": 0, "PATCH": 0, "POST": 0}
         self.dry_patch = 0
         self.dry_post = 0
+        # The jobs the lines enqueue, run at each stop of the clock in the order they came.
+        self.queue = InProcessQueue(deferred=True)
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -232,7 +234,7 @@ class Replay:
         settings = Settings(database_url=url, redis_url="", config_path=str(self.opts.stream),
                             var_dir=workdir, spool_dir=workdir / "spool")
         rt = Runtime(settings=settings, accounts={self.account.account_id: self.account},
-                     engine=engine, sessions=make_session_factory(engine), queue=InProcessQueue(deferred=True),
+                     engine=engine, sessions=make_session_factory(engine), queue=self.queue,
                      clock=clock, dry_run_override=not self.opts.send)
         rt.client_factory = lambda _account: self.client
         return rt
@@ -316,7 +318,7 @@ class Replay:
             "PATCH": self.requests.get("PATCH", 0) + self.dry_patch,
             "POST": self.requests.get("POST", 0) + self.dry_post,
         }
-        failed = getattr(rt.queue, "failed", [])
+        failed = self.queue.failed
         if failed:
             report["job_failures"] = [f"{name}: {exc}" for name, exc in failed]
         return _ordered(report)
@@ -397,7 +399,7 @@ class Replay:
             check = due_now or (changed and sync_now)
             if pull or check:
                 # The lines' deliveries are drained in one batch before anything reads them.
-                rt.queue.run_pending()
+                self.queue.run_pending()
                 plan_step(rt, self.account, clock.now, pull=pull, check=check)
                 unpulled = 0 if pull else unpulled
                 changed = changed and not check
@@ -413,7 +415,7 @@ class Replay:
                     self.dry_post += result.post_requests
             if at_end:
                 break
-        rt.queue.run_pending()  # nothing stays queued for the report
+        self.queue.run_pending()  # nothing stays queued for the report
         assert end is not None
         return end, last_at
 

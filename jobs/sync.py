@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -21,6 +21,9 @@ from app.models import SyncCheckpoint
 from config.account import AccountConfig
 from jobs.queues import next_due_key
 from jobs.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from jobs.writeback import FlushResult
 
 log = logging.getLogger("amoscore.sync")
 
@@ -95,7 +98,7 @@ def plan_step(rt: Runtime, account: AccountConfig, now: datetime, *, pull: bool 
     return new, planned
 
 
-def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> Any:
+def flush_writeback(rt: Runtime, account: AccountConfig, now: datetime) -> FlushResult:
     from jobs.writeback import flush
 
     dry_run = rt.dry_run(account)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+from redis import Redis
 from rq import Queue, Worker
 
 from config.settings import from_env
@@ -20,12 +23,15 @@ from jobs.queues import (
     sync_waiting_key,
     worker_redis,
 )
-from jobs.runtime import build_runtime, set_runtime
+from jobs.runtime import Runtime, build_runtime, set_runtime
 
 log = logging.getLogger("amoscore.worker")
 
+# (stable id, job function, its arguments, interval in seconds)
+PeriodicJob = tuple[str, Callable[..., Any], tuple[Any, ...], int]
 
-def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
+
+def periodic_jobs(runtime: Runtime) -> list[PeriodicJob]:
     """(stable id, function, args, interval seconds) of every periodic job."""
     from jobs.intake import sweep
     from jobs.sync import sync_account
@@ -33,14 +39,15 @@ def periodic_jobs(runtime):  # type: ignore[no-untyped-def]
     accounts = list(runtime.accounts.values())
     # One sweep serves every account (the spool and the stale rows are not per account): at
     # the shortest interval any account asks for, not once per account each interval.
-    jobs = [("sweep", sweep, (), min(a.sync.sweeper_seconds for a in accounts))] if accounts else []
+    jobs: list[PeriodicJob] = (
+        [("sweep", sweep, (), min(a.sync.sweeper_seconds for a in accounts))] if accounts else [])
     for account in accounts:
         jobs.append((f"sync-{account.account_id}", sync_account, (account.account_id,),
                      min(account.sync.events_pull_seconds, account.sync.flush_seconds)))
     return jobs
 
 
-def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyped-def]
+def tick_once(runtime: Runtime, conn: Redis, jobs: list[PeriodicJob], now: float) -> None:
     """Enqueue each periodic job once per interval across all workers (SET NX as the lock),
     and an account's sync at once when its next check has fallen due (once per due instant)."""
     from jobs.sync import sync_account
@@ -60,7 +67,7 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
             if not conn.set(periodic_key(job_id), 1, nx=True, ex=interval):
                 continue
             if func is sync_account:
-                enqueue_sync(*args, job_id=f"{job_id}-{int(now)}")
+                enqueue_sync(args[0], job_id=f"{job_id}-{int(now)}")
             else:
                 runtime.queue.enqueue(func, *args, job_id=f"{job_id}-{int(now)}", queue=SYNC_QUEUE)
         except Exception:  # noqa: BLE001 - keep ticking through a Redis outage
@@ -76,7 +83,7 @@ def tick_once(runtime, conn, jobs, now: float) -> None:  # type: ignore[no-untyp
             log.warning("worker.due_enqueue_failed account=%s", account_id)
 
 
-def _tick(runtime, conn, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+def _tick(runtime: Runtime, conn: Redis, stop: threading.Event) -> None:
     jobs = periodic_jobs(runtime)
     while not stop.is_set():
         tick_once(runtime, conn, jobs, time.time())

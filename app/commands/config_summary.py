@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from app.calendar import BusinessCalendar
@@ -24,7 +25,7 @@ def _task(rule: TaskRule | None) -> str:
     return f"to the {rule.responsible}, due in {rule.due_business_minutes} business min: {rule.text!r}"
 
 
-def _ids(values: tuple[int, ...]) -> str:
+def _ids(values: Iterable[int]) -> str:
     return ", ".join(str(v) for v in values) or "none"
 
 

@@ -4,7 +4,7 @@ worker down or falling behind)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,7 +17,7 @@ _BACKLOG = select(func.count(), func.min(WebhookDelivery.received_at)).where(tex
 
 
 @health_bp.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> Response:
     runtime = current_app.extensions["amoscore.runtime"]
     backlog = None
     try:

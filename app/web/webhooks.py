@@ -16,10 +16,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.pg_insert import StoreError
 from app.web.body_deadline import BodyDeadlines
+from config.account import AccountConfig
 from integrations.amocrm.webhooks import account_of
 from jobs import spool
 from jobs.intake import load_spool, mark_stored, receive_delivery, schedule_drain
 from jobs.queues import EnqueueFailed
+from jobs.runtime import Runtime
 
 log = logging.getLogger("amoscore.webhook")
 webhooks_bp = Blueprint("webhooks", __name__)
@@ -42,7 +44,7 @@ class SpoolLoader:
     with the host. Looked at no more than every few seconds, and loaded off the request's
     thread, so the answer to amoCRM is not held up."""
 
-    def __init__(self, runtime) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._next_check = 0.0
         self._running = threading.Lock()
@@ -110,7 +112,7 @@ _UNKNOWN_SECRETS = UnknownSecrets()
 
 
 @webhooks_bp.post(WEBHOOK_PREFIX + "<secret>")
-def receive(secret: str):  # type: ignore[no-untyped-def]
+def receive(secret: str) -> tuple[str, int]:
     account = current_app.extensions["amoscore.router"].route(secret)
     if account is None:
         _UNKNOWN_SECRETS.seen()
@@ -161,7 +163,7 @@ def receive(secret: str):  # type: ignore[no-untyped-def]
     return "", code
 
 
-def _classify(body: bytes, account) -> tuple[str, str | None, int]:  # type: ignore[no-untyped-def]
+def _classify(body: bytes, account: AccountConfig) -> tuple[str, str | None, int]:
     """(status, reason, HTTP code) from the account the body claims."""
     try:
         body.decode("utf-8")
