@@ -27,11 +27,23 @@ OAUTH = AuthConfig(long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN",
                    client_secret_env="AMOCRM_CLIENT_SECRET", redirect_uri="https://scores.example/cb")
 
 
-def runtime(tmp_path: Path) -> Runtime:
-    engine = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    create_schema(engine)
-    settings = Settings(database_url=str(engine.url), redis_url="", config_path="",
-                        var_dir=tmp_path, spool_dir=tmp_path / "spool")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Where the OAuth tokens are kept: a SQLite file or the run's Postgres."""
+    if request.param == "postgresql":
+        eng = request.getfixturevalue("pg_engine")
+    else:
+        eng = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+        create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def rt(engine, tmp_path: Path) -> Runtime:  # type: ignore[no-untyped-def]
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
+                        redis_url="", config_path="", var_dir=tmp_path,
+                        spool_dir=tmp_path / "spool")
     account = make_account()
     account = replace(account, account=replace(account.account, auth=OAUTH))
     return Runtime(settings=settings, accounts={ACCOUNT_ID: account}, engine=engine,
@@ -45,25 +57,22 @@ def sent_token(rt: Runtime, env: dict[str, str]) -> str:
         return rsps.calls[0].request.headers["Authorization"]
 
 
-def test_an_oauth_account_sends_the_token_oauth_connect_stored(tmp_path):
+def test_an_oauth_account_sends_the_token_oauth_connect_stored(rt):
     """No long-lived token: the worker uses the OAuth tokens in the database. Before, it
     raised 'No amoCRM token' on every sync, so nothing was ever written or pulled."""
-    rt = runtime(tmp_path)
     DbTokenStore(rt.sessions, ACCOUNT_ID, Fernet(KEY.encode())).save(
         TokenPair("stored-access", "stored-refresh", time.time() + 86_400))
     env = {"AMOSCORE_FERNET_KEY": KEY, "AMOCRM_CLIENT_SECRET": "secret"}
     assert sent_token(rt, env) == "Bearer stored-access"
 
 
-def test_a_long_lived_token_wins_when_it_is_set(tmp_path):
-    rt = runtime(tmp_path)
+def test_a_long_lived_token_wins_when_it_is_set(rt):
     env = {"AMOCRM_LONG_LIVED_TOKEN": "long-lived", "AMOSCORE_FERNET_KEY": KEY,
            "AMOCRM_CLIENT_SECRET": "secret"}
     assert sent_token(rt, env) == "Bearer long-lived"
 
 
-def test_neither_says_what_to_set(tmp_path):
-    rt = runtime(tmp_path)
+def test_neither_says_what_to_set(rt):
     account = rt.account(ACCOUNT_ID)
     rt.accounts[ACCOUNT_ID] = replace(account, account=replace(account.account, auth=AuthConfig(
         long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN", encryption_key_env="AMOSCORE_FERNET_KEY")))
@@ -71,12 +80,11 @@ def test_neither_says_what_to_set(tmp_path):
         api_client(rt, rt.account(ACCOUNT_ID), {})
 
 
-def test_one_client_per_account_and_process(tmp_path, monkeypatch):
+def test_one_client_per_account_and_process(rt, monkeypatch):
     """A job's pull, referral reads and flush share one client; a forked child (another pid)
     builds its own; an explicit env (config check, tests) is never served from the memo."""
     import os
 
-    rt = runtime(tmp_path)
     monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", "long-lived")
     account = rt.account(ACCOUNT_ID)
     first = api_client(rt, account)
@@ -87,8 +95,7 @@ def test_one_client_per_account_and_process(tmp_path, monkeypatch):
     assert api_client(rt, account) is not first
 
 
-def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path, monkeypatch,
-                                                                       caplog):
+def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(rt, monkeypatch, caplog):
     """After a 403 the account is stopped until an admin lifts it: the periodic sync returns
     quietly (no traceback, no RQ retries) with one line naming the command to run."""
     import logging
@@ -96,8 +103,6 @@ def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path,
     import jobs.sync as sync
     from integrations.amocrm.errors import AccountBlocked
     from jobs.runtime import set_runtime
-
-    rt = runtime(tmp_path)
 
     def stopped(*_a, **_k):  # type: ignore[no-untyped-def]
         raise AccountBlocked("amoCRM answered 403: IP blocked")
@@ -112,7 +117,7 @@ def test_a_sync_of_a_stopped_account_says_what_to_do_and_does_not_fail(tmp_path,
     assert f"amoscore amocrm resume --account {ACCOUNT_ID}" in caplog.text
 
 
-def test_a_sync_without_a_token_says_what_to_do_and_does_not_fail(tmp_path, monkeypatch, caplog):
+def test_a_sync_without_a_token_says_what_to_do_and_does_not_fail(rt, monkeypatch, caplog):
     """An OAuth account never connected (no tokens stored): the periodic sync returns with one
     line naming `amoscore oauth connect`, not a traceback every interval."""
     import logging
@@ -122,7 +127,6 @@ def test_a_sync_without_a_token_says_what_to_do_and_does_not_fail(tmp_path, monk
     import jobs.sync as sync
     from jobs.runtime import set_runtime
 
-    rt = runtime(tmp_path)
     auth = rt.account(ACCOUNT_ID).account.auth
     monkeypatch.setenv(auth.encryption_key_env, Fernet.generate_key().decode())
     monkeypatch.setenv(auth.client_secret_env, "client-secret")

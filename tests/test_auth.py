@@ -46,10 +46,16 @@ def oauth_account():  # type: ignore[no-untyped-def]
     return replace(acc, account=replace(acc.account, auth=auth))
 
 
-@pytest.fixture()
-def factory(tmp_path):  # type: ignore[no-untyped-def]
-    engine = create_engine(f"sqlite:///{tmp_path / 'auth.sqlite3'}", connect_args={"timeout": 30})
-    Base.metadata.create_all(engine)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def factory(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The token store's database: a SQLite file (the embedded default) or the run's Postgres
+    (the upsert of a rotated pair and its revocation are dialect-specific)."""
+    if request.param == "postgresql":
+        engine = request.getfixturevalue("pg_engine")
+    else:
+        engine = create_engine(f"sqlite:///{tmp_path / 'auth.sqlite3'}",
+                               connect_args={"timeout": 30})
+        Base.metadata.create_all(engine)
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -1,4 +1,5 @@
-"""Events pull with watermark and overlap (SQLite file database, amoCRM faked by ``responses``)."""
+"""Events pull with watermark and overlap (on a SQLite file and on Postgres, amoCRM faked by
+``responses``)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ def _event(eid: str, at: int, etype: str = "incoming_chat_message") -> dict:
             "created_at": at, "value_after": [{"message": {"id": eid}}], "account_id": 32427762}
 
 
-@pytest.fixture()
-def engine(tmp_path):  # type: ignore[no-untyped-def]
-    eng = create_engine(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    Base.metadata.create_all(eng)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The watermark's and the seen events' database: a SQLite file or the run's Postgres."""
+    if request.param == "postgresql":
+        eng = request.getfixturevalue("pg_engine")
+    else:
+        eng = create_engine(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+        Base.metadata.create_all(eng)
     yield eng
     eng.dispose()
 
@@ -38,9 +43,9 @@ def applied(monkeypatch):  # type: ignore[no-untyped-def]
     def fake_apply(session, account, events):  # type: ignore[no-untyped-def]
         calls.append([e["id"] for e in events])
 
-    import jobs.ingest
+    import jobs.api_records
 
-    monkeypatch.setattr(jobs.ingest, "apply_events", fake_apply, raising=False)
+    monkeypatch.setattr(jobs.api_records, "apply_events", fake_apply, raising=False)
     return calls
 
 
@@ -176,7 +181,7 @@ DOCUMENTED_EVENT_TYPES = (
 def test_every_type_ingest_reads_is_one_the_pull_asks_for(engine) -> None:
     """The pull asks only for EVENT_TYPES: a type apply_events learns to read but the list
     misses would never be fetched, and no other test would notice."""
-    from jobs.ingest import EVENT_TYPES, apply_events
+    from jobs.api_records import EVENT_TYPES, apply_events
 
     value = [{"message": {"id": "m1", "talk_id": 5}, "lead_status": {"id": 142, "pipeline_id": 1},
               "responsible_user": {"id": 10000698}, "note": {"id": 7},

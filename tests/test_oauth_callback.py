@@ -28,19 +28,28 @@ CODE_BODY = {"client_id": "3f1c-client", "client_secret": "client-secret-xyz",
              "redirect_uri": "https://scores.example.com/oauth/callback"}
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request, tmp_path):  # type: ignore[no-untyped-def]
+    """Where the callback stores the tokens: a SQLite file or the run's Postgres."""
+    if request.param == "postgresql":
+        eng = request.getfixturevalue("pg_engine")
+    else:
+        eng = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
+        Base.metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
 @pytest.fixture()
-def web(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def web(engine, monkeypatch):  # type: ignore[no-untyped-def]
     for name, value in WEB_ENV.items():
         monkeypatch.setenv(name, value)  # the callback reads the process environment
-    engine = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
-    Base.metadata.create_all(engine)
     account = oauth_account()
     runtime = Runtime(settings=Settings(database_url="", redis_url="", config_path=""),
                       accounts={ACCOUNT_ID: account}, engine=engine,
                       sessions=make_session_factory(engine), queue=InProcessQueue())
     client = create_app({"RUNTIME": runtime, "ENV": WEB_ENV}).test_client()
-    yield client, runtime, account
-    engine.dispose()
+    return client, runtime, account
 
 
 def _exchanged(client, state: str, referer: str) -> int:  # type: ignore[no-untyped-def]
@@ -143,12 +152,10 @@ def test_the_referer_is_escaped_in_the_answer(web) -> None:
 
 
 @pytest.mark.integration
-def test_with_redis_a_consent_link_works_once(tmp_path, monkeypatch, redis_conn) -> None:
+def test_with_redis_a_consent_link_works_once(engine, monkeypatch, redis_conn) -> None:
     """A state seen in a browser history or a log let a second code in within its hour."""
     for name, value in WEB_ENV.items():
         monkeypatch.setenv(name, value)
-    engine = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
-    Base.metadata.create_all(engine)
     account = oauth_account()
     runtime = Runtime(settings=Settings(database_url="", redis_url="", config_path=""),
                       accounts={ACCOUNT_ID: account}, engine=engine,
@@ -162,4 +169,3 @@ def test_with_redis_a_consent_link_works_once(tmp_path, monkeypatch, redis_conn)
             "code": "code-456", "state": state, "referer": OWN})
     assert again.status_code == 400 and "used already" in again.text
     assert _exchanged(client, make_state(account, WEB_ENV), OWN) == 200  # a new link works
-    engine.dispose()

@@ -19,7 +19,9 @@ from sqlalchemy import Engine, select
 
 from app.db import create_schema, make_engine
 from app.models import WebhookDelivery
+from app.web.webhooks import BODY_SECONDS
 from tests.faultkit import (
+    children_of,
     create_database,
     drop_database,
     free_port,
@@ -59,6 +61,31 @@ def _wait_ready(port: int) -> None:
     raise TimeoutError("the web process never answered /healthz")
 
 
+def _cpu_ticks(pid: int) -> int:
+    """The CPU time ``pid`` has used (user + system, in clock ticks); -1 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[11]) + int(fields[12])
+
+
+def _wait_booted(web: subprocess.Popen[bytes]) -> None:
+    """Until no worker of the web line has used any CPU for 0.1 s: /healthz answered from one
+    worker, and another may still be importing the app. Process start-up is no part of what
+    the tests time (it competes for a small machine's CPU with the request being timed)."""
+    deadline = time.monotonic() + 20
+    before: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        ticks = {pid: _cpu_ticks(pid) for pid in children_of(web.pid)}
+        if ticks and ticks == before:
+            return
+        before = ticks
+        time.sleep(0.1)
+    raise TimeoutError("the web line's workers never settled after starting")
+
+
 @contextmanager
 def procfile_web() -> Iterator[tuple[int, Engine]]:
     """The Procfile's web line on a free port, on a database and a Redis of its own, ready."""
@@ -78,6 +105,7 @@ def procfile_web() -> Iterator[tuple[int, Engine]]:
             try:
                 wait_port(port, timeout=20)
                 _wait_ready(port)  # the workers import the app after the port opens
+                _wait_booted(web)
                 yield port, engine
             finally:
                 kill_tree(web)
@@ -122,6 +150,7 @@ def test_the_web_line_answers_amocrm_while_slow_clients_hold_connections() -> No
                 s.close()
         stored = _stored(engine)
     assert status == 200
+    # amoCRM's own limit, kept as it is: only the request is timed, on workers done starting.
     assert waited < 2.0, f"amoCRM waited {waited:.1f} s behind {SLOW_CLIENTS} slow clients"
     assert cut == [b"HTTP/1.1 400"] * SLOW_CLIENTS
     assert stored == [body.decode()]
@@ -157,5 +186,9 @@ def test_a_body_trickled_a_byte_at_a_time_is_cut_after_its_deadline() -> None:
                 s.close()
         stored = _stored(engine)
     assert answers == [b"HTTP/1.1 408"] * 2
-    assert took < 3.0
+    # Cut BODY_SECONDS after the worker began to read (1.5 s; here ~1.5-1.6 s, even with the
+    # CPU oversubscribed): 2 s more covers the watcher's tick and a loaded machine's scheduling
+    # of the worker and of this test, and stays under the 5 s the sockets wait above (the
+    # trickle alone would last 20 minutes).
+    assert took < BODY_SECONDS + 2.0
     assert stored == []
