@@ -527,7 +527,7 @@ def run_backfill(rt: Runtime, account: AccountConfig, since: datetime, until: da
     retries) go up to the caller; the checkpoint of the last whole page stays committed.
     """
     if client is None:
-        from jobs.sync import api_client
+        from jobs.amocrm_client import api_client
 
         client = api_client(rt, account)
     result = BackfillResult()

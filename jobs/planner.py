@@ -419,7 +419,7 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
     if session.get(SyncCheckpoint, marker) is not None:
         return
     from integrations.amocrm.errors import ReauthorizationRequired
-    from jobs.sync import api_client
+    from jobs.amocrm_client import api_client
 
     try:
         # The workers' client (rt.client_factory only in tests and replay): this read used to

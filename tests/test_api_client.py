@@ -1,4 +1,4 @@
-"""The workers' amoCRM client (jobs.sync.api_client): which credentials it sends."""
+"""The workers' amoCRM client (jobs.amocrm_client.api_client): which credentials it sends."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from config.account import AuthConfig
 from config.settings import Settings
 from integrations.amocrm.auth import TokenPair
 from integrations.amocrm.errors import ReauthorizationRequired
+from jobs.amocrm_client import api_client
 from jobs.queues import InProcessQueue
 from jobs.runtime import Runtime
-from jobs.sync import api_client
 from jobs.tokens import DbTokenStore
 from tests.test_client_support import ACCOUNT_ID, BASE, make_account
 

@@ -67,7 +67,7 @@ def test_live_check_is_called_per_account_and_decides_the_exit_code(
     monkeypatch.setitem(sys.modules, "jobs.config_live", fake)
     # The workers' client (OAuth from the database, the shared limiter), one per account.
     monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: "rt")
-    monkeypatch.setattr("jobs.sync.api_client", lambda rt, cfg: f"{rt}-client-{cfg.account_id}")
+    monkeypatch.setattr("jobs.amocrm_client.api_client", lambda rt, cfg: f"{rt}-client-{cfg.account_id}")
     result = CliRunner().invoke(config_group, ["check", str(ACCOUNTS), "--live"])
     assert result.exit_code == code
     assert seen == [(32427762, "rt-client-32427762"), (31000001, "rt-client-31000001")]
@@ -81,7 +81,7 @@ def test_live_check_without_credentials_says_so_and_exits_1(monkeypatch: pytest.
         raise ReauthorizationRequired("No amoCRM token: set AMOCRM_LONG_LIVED_TOKEN")
 
     monkeypatch.setattr("jobs.runtime.build_runtime", lambda **kw: "rt")
-    monkeypatch.setattr("jobs.sync.api_client", no_token)
+    monkeypatch.setattr("jobs.amocrm_client.api_client", no_token)
     result = CliRunner().invoke(config_group, ["check", str(ACCOUNTS), "--live"])
     assert result.exit_code == 1
     assert "cannot check live: No amoCRM token: set AMOCRM_LONG_LIVED_TOKEN" in result.stderr

@@ -258,7 +258,7 @@ def test_the_missing_discount_is_read_with_the_workers_own_client(
             e.post(lead_body("status", deal, at=msk("2026-04-16 16:00:00"), status_id=WON,
                              old_status_id=76789231), at=msk("2026-04-16 16:00:01"))
         e.drain()
-        runtime.client_factory = None  # production: the client comes from jobs.sync.api_client
+        runtime.client_factory = None  # production: the client comes from jobs.amocrm_client.api_client
         e.sync(msk("2026-04-16 16:05:00"))
         e.sync(msk("2026-04-17 16:05:00"))
         assert sorted(e.amo.lead_gets) == [7102, 7103]  # once each

@@ -34,9 +34,9 @@ def check(ctx: click.Context, path: str, live: bool) -> None:
     if not live:
         return
     from integrations.amocrm.errors import ReauthorizationRequired
+    from jobs.amocrm_client import api_client
     from jobs.config_live import run_live_check  # the engine layer; only needed with --live
     from jobs.runtime import build_runtime
-    from jobs.sync import api_client
 
     # The workers' own client: OAuth tokens from the database, the rate limit shared through
     # Redis (checking a live account must not push the workers past amoCRM's limit).
