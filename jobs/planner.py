@@ -19,7 +19,6 @@ from app.calendar import BusinessCalendar, add_business_time, calendar_for
 from app.db import insert_ignore, lock_ledger
 from app.metrics import complaints as complaints_m
 from app.metrics import frt as frt_m
-from app.metrics import referrals as referrals_m
 from app.metrics.stats import round_half_up
 from app.models import (
     DesiredValue,
@@ -30,6 +29,7 @@ from app.models import (
     TaskLedger,
 )
 from config.account import AccountConfig, TaskRule
+from jobs.deal_facts import complaints_for, frt_episodes, survey_history, win_instants
 from jobs.ledger import DealLedger, load_ledgers
 from jobs.runtime import Runtime
 from jobs.writeback import TASKS_DECLARED, declare_task, declare_values
@@ -178,23 +178,6 @@ def _deadline(calendar: BusinessCalendar | None, now: datetime, minutes: int) ->
     return add_business_time(calendar, now, minutes * 60) or now + timedelta(minutes=minutes)
 
 
-def frt_episodes(ledger: DealLedger, account: AccountConfig,
-                 calendar: BusinessCalendar | None) -> list[frt_m.Episode]:
-    """The deal's episodes, opened by contacts made while it was in a sales pipeline (none if
-    deleted)."""
-    if ledger.deal.is_deleted:
-        return []
-    sales, opens_on = set(account.pipelines.sales), set(account.frt.opens_on)
-    # A contact (or the creation) while the deal sat in another pipeline is no FRT contact; left
-    # in, it would open an episode that swallowed the first contacts after the move into sales.
-    # Replies stay: a wait that began in sales ends with the reply wherever the deal is by then.
-    items = [item for item in ledger.items
-             if item.kind not in opens_on or ledger.pipeline_at(item.at) in sales]
-    return frt_m.build_episodes(
-        items, frt=account.frt, ignored_users=frozenset(account.users.ignored),
-        calendar=calendar, responsible_at=ledger.responsible_at)
-
-
 # --- FRT ------------------------------------------------------------------------------------
 
 
@@ -275,14 +258,6 @@ def _task_declared_within(session: Session, account_id: int, deal_id: int, rule:
 # --- complaints ------------------------------------------------------------------------------
 
 
-def complaints_for(ledger: DealLedger, account: AccountConfig) -> list[complaints_m.Complaint]:
-    pipe = account.pipelines.complaints
-    # A deleted deal is in no pipeline: not open, never overdue (as FRT and referrals skip it).
-    if pipe is None or not ledger.stages or ledger.deal.is_deleted:
-        return []
-    return complaints_m.complaints_of(ledger.deal.id, ledger.stages, pipe)
-
-
 def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger,
                     calendar: BusinessCalendar | None, now: datetime,
                     due: dict[str, datetime], values: Values) -> None:
@@ -321,25 +296,6 @@ def plan_complaints(session: Session, account: AccountConfig, ledger: DealLedger
 
 
 # --- surveys --------------------------------------------------------------------------------
-
-
-def survey_history(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
-    """Every answer of the deal, oldest first per survey (none for a deleted deal)."""
-    from app.metrics import surveys as surveys_m
-
-    # A deleted deal's answers go with it, as its episodes, complaint and win do.
-    if not account.surveys.by_name() or ledger.deal.is_deleted:
-        return []
-    return surveys_m.answer_history(
-        ledger.deal.id, ledger.field_history, ledger.talk_rates, account.surveys,
-        ledger.responsible_at)
-
-
-def survey_answers(ledger: DealLedger, account: AccountConfig) -> list:  # type: ignore[type-arg]
-    """The deal's latest answer to each survey: what the figures count."""
-    from app.metrics import surveys as surveys_m
-
-    return surveys_m.latest_answers(survey_history(ledger, account))
 
 
 def plan_surveys(session: Session, account: AccountConfig, ledger: DealLedger,
@@ -389,22 +345,6 @@ def _score_text(value: float) -> str:
 # --- referrals ------------------------------------------------------------------------------
 
 
-def win_instants(ledger: DealLedger, account: AccountConfig) -> list[datetime]:
-    """Instants the deal reached won (142) in a sales pipeline (app/metrics/referrals.py)."""
-    return referrals_m.win_instants(ledger.stages, account.pipelines.sales)
-
-
-def field_value_at(ledger: DealLedger, field_id: int, at: datetime) -> list | None:  # type: ignore[type-arg]
-    """The field's values as last seen at or before ``at`` (None if never seen by then)."""
-    found = None
-    for seen_at, fid, values in ledger.field_history:
-        if seen_at > at:
-            break
-        if fid == field_id:
-            found = values
-    return found
-
-
 def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
                         ledger: DealLedger, now: datetime) -> None:
     """A won deal whose discount field we never saw: read the deal through the API once, and
@@ -451,5 +391,5 @@ def plan_referral_fetch(session: Session, rt: Runtime, account: AccountConfig,
         key=lambda t: (t[0], t[1]))
 
 
-__all__ = ["plan_deals", "mark_changed", "due_deals_oldest_first", "next_due",
-           "frt_episodes", "complaints_for", "survey_answers", "survey_history", "win_instants", "field_value_at"]
+__all__ = ["plan_deals", "mark_changed", "due_deals_oldest_first", "next_due", "budgeted_chunks",
+           "account_calendar", "CHANGED"]

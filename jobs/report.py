@@ -24,8 +24,8 @@ from app.metrics.periods import period_bounds
 from app.metrics.stats import round_half_up
 from app.models import Deal, Interaction, WebhookDelivery
 from config.account import AccountConfig
+from jobs.deal_facts import complaints_for, frt_episodes, survey_answers, win_instants
 from jobs.ledger import DealLedger, load_ledgers
-from jobs.planner import complaints_for, frt_episodes, survey_answers, win_instants
 
 
 def iso(at: datetime | None, tz: ZoneInfo) -> str | None:
@@ -179,7 +179,7 @@ def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, 
 
 
 def referral_deal(ctx: ReportContext, ledger: DealLedger) -> referrals_m.WonDeal | None:
-    from jobs.planner import field_value_at
+    from jobs.deal_facts import field_value_at
 
     ref = ctx.account.referrals
     wins = win_instants(ledger, ctx.account)

@@ -49,7 +49,7 @@ def test_a_win_again_straight_from_the_status_it_left_is_a_second_win() -> None:
     from types import SimpleNamespace
 
     from app.metrics.complaints import StageRecord
-    from jobs.planner import win_instants
+    from jobs.deal_facts import win_instants
 
     def rec(minute: int, old: int, new: int) -> StageRecord:
         return StageRecord(at=T + timedelta(minutes=minute), pipeline_id=1, status_id=new,

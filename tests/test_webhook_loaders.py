@@ -12,18 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from integrations.amocrm import webhooks
-from integrations.amocrm.webhooks import (
-    _LOADERS,
-    _NOTE_LOADER,
-    HandLoader,
-    WebhookParseError,
-    parse_delivery,
-    parse_form,
-)
+from integrations.amocrm import webhook_schemas
+from integrations.amocrm.webhook_loaders import LOADERS, NOTE_LOADER, HandLoader
+from integrations.amocrm.webhooks import WebhookParseError, parse_delivery, parse_form
 from tests.conftest import FIXTURES
 
-LOADERS = [*_LOADERS.values(), _NOTE_LOADER]
+LOADERS = [*LOADERS.values(), NOTE_LOADER]
 FIXTURE_BODIES = sorted((FIXTURES / "webhooks").glob("*.txt")) + sorted(
     (FIXTURES / "webhooks_extra").glob("*.txt"))
 
@@ -102,9 +96,9 @@ values = awkward | st.text(max_size=6) | st.dictionaries(st.sampled_from(["0", "
 
 def field_values(f: Any) -> st.SearchStrategy[Any]:
     """Mostly what the field takes (so the hand path runs), with the awkward cases mixed in."""
-    if isinstance(f, webhooks.AmoInt):
+    if isinstance(f, webhook_schemas.AmoInt):
         clean = st.integers(-2**64, 2**64).map(str)
-    elif isinstance(f, webhooks.UnixTime):
+    elif isinstance(f, webhook_schemas.UnixTime):
         clean = st.integers(-2**40, 2**40).map(str) | st.sampled_from(["0", " 0 ", ""])
     else:
         clean = st.text(max_size=6)
@@ -172,4 +166,4 @@ def test_generated_deliveries_parse_the_same_by_hand(head, fields):
 
 def test_hand_loaders_cover_every_schema():
     assert {type(loader.schema) for loader in LOADERS} == {
-        type(s) for s in (*webhooks._SCHEMAS.values(), webhooks._NOTE_SCHEMA)}
+        type(s) for s in (*webhook_schemas.SCHEMAS.values(), webhook_schemas.NOTE_SCHEMA)}

@@ -4,19 +4,24 @@ amoCRM POSTs ``application/x-www-form-urlencoded`` bodies built by PHP's ``http_
 ``leads[status][0][status_id]=142``. Every value arrives as a string, one delivery can carry
 several entities and several actions, companies arrive under ``contacts`` with
 ``type=company``, and Digital Pipeline status deliveries carry ids only.
+
+Here: the event tables, the form parse, ``account_of`` and ``parse_delivery``. Each item's typed
+fields and schemas are in webhook_schemas.py, their fast hand loaders in webhook_loaders.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import ValidationError
+
+from integrations.amocrm.webhook_loaders import LOADERS, NOTE_LOADER
+from integrations.amocrm.webhook_schemas import INT64_MAX, normalise_custom_fields, values_list
 
 _KEY_PARTS = re.compile(r"[^\[\]]+")
 
@@ -93,9 +98,6 @@ def account_of(body: bytes) -> tuple[int | None, str | None]:
     return account_id, subdomain
 
 
-INT64_MAX = 2**63 - 1  # every amoCRM id lands in a BIGINT column
-
-
 def account_int(value: object) -> int | None:
     """An id sent as a string, or None. ``str.isdigit`` alone accepts "²" and 5,000-digit
     strings, on which ``int()`` raises: a 500 in the receiver, a failed batch in the worker."""
@@ -103,272 +105,6 @@ def account_int(value: object) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > INT64_MAX:
         return None
     return int(text)
-
-
-# --- typed fields ---------------------------------------------------------------------------
-
-
-class AmoInt(fields.Integer):
-    """An integer sent as a string; amoCRM sends "" for an empty value."""
-
-    def _deserialize(  # type: ignore[override]  # "" loads as None, not an int
-        self, value: Any, attr: str | None, data: Any, **kwargs: Any
-    ) -> int | None:
-        if value is None or (isinstance(value, str) and value.strip() == ""):
-            if self.required:  # an empty id would reach the database as NULL and fail the batch
-                raise ValidationError("empty")
-            return None
-        number = super()._deserialize(value, attr, data, **kwargs)
-        # Out of BIGINT range would fail the whole drain batch in the database.
-        if number is not None and abs(number) > INT64_MAX:
-            raise ValidationError("integer out of range")
-        return number
-
-
-class AmoBool(fields.Field):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
-        return str(value).strip().lower() in ("1", "true", "y", "yes")
-
-
-class UnixTime(fields.Field):
-    """Unix seconds (as a string) → aware UTC datetime."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
-        if value is None or str(value).strip() in ("", "0"):
-            if self.required:  # a message without its instant would fail the batch (NOT NULL)
-                raise ValidationError("empty")
-            return None
-        try:
-            return datetime.fromtimestamp(int(str(value).strip()), UTC)
-        except (ValueError, OverflowError, OSError) as exc:
-            raise ValidationError("not a unix time") from exc
-
-
-def _values_list(raw: Any) -> list[Any]:
-    """amoCRM indexed sub-arrays arrive as {"0": …, "1": …}; a lone object is one value."""
-    if isinstance(raw, dict):
-        if raw and all(k.isdigit() for k in raw):
-            return [raw[k] for k in sorted(raw, key=int)]
-        return [raw]
-    if isinstance(raw, list):
-        return raw
-    return [] if raw is None else [raw]
-
-
-def normalise_custom_fields(raw: Any) -> dict[int, list[dict[str, Any]]]:
-    """custom_fields → {field_id: [{"value": str|None, "enum_id": int|None}, …]}.
-
-    Values come as a bare scalar (dates), as ``{value, enum}`` (selects) or as an object.
-    """
-    out: dict[int, list[dict[str, Any]]] = {}
-    for cf in _values_list(raw):
-        if not isinstance(cf, dict) or not str(cf.get("id", "")).strip().isdigit():
-            continue
-        values = []
-        for v in _values_list(cf.get("values")):
-            if isinstance(v, dict):
-                enum = str(v.get("enum", v.get("enum_id", ""))).strip()
-                value = v.get("value")
-                values.append({"value": value if isinstance(value, str) else None,
-                               "enum_id": int(enum) if enum.isdigit() else None})
-            else:
-                values.append({"value": str(v), "enum_id": None})
-        out[int(cf["id"])] = values
-    return out
-
-
-# --- schemas --------------------------------------------------------------------------------
-
-
-class _Base(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-
-class LeadSchema(_Base):
-    id = AmoInt(required=True)
-    name = fields.String(load_default=None)
-    status_id = AmoInt(load_default=None)
-    old_status_id = AmoInt(load_default=None)
-    pipeline_id = AmoInt(load_default=None)
-    old_pipeline_id = AmoInt(load_default=None)
-    responsible_user_id = AmoInt(load_default=None)
-    old_responsible_user_id = AmoInt(load_default=None)
-    modified_user_id = AmoInt(load_default=None)
-    price = AmoInt(load_default=None)
-    created_at = UnixTime(load_default=None)
-    updated_at = UnixTime(load_default=None)
-    date_create = UnixTime(load_default=None)
-    last_modified = UnixTime(load_default=None)
-    custom_fields = fields.Raw(load_default=None)
-
-
-class NoteSchema(_Base):
-    id = AmoInt(required=True)
-    text = fields.String(load_default=None)
-    note_type = AmoInt(load_default=None)
-    element_type = AmoInt(load_default=None)
-    element_id = AmoInt(load_default=None)
-    created_by = AmoInt(load_default=None)
-    created_at = UnixTime(load_default=None)
-    updated_at = UnixTime(load_default=None)
-
-
-class MessageSchema(_Base):
-    id = fields.String(required=True)
-    chat_id = fields.String(load_default=None)
-    talk_id = AmoInt(load_default=None)
-    contact_id = AmoInt(load_default=None)
-    text = fields.String(load_default=None)
-    created_at = UnixTime(required=True)
-    entity_type = fields.String(load_default=None)
-    entity_id = AmoInt(load_default=None)
-    element_id = AmoInt(load_default=None)
-    type = fields.String(load_default="incoming")
-    origin = fields.String(load_default=None)
-
-
-class TalkSchema(_Base):
-    talk_id = AmoInt(required=True)
-    contact_id = AmoInt(load_default=None)
-    chat_id = fields.String(load_default=None)
-    entity_id = AmoInt(load_default=None)
-    entity_type = fields.String(load_default=None)
-    rate = AmoInt(load_default=0)
-    is_read = AmoBool(load_default=False)
-    is_in_work = AmoBool(load_default=True)
-    created_at = UnixTime(load_default=None)
-    updated_at = UnixTime(load_default=None)
-
-
-class TaskSchema(_Base):
-    id = AmoInt(required=True)
-    element_id = AmoInt(load_default=None)
-    element_type = AmoInt(load_default=None)
-    task_type = AmoInt(load_default=None)
-    text = fields.String(load_default=None)
-    status = AmoInt(load_default=0)
-    action_close = AmoInt(load_default=None)
-    responsible_user_id = AmoInt(load_default=None)
-    complete_before = UnixTime(load_default=None)
-    created_at = UnixTime(load_default=None)
-    updated_at = UnixTime(load_default=None)
-
-
-_SCHEMAS: dict[str, Schema] = {
-    "leads": LeadSchema(),
-    "message": MessageSchema(),
-    "talk": TalkSchema(),
-    "task": TaskSchema(),
-}
-_NOTE_SCHEMA = NoteSchema()
-
-
-# --- hand loaders ---------------------------------------------------------------------------
-# marshmallow costs more than the rest of a delivery's parse. Every value of a parsed form is a
-# string, so each schema is compiled once into plain converters for string values; whatever they
-# do not take as it comes (a non-string value, a bad number, a missing required key) goes to the
-# schema itself, so its result and its error messages stay the only word on the odd cases.
-# tests/test_webhook_loaders.py checks both agree.
-
-
-class _Slow(Exception):
-    """This item needs the schema's own load."""
-
-
-def _fast_int(required: bool) -> Callable[[str], int | None]:
-    def convert(value: str) -> int | None:
-        if not value.strip():
-            if required:
-                raise _Slow
-            return None
-        try:
-            number = int(value)
-        except ValueError:
-            raise _Slow from None
-        if abs(number) > INT64_MAX:
-            raise _Slow
-        return number
-    return convert
-
-
-def _fast_time(required: bool) -> Callable[[str], datetime | None]:
-    def convert(value: str) -> datetime | None:
-        text = value.strip()
-        if text in ("", "0"):
-            if required:
-                raise _Slow
-            return None
-        try:
-            return datetime.fromtimestamp(int(text), UTC)
-        except (ValueError, OverflowError, OSError):
-            raise _Slow from None
-    return convert
-
-
-def _fast_bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "y", "yes")
-
-
-def _fast_str(value: str) -> str:
-    return value
-
-
-_MISSING = object()
-
-
-class HandLoader:
-    """``schema.load(item)`` by hand when every value the schema reads is a plain string."""
-
-    def __init__(self, schema: Schema) -> None:
-        self.schema = schema
-        # (key, converter or None to keep the value as it is, required, default), in order.
-        self.plan: list[tuple[str, Callable[[str], Any] | None, bool, Any]] = []
-        if any(schema._hooks.values()):
-            raise TypeError(f"{type(schema).__name__}: no hand loader for schema hooks")
-        for name, f in schema.load_fields.items():
-            if (f.data_key or f.attribute or f.validators or f.pre_load or f.post_load
-                    or callable(f.load_default)):
-                raise TypeError(f"{type(schema).__name__}.{name}: no hand loader for its options")
-            kind = type(f)
-            convert: Callable[[str], Any] | None
-            if kind is AmoInt:
-                convert = _fast_int(f.required)
-            elif kind is UnixTime:
-                convert = _fast_time(f.required)
-            elif kind is AmoBool:
-                convert = _fast_bool
-            elif kind is fields.String:
-                convert = _fast_str
-            elif kind is fields.Raw:
-                convert = None
-            else:
-                raise TypeError(f"{type(schema).__name__}.{name}: no hand loader for "
-                                f"{kind.__name__}")
-            self.plan.append((name, convert, f.required, f.load_default))
-
-    def load(self, item: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        try:
-            for name, convert, required, default in self.plan:
-                value = item.get(name, _MISSING)
-                if value is _MISSING:
-                    if required:
-                        raise _Slow
-                    out[name] = default
-                elif convert is None:
-                    out[name] = value
-                elif isinstance(value, str):
-                    out[name] = convert(value)
-                else:
-                    raise _Slow
-        except _Slow:
-            return self.schema.load(item)
-        return out
-
-
-_LOADERS = {root: HandLoader(schema) for root, schema in _SCHEMAS.items()}
-_NOTE_LOADER = HandLoader(_NOTE_SCHEMA)
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -419,7 +155,7 @@ def parse_delivery(body: bytes | str) -> ParsedDelivery:
             if kind not in HANDLED_EVENTS:
                 parsed.unknown.append(kind)
                 continue
-            for index, item in enumerate(_values_list(items)):
+            for index, item in enumerate(values_list(items)):
                 where = f"{root}[{action}][{index}]"
                 try:
                     parsed.events.append(WebhookEvent(kind, _load(root, action, item)))
@@ -435,8 +171,8 @@ def _load(root: str, action: str, item: Any) -> dict[str, Any]:
         raise ValidationError("not an object")
     if root == "leads" and action == "note":
         note = item.get("note", item)
-        return _NOTE_LOADER.load(note if isinstance(note, dict) else {})
-    data = _LOADERS[root].load(item)
+        return NOTE_LOADER.load(note if isinstance(note, dict) else {})
+    data = LOADERS[root].load(item)
     if root == "leads":
         # A status delivery may carry no custom fields: absent is not "cleared".
         data["custom_fields_present"] = item.get("custom_fields") is not None
