@@ -296,6 +296,8 @@ class Replay:
             set_runtime(rt)
             try:
                 end, last_at = self._drive(rt, clock, first, lines)
+                if self.fake is not None:
+                    self.fake.forget_stream()  # the peak of memory is the report's
                 last_at = max(last_at, self.last_line_at or last_at)
                 period_from = (self.opts.period_from
                                or start.astimezone(self.tz).date().replace(day=1))

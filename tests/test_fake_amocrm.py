@@ -73,3 +73,16 @@ def test_leads_served_from_the_callers_dict_and_writes_recorded() -> None:
     assert tasks.results["a"]["id"] == 1
     assert fake.counts == {"GET": 2, "PATCH": 1, "POST": 1}
     assert fake.patched[0]["id"] == 5 and fake.posted_tasks[0]["text"] == "t"
+
+
+def test_a_replay_done_with_its_stream_lets_the_fake_forget_it() -> None:
+    """The stream's events and leads are dropped before the report is built (a month of them
+    held the replay's peak memory up): after that the fake knows none of them."""
+    t = FakeTime(start=2000.0)
+    client, fake = _client_with_fake(t)
+    fake.add_event(_event(1, 1000), visible_at=1500.0)
+    fake.set_lead(32966269, {"id": 32966269, "name": "Ворота", "custom_fields_values": None})
+    assert list(client.list_events()) and client.get_lead(32966269) is not None
+    fake.forget_stream()
+    assert list(client.list_events()) == []
+    assert client.get_lead(32966269) is None

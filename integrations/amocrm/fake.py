@@ -53,6 +53,12 @@ class FakeAmoAdapter(BaseAdapter):
         with self._lock:
             self.leads[int(lead_id)] = lead_json
 
+    def forget_stream(self) -> None:
+        """Drop the events and leads fed in (a replay done with its stream): a month of them
+        is tens of megabytes the report would otherwise be built beside."""
+        with self._lock:
+            self._event_keys, self._events, self.leads = [], [], {}
+
     # --- transport --------------------------------------------------------------------------
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
