@@ -67,6 +67,21 @@ def pg_engine(pg_url: str):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def either_engine(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The test once on each dialect: a SQLite file with the schema (the embedded default) and
+    the run's Postgres (production)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_engine")
+        return
+    from app.db import create_schema, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'either.sqlite3'}")
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """A Redis database of its own for this test run (flushed before use)."""

@@ -10,7 +10,7 @@ import pytest
 import responses
 from cryptography.fernet import Fernet
 
-from app.db import create_schema, make_engine, make_session_factory
+from app.db import make_session_factory
 from config.account import AuthConfig
 from config.settings import Settings
 from integrations.amocrm.auth import TokenPair
@@ -27,16 +27,10 @@ OAUTH = AuthConfig(long_lived_token_env="AMOCRM_LONG_LIVED_TOKEN",
                    client_secret_env="AMOCRM_CLIENT_SECRET", redirect_uri="https://scores.example/cb")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def engine(request, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Where the OAuth tokens are kept: a SQLite file or the run's Postgres."""
-    if request.param == "postgresql":
-        eng = request.getfixturevalue("pg_engine")
-    else:
-        eng = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-        create_schema(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture()
+def engine(either_engine):  # type: ignore[no-untyped-def]
+    """Where the OAuth tokens are kept, on both dialects."""
+    return either_engine
 
 
 @pytest.fixture()

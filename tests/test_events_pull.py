@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 import responses
 from responses import matchers
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Base, EventWatermark, SeenEvent
+from app.models import EventWatermark, SeenEvent
 from jobs.events_pull import pull_events
 from tests.e2e_helpers import EVENT_TYPES_ASKED
 from tests.test_client_support import BASE, make_account, make_client
@@ -24,16 +24,10 @@ def _event(eid: str, at: int, etype: str = "incoming_chat_message") -> dict:
             "created_at": at, "value_after": [{"message": {"id": eid}}], "account_id": 32427762}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def engine(request, tmp_path):  # type: ignore[no-untyped-def]
-    """The watermark's and the seen events' database: a SQLite file or the run's Postgres."""
-    if request.param == "postgresql":
-        eng = request.getfixturevalue("pg_engine")
-    else:
-        eng = create_engine(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-        Base.metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture()
+def engine(either_engine):  # type: ignore[no-untyped-def]
+    """The watermark's and the seen events' database, on both dialects."""
+    return either_engine
 
 
 @pytest.fixture()

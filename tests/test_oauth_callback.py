@@ -9,10 +9,10 @@ import pytest
 import responses
 from cryptography.fernet import Fernet
 from responses import matchers
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from app.db import make_session_factory
-from app.models import Base, OAuthToken
+from app.models import OAuthToken
 from app.web import create_app
 from config.settings import Settings
 from jobs.queues import InProcessQueue
@@ -28,16 +28,10 @@ CODE_BODY = {"client_id": "3f1c-client", "client_secret": "client-secret-xyz",
              "redirect_uri": "https://scores.example.com/oauth/callback"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def engine(request, tmp_path):  # type: ignore[no-untyped-def]
-    """Where the callback stores the tokens: a SQLite file or the run's Postgres."""
-    if request.param == "postgresql":
-        eng = request.getfixturevalue("pg_engine")
-    else:
-        eng = create_engine(f"sqlite:///{tmp_path / 'oauth.sqlite3'}")
-        Base.metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture()
+def engine(either_engine):  # type: ignore[no-untyped-def]
+    """Where the callback stores the tokens, on both dialects."""
+    return either_engine
 
 
 @pytest.fixture()
