@@ -87,12 +87,12 @@ def facts_of(ctx: ReportContext, ledger: DealLedger) -> DealFacts:
          frt_m.assignment_split(ep, ledger.responsibles, ctx.calendar))
         for ep in frt_episodes(ledger, ctx.account, ctx.calendar) if ctx.in_period(ep.opened_at)
     ]
+    # A deleted deal leaves every figure, as its episodes, complaints and answers do.
+    wins = [] if ledger.deal.is_deleted else win_instants(ledger, ctx.account)
     return DealFacts(
         deal_id=ledger.deal.id, contact_id=ledger.contact_id, episodes=episodes,
-        complaints=complaints_for(ledger, ctx.account),
-        # A deleted deal leaves every figure, as its episodes, answers and referral do.
-        wins=[] if ledger.deal.is_deleted else win_instants(ledger, ctx.account),
-        referral=referral_deal(ctx, ledger) if ctx.account.referrals else None,
+        complaints=complaints_for(ledger, ctx.account), wins=wins,
+        referral=referral_deal(ctx, ledger, wins) if ctx.account.referrals else None,
         answers=survey_answers(ledger, ctx.account))
 
 
@@ -178,12 +178,13 @@ def complaints_section(ctx: ReportContext, facts: list[DealFacts]) -> dict[str, 
     }
 
 
-def referral_deal(ctx: ReportContext, ledger: DealLedger) -> referrals_m.WonDeal | None:
+def referral_deal(ctx: ReportContext, ledger: DealLedger,
+                  wins: list[datetime]) -> referrals_m.WonDeal | None:
+    """The deal as the referral figures count it, from its ``wins`` (none: not counted)."""
     from jobs.deal_facts import field_value_at
 
     ref = ctx.account.referrals
-    wins = win_instants(ledger, ctx.account)
-    if not wins or ledger.deal.is_deleted:
+    if not wins:
         return None
     # As last known, not at the win: fields are often filled in just after it. A later body
     # that leaves the field out does not undo it (ingest records no value for it).

@@ -18,7 +18,7 @@ from app.db import upsert
 from app.models import SyncCheckpoint
 from config.account import AccountConfig
 from jobs.amocrm_client import api_client
-from jobs.queues import next_due_key
+from jobs.queues import next_due_key, sync_waiting_key
 from jobs.runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
@@ -145,8 +145,6 @@ def sync_account(account_id: int) -> dict[str, int]:
     account = rt.account(account_id)
     now = rt.clock()
     if rt.redis is not None:
-        from jobs.queues import sync_waiting_key
-
         try:  # running now: the timer may queue the next one
             rt.redis.delete(sync_waiting_key(account_id))
         except Exception:  # noqa: BLE001 - the key expires on its own; the sync matters more
